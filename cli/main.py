@@ -1,0 +1,109 @@
+"""`hpo`: the command line. `hpo run` trains and compares tuning strategies."""
+
+import argparse
+import os
+import sys
+from typing import List, Sequence
+
+USAGE_RUN = """Train with one or more tuning strategies and record the results.
+
+Configuration is gin, with T5X's conventions: configs/base.gin first, then each
+--gin_file (default: configs/default.gin, the embedded translation task), then
+each --gin.KEY=VALUE binding. Results go to MODEL_DIR/comparison.json; running
+the same command again resumes unfinished runs and skips finished ones."""
+
+
+def _split_gin_bindings(argv: Sequence[str]):
+    """T5X's `--gin.KEY=VALUE` flags are taken out before argparse sees the rest."""
+    rest, bindings = [], []
+    for arg in argv:
+        if arg.startswith("--gin.") and "=" in arg:
+            key, value = arg[len("--gin."):].split("=", 1)
+            bindings.append((key, value))
+        else:
+            rest.append(arg)
+    return rest, bindings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hpo.strategies import strategy_names
+    parser = argparse.ArgumentParser(prog="hpo", description=__doc__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="train with tuning strategies and record results",
+                              description=USAGE_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    names = strategy_names()
+    run.add_argument("--strategy", default=",".join(names),
+                     help=f"comma-separated strategies to run, from: {', '.join(names)} (default: all)")
+    run.add_argument("--seeds", default="0",
+                     help="comma-separated seeds ('0,1,2'), or 'N:' for seeds 0..N-1 (default: 0)")
+    run.add_argument("--model_dir", help="where runs and comparison.json go; same as --gin.MODEL_DIR")
+    run.add_argument("--gin_file", action="append", default=[],
+                     help="a gin file (repeatable), looked up in --gin_search_paths, the current "
+                          "directory and the built-in configs/")
+    run.add_argument("--gin_search_paths", default="",
+                     help="comma-separated directories to look up gin files and includes in")
+    run.epilog = ("--gin.KEY=VALUE   a gin binding (repeatable), e.g. --gin.TRAIN_STEPS=200 or "
+                  "--gin.OptimizerConfig.name=\"'adam'\"; a bare string value needs no quotes")
+    return parser
+
+
+def parse_seeds(text: str) -> List[int]:
+    from hpo.errors import UserError
+    try:
+        if text.endswith(":"):
+            count = int(text[:-1])
+            if count <= 0:
+                raise ValueError
+            return list(range(count))
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds: expected e.g. '0,1,2' or '3:', got '{text}'") from None
+    if not seeds:
+        raise UserError("--seeds is empty")
+    return seeds
+
+
+def run_command(args, bindings) -> int:
+    from hpo import config
+    from hpo.experiment import Experiment
+    from hpo.strategies import get_strategy
+
+    gin_bindings = [config.gin_binding(k, v) for k, v in bindings]
+    if args.model_dir:
+        gin_bindings.append(config.gin_binding("MODEL_DIR", args.model_dir))
+    search = [p for p in args.gin_search_paths.split(",") if p]
+    config.parse(args.gin_file, gin_bindings, search)
+    seeds = parse_seeds(args.seeds)
+    strategies = [get_strategy(name.strip()) for name in args.strategy.split(",") if name.strip()]
+    experiment = Experiment()
+    for strategy in strategies:
+        for seed in seeds:
+            record = strategy.run(experiment, seed)
+            print(f"{record['task']}  {record['strategy']:<8} seed {seed}: "
+                  f"test BLEU {record['test_bleu']:.2f}  chrF {record['test_chrf']:.2f}  "
+                  f"dev BLEU {record['dev_bleu']:.2f}  ({record['wall_seconds']:.0f} s)")
+    print(f"results: {os.path.join(experiment.model_dir, 'comparison.json')}")
+    return 0
+
+
+def main(argv: Sequence[str] = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest, bindings = _split_gin_bindings(argv)
+    if not rest or rest[0].startswith("-") and rest[0] not in ("-h", "--help"):
+        rest = ["run", *rest]  # `hpo` alone (or with run's flags) means `hpo run`
+    from hpo.errors import UserError
+    parser = build_parser()
+    args = parser.parse_args(rest)
+    try:
+        if args.command == "run":
+            return run_command(args, bindings)
+        parser.print_help()
+        return 2
+    except UserError as e:
+        print(f"hpo: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

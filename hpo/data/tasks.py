@@ -1,0 +1,240 @@
+"""Translation tasks as seqio tasks, each with train / guide / dev / test splits.
+
+`get_task(name)` is the single entry point. Besides tasks already in seqio's
+registry it knows three families, each built from gin-configurable settings:
+
+- `synthetic_translation`: the embedded language pair, generated from a seed
+  on first use and cached with its SentencePiece vocabulary (no download);
+- `parallel_corpus`: any local corpus, as TSV files or pairs of aligned files;
+- `wmtYY_xxyy` (e.g. `wmt14_deen`, `wmt19_lten`): TFDS WMT pairs.
+
+The guide split (for the guided strategy) is carved out of training data:
+every n-th training pair (n = 1 / guide_fraction) for files, the first
+guide_fraction of TFDS's train split for WMT. It is disjoint from train, and
+dev and test are separate files or splits.
+"""
+
+import functools
+import hashlib
+import os
+import re
+from typing import Callable, Dict, Sequence, Union
+
+import gin
+import seqio
+import tensorflow as tf
+
+from hpo import io as hpo_io
+from hpo.data import synthetic, vocab as vocab_lib
+from hpo.errors import UserError
+
+SPLITS = ("train", "guide", "dev", "test")
+PathOrPair = Union[str, Sequence[str]]
+
+
+@gin.configurable
+def data_dir(path: str = None) -> str:
+    """Where generated corpora and vocabularies are cached."""
+    path = path or os.environ.get("HPO_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hpo")
+    return os.path.abspath(path)
+
+
+def get_task(name: str) -> seqio.Task:
+    """The seqio task called `name`, built and registered if it is one of ours."""
+    builder = _builder_for(name)
+    if builder is not None:
+        return builder(name)
+    if name in seqio.TaskRegistry.names():
+        return seqio.get_mixture_or_task(name)
+    raise UserError(f"unknown task '{name}' (built in: synthetic_translation, parallel_corpus, "
+                    f"wmtYY_xxyy such as wmt14_deen; or a seqio task registered by an imported module)")
+
+
+def _builder_for(name: str) -> Callable[[str], seqio.Task]:
+    if name == "synthetic_translation":
+        return synthetic_translation_task
+    if name == "parallel_corpus":
+        return parallel_corpus_task
+    if re.fullmatch(r"wmt\d\d_[a-z]{4}", name):
+        return wmt_task
+    return None
+
+
+def _register(name: str, source: seqio.DataSource, vocabulary: seqio.Vocabulary,
+              preprocessors: Sequence = ()) -> seqio.Task:
+    # Re-registering keeps a task in step with the current gin config.
+    if name in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.remove(name)
+    feature = seqio.Feature(vocabulary, add_eos=True)
+    return seqio.TaskRegistry.add(
+        name, source=source,
+        preprocessors=[*preprocessors, seqio.preprocessors.tokenize,
+                       seqio.preprocessors.append_eos_after_trim],
+        output_features={"inputs": feature, "targets": feature})
+
+
+# --- The embedded synthetic language pair --------------------------------------------
+
+@gin.configurable
+def synthetic_translation_task(name: str = "synthetic_translation", seed: int = 0,
+                               num_train: int = 20000, num_dev: int = 500, num_test: int = 500,
+                               vocab_size: int = 1000, guide_fraction: float = 0.01) -> seqio.Task:
+    """The embedded task: generated from `seed` on first use, then read from the cache."""
+    for key, value in dict(num_train=num_train, num_dev=num_dev, num_test=num_test,
+                           vocab_size=vocab_size).items():
+        if value <= 0:
+            raise UserError(f"synthetic_translation_task.{key} must be positive, got {value}")
+    directory = os.path.join(data_dir(), "synthetic_translation",
+                             f"seed{seed}-train{num_train}-dev{num_dev}-test{num_test}")
+    files = {split: os.path.join(directory, f"{split}.tsv") for split in ("train", "dev", "test")}
+    if not all(os.path.isfile(f) for f in files.values()):
+        corpus = synthetic.generate_corpus(seed, num_train, num_dev, num_test)
+        for split, pairs in corpus.items():
+            hpo_io.write_text(files[split], "".join(f"{s}\t{t}\n" for s, t in pairs))
+    vocabulary = vocab_lib.cached_vocabulary(
+        os.path.join(directory, f"spm{vocab_size}.model"), _train_text(files["train"]), vocab_size)
+    return _register(name, _file_source(files, guide_fraction), vocabulary)
+
+
+# --- Local parallel corpora ---------------------------------------------------------
+
+@gin.configurable
+def parallel_corpus_task(name: str = "parallel_corpus", train: PathOrPair = gin.REQUIRED,
+                         dev: PathOrPair = gin.REQUIRED, test: PathOrPair = gin.REQUIRED,
+                         vocab: str = None, vocab_size: int = 8000,
+                         guide_fraction: float = 0.01) -> seqio.Task:
+    """A local corpus: each split a TSV file (source<TAB>target) or a pair of aligned files.
+
+    Without `vocab` (a SentencePiece model path), a vocabulary is trained on
+    the training data and cached under data_dir().
+    """
+    files = {"train": train, "dev": dev, "test": test}
+    for split, spec in files.items():
+        _check_parallel_files(split, spec)
+    if vocab is None:
+        key = hashlib.sha1(repr((_signature(train), vocab_size)).encode()).hexdigest()[:12]
+        path = os.path.join(data_dir(), "parallel_corpus", key, f"spm{vocab_size}.model")
+        vocabulary = vocab_lib.cached_vocabulary(path, _train_text(train), vocab_size)
+    else:
+        vocabulary = vocab_lib.load_vocabulary(vocab)
+    return _register(name, _file_source(files, guide_fraction), vocabulary)
+
+
+def _paths(spec: PathOrPair) -> list:
+    return [spec] if isinstance(spec, str) else list(spec)
+
+
+def _signature(spec: PathOrPair):
+    return [(os.path.abspath(p), os.path.getmtime(p), os.path.getsize(p)) for p in _paths(spec)]
+
+
+def _check_parallel_files(split: str, spec: PathOrPair) -> None:
+    paths = _paths(spec)
+    if len(paths) not in (1, 2):
+        raise UserError(f"{split}: give a TSV file or two aligned files, got {len(paths)} paths")
+    counts = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UserError(f"{split} data file not found: {path}")
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        if not any(line.strip() for line in lines):
+            raise UserError(f"{split} data file is empty: {path}")
+        if len(paths) == 1:
+            bad = next((i for i, line in enumerate(lines, 1) if line.count("\t") != 1), None)
+            if bad is not None:
+                raise UserError(f"{path}:{bad}: expected 'source<TAB>target'")
+        counts.append(len(lines))
+    if len(counts) == 2 and counts[0] != counts[1]:
+        raise UserError(f"{split} files are not aligned: {paths[0]} has {counts[0]} lines, "
+                        f"{paths[1]} has {counts[1]}")
+
+
+def _train_text(spec: PathOrPair):
+    """Both sides of a corpus, one sentence at a time, for vocabulary training."""
+    for path in _paths(spec):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                yield from (part for part in line.rstrip("\n").split("\t") if part)
+
+
+def _read_pairs(spec: PathOrPair) -> tf.data.Dataset:
+    paths = _paths(spec)
+    if len(paths) == 1:
+        def split_line(line):
+            parts = tf.strings.split(line, "\t", maxsplit=1)
+            return {"inputs": parts[0], "targets": parts[1]}
+        return tf.data.TextLineDataset(paths[0]).map(split_line)
+    pairs = tf.data.Dataset.zip(tuple(tf.data.TextLineDataset(p) for p in paths))
+    return pairs.map(lambda s, t: {"inputs": s, "targets": t})
+
+
+def _file_source(files: Dict[str, PathOrPair], guide_fraction: float) -> seqio.DataSource:
+    every = _guide_every(guide_fraction)
+
+    def dataset_fn(split, shuffle_files, seed=None):
+        del shuffle_files, seed  # one file per split; seqio shuffles examples
+        if split in ("dev", "test"):
+            return _read_pairs(files[split])
+        keep_guide = split == "guide"
+        indexed = _read_pairs(files["train"]).enumerate()
+        chosen = indexed.filter(lambda i, ex: tf.equal(i % every == 0, keep_guide))
+        return chosen.map(lambda i, ex: ex)
+
+    return seqio.FunctionDataSource(dataset_fn, splits=SPLITS)
+
+
+def _guide_every(guide_fraction: float) -> int:
+    if not 0 < guide_fraction < 1:
+        raise UserError(f"guide_fraction must be in (0, 1), got {guide_fraction}")
+    return max(2, round(1 / guide_fraction))
+
+
+# --- TFDS WMT pairs -------------------------------------------------------------------
+
+@gin.configurable
+def wmt_task(name: str, vocab: str = None, vocab_size: int = 32000, vocab_examples: int = 200000,
+             guide_fraction: float = 0.01, splits: Dict[str, str] = None,
+             tfds_data_dir: str = None) -> seqio.Task:
+    """`wmtYY_xxyy`: TFDS `wmtYY_translate`, translating xx into yy (one of them English).
+
+    Runs wherever TFDS has the data prepared (it is never downloaded here).
+    Default splits: dev = validation, test = test; WMT19 has no test split in
+    TFDS, so there dev and test are the two halves of validation.
+    """
+    year, pair = name[3:5], name.split("_")[1]
+    source, target = pair[:2], pair[2:]
+    if "en" not in (source, target) or source == target:
+        raise UserError(f"task '{name}': one side of a WMT pair must be English (e.g. wmt14_deen)")
+    config = f"{source if target == 'en' else target}-en"
+    tfds_name = f"wmt{year}_translate/{config}"
+    pct = round(guide_fraction * 100, 6)
+    if not 0 < pct < 100:
+        raise UserError(f"guide_fraction must be in (0, 1), got {guide_fraction}")
+    default_eval = ({"dev": "validation[:50%]", "test": "validation[50%:]"} if year == "19"
+                    else {"dev": "validation", "test": "test"})
+    split_map = {"train": f"train[{pct}%:]", "guide": f"train[:{pct}%]", **default_eval, **(splits or {})}
+    source_ds = seqio.TfdsDataSource(tfds_name=tfds_name, splits=split_map, tfds_data_dir=tfds_data_dir)
+    if vocab is None:
+        path = os.path.join(data_dir(), "wmt", f"{tfds_name.replace('/', '_')}-spm{vocab_size}.model")
+        sentences = _tfds_text(source_ds, (source, target), vocab_examples)
+        vocabulary = vocab_lib.cached_vocabulary(path, sentences, vocab_size)
+    else:
+        vocabulary = vocab_lib.load_vocabulary(vocab)
+    to_pair = functools.partial(_select_pair, source=source, target=target)
+    return _register(name, source_ds, vocabulary, preprocessors=[to_pair])
+
+
+def _select_pair(dataset, source, target):
+    return dataset.map(lambda ex: {"inputs": ex[source], "targets": ex[target]})
+
+
+def _tfds_text(source_ds, languages, limit):
+    try:
+        dataset = source_ds.get_dataset("train", shuffle=False).take(limit)
+    except Exception as e:  # TFDS raises several types for data that is not prepared
+        raise UserError(f"TFDS data for {source_ds.tfds_dataset.name} is not available "
+                        f"({type(e).__name__}); prepare it with `tfds build` first") from e
+    for example in dataset.as_numpy_iterator():
+        for lang in languages:
+            yield example[lang].decode("utf-8")

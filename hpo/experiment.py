@@ -1,0 +1,136 @@
+"""One experiment: a task, a model, an optimizer and a budget, all from gin.
+
+Strategies run on it: each one calls `train_and_evaluate` with its own step
+function (fixed and replayed values, or guided updates); everything else —
+data, initialisation, the loop, checkpoints, scoring and the result record —
+is shared, so strategies differ only in how hyper-parameters are chosen.
+"""
+
+import dataclasses
+import datetime
+import functools
+import os
+import time
+from typing import Callable, Dict, Optional
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import hpo
+from hpo import evaluate as evaluation
+from hpo import optim, records
+from hpo.data import pipeline
+from hpo.errors import UserError
+from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
+from hpo.models.t5 import T5Config, num_params
+from hpo.trainer import Trainer, TrainState, eval_step, init_state
+
+gin.external_configurable(T5Config, module="hpo")
+
+
+@gin.configurable
+@dataclasses.dataclass
+class Experiment:
+    model_dir: str = gin.REQUIRED
+    data: pipeline.DatasetConfig = gin.REQUIRED
+    network: Callable[..., T5Config] = T5Config  # called with the task's vocab_size
+    optimizer: optim.OptimizerConfig = dataclasses.field(default_factory=optim.OptimizerConfig)
+    schedule: Callable = gin.REQUIRED  # step -> base learning rate
+    label_smoothing: float = 0.0
+    z_loss: float = 1e-4
+    train_steps: int = gin.REQUIRED
+    eval_every: int = 0  # dev metrics every N steps (0: at the end only)
+    dev_eval_examples: int = 200  # dev sentences decoded at intermediate evaluations
+    checkpoint_every: int = 500
+    log_every: int = 50
+    decode: DecodeConfig = dataclasses.field(default_factory=DecodeConfig)
+
+    def __post_init__(self):
+        if self.train_steps <= 0:
+            raise UserError(f"TRAIN_STEPS must be positive, got {self.train_steps}")
+        if not self.model_dir:
+            raise UserError("MODEL_DIR is empty: give --model_dir")
+        self.model_dir = os.path.abspath(os.path.expanduser(self.model_dir))
+
+    @property
+    def task(self) -> str:
+        return self.data.mixture_or_task_name
+
+    @functools.cached_property
+    def model(self) -> Seq2SeqModel:
+        vocab_size = pipeline.vocabulary(self.data).vocab_size
+        padded = -(-vocab_size // 128) * 128  # a multiple of 128, as T5X pads its vocabularies
+        return Seq2SeqModel(self.network(vocab_size=padded), z_loss=self.z_loss)
+
+    def base_hparams(self) -> Dict[str, float]:
+        """The configured values of every hyper-parameter a strategy may set."""
+        return {**self.optimizer.hparams(), "label_smoothing": float(self.label_smoothing)}
+
+    def run_dir(self, strategy: str, seed: int, *parts: str) -> str:
+        return os.path.join(self.model_dir, strategy, f"seed{seed}", *parts)
+
+    def train_and_evaluate(self, strategy: str, seed: int, step_fn, tx, *, run_dir: str = None,
+                           batches: Callable = None, tuner=None, on_eval=None,
+                           record_extra: Callable[[TrainState], Dict] = None,
+                           step_cost: float = 1.0, write_record: bool = True) -> Dict:
+        """Trains (or resumes) one run, scores dev and test, and records the result.
+
+        `step_fn(state, batch)` is the strategy's pure step; `step_cost` is
+        its compute in plain-train-step units (a guided step counts its guide
+        pass); `record_extra(state)` adds strategy fields to the record.
+        """
+        run_dir = run_dir or self.run_dir(strategy, seed)
+        rel = os.path.relpath(run_dir, self.model_dir)
+        done = records.find(self.model_dir, task=self.task, strategy=strategy, seed=seed, run_dir=rel)
+        if done is not None and done.get("train_steps") == self.train_steps:
+            return done  # finished earlier: a re-run neither retrains nor duplicates
+        lengths = dict(self.data.task_feature_lengths)
+        state = init_state(self.model, tx, seed, lengths, tuner)
+        batches = batches or (lambda start: pipeline.train_batches(self.data, seed=seed, start_batch=start))
+        trainer = Trainer(run_dir, self.train_steps, checkpoint_every=self.checkpoint_every,
+                          log_every=self.log_every, eval_every=self.eval_every)
+        result = trainer.fit(state, step_fn, batches, evaluate=self._dev_evaluator(), on_eval=on_eval)
+        params = result.state.params
+        dev = evaluation.evaluate_split(self.model, params, self.data, "dev", self.decode,
+                                        os.path.join(run_dir, "dev.hyp"))
+        test = evaluation.evaluate_split(self.model, params, self.data, "test", self.decode,
+                                         os.path.join(run_dir, "test.hyp"))
+        record = {
+            "task": self.task, "strategy": strategy, "seed": seed, "run_dir": rel,
+            "test_bleu": test["bleu"], "test_chrf": test["chrf"],
+            "dev_bleu": dev["bleu"], "dev_chrf": dev["chrf"],
+            "dev_loss": result.eval_history[-1]["loss"] if result.eval_history else None,
+            "bleu_signature": test["bleu_signature"], "chrf_signature": test["chrf_signature"],
+            "test_sentences": test["num_sentences"], "hypotheses": os.path.join(rel, "test.hyp"),
+            "train_steps": self.train_steps, "train_runs": 1,
+            "compute_steps": self.train_steps * step_cost,
+            "wall_seconds": result.wall_seconds,
+            "hparams": {k: float(v) for k, v in self.base_hparams().items()},
+            "decode": dataclasses.asdict(self.decode),
+            "num_params": num_params(params), "devices": f"{jax.device_count()}x{jax.devices()[0].platform}",
+            "dev_history": result.eval_history,
+            "gin_config": gin.config_str(),
+            "hpo_version": hpo.__version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        record.update(record_extra(result.state) if record_extra else {})
+        if write_record:
+            records.add(self.model_dir, record)
+        return record
+
+    def _dev_evaluator(self):
+        batches = pipeline.eval_batches(self.data, "dev", self.dev_eval_examples)
+        loss_fn = jax.jit(functools.partial(eval_step, model=self.model))
+
+        def evaluate(state: TrainState) -> Dict[str, float]:
+            total = weight = 0.0
+            for batch in batches:
+                t, w = loss_fn(state.params, batch)
+                total, weight = total + float(t), weight + float(w)
+            scores = evaluation.evaluate_split(self.model, state.params, self.data, "dev", self.decode,
+                                               limit=self.dev_eval_examples)
+            return {"loss": total / max(weight, 1.0), "bleu": scores["bleu"]}
+
+        return evaluate

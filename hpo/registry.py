@@ -1,0 +1,6 @@
+"""Imports every module that defines gin configurables, so gin knows their names."""
+
+from hpo import experiment, optim  # noqa: F401
+from hpo.data import pipeline, tasks  # noqa: F401
+from hpo.models import seq2seq  # noqa: F401
+from hpo import strategies  # noqa: F401

@@ -1,0 +1,178 @@
+"""The one trainer every strategy runs on: pure jitted steps and the loop around them.
+
+`train_step(state, batch, hparams)` is a pure function of the hyper-parameter
+values of the step (a dict of scalars). Fixed runs pass constants or a
+replayed schedule; the guided strategy differentiates `apply_update` with
+respect to them. The loop (`Trainer.fit`) adds data, progress, summaries,
+periodic evaluation and orbax checkpoints, and resumes where it stopped.
+"""
+
+import dataclasses
+import time
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from clu import metric_writers
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from hpo import optim
+from hpo.checkpoints import Checkpointer
+from hpo.progress import progress_bar
+
+Batch = Mapping[str, jnp.ndarray]
+StepFn = Callable[[Any, Batch], Any]
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jnp.ndarray
+    params: Any
+    opt_state: Any
+    rng: jnp.ndarray
+    tuner: Any = None  # strategy state that must survive a resume (guided: raw hparams, meta-optimizer)
+
+
+def init_state(model, tx: optax.GradientTransformation, seed: int, lengths, tuner=None) -> TrainState:
+    init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+    params = model.init(init_rng, lengths)
+    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=dropout_rng, tuner={} if tuner is None else tuner)
+
+
+def apply_update(state: TrainState, batch: Batch, hparams: Mapping[str, jnp.ndarray], *,
+                 model, tx, schedule):
+    """One optimizer step with the given hyper-parameter values: (params, opt_state, loss).
+
+    Differentiable with respect to `hparams`: the learning rate enters as
+    schedule(step) * hparams["learning_rate"] through the injected optimizer
+    state, label smoothing through the loss.
+    """
+    rng = jax.random.fold_in(state.rng, state.step)
+    smoothing = hparams.get("label_smoothing", 0.0)
+
+    def loss_fn(params):
+        total, weight = model.loss(params, batch, rng, smoothing, train=True)
+        return total / jnp.maximum(weight, 1.0)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    values = dict(hparams)
+    values["learning_rate"] = schedule(state.step) * hparams.get("learning_rate", 1.0)
+    opt_state = optim.set_hparams(state.opt_state, values)
+    updates, opt_state = tx.update(grads, opt_state, state.params)
+    return optax.apply_updates(state.params, updates), opt_state, loss
+
+
+def train_step(state: TrainState, batch: Batch, hparams, *, model, tx, schedule):
+    params, opt_state, loss = apply_update(state, batch, hparams, model=model, tx=tx, schedule=schedule)
+    metrics = {"loss": loss, "learning_rate": schedule(state.step) * hparams.get("learning_rate", 1.0)}
+    metrics.update({f"hparams/{k}": v for k, v in hparams.items()})
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params, batch: Batch, *, model):
+    """(summed loss, token count) without dropout, smoothing or z-loss."""
+    return model.loss(params, batch, train=False)
+
+
+class DataParallel:
+    """Replicated state, batches split over all local devices along the batch axis."""
+
+    def __init__(self, devices=None):
+        devices = np.asarray(devices if devices is not None else jax.local_devices())
+        self.mesh = Mesh(devices, ("data",))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.batch = NamedSharding(self.mesh, PartitionSpec("data"))
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.size
+
+    def put_state(self, state):
+        return jax.device_put(state, self.replicated)
+
+    def put_batch(self, batch):
+        return jax.device_put(batch, self.batch)
+
+    def jit_step(self, fn: StepFn):
+        """jit a (state, batch) -> (state, metrics) function; the old state is donated."""
+        return jax.jit(fn, in_shardings=(self.replicated, self.batch),
+                       out_shardings=(self.replicated, self.replicated), donate_argnums=0)
+
+
+@dataclasses.dataclass
+class Trainer:
+    """The loop: steps, progress, summaries, evaluation hooks and checkpoints."""
+    run_dir: str
+    train_steps: int
+    checkpoint_every: int = 500
+    log_every: int = 50
+    eval_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 2
+    parallel: DataParallel = dataclasses.field(default_factory=DataParallel)
+
+    def fit(self, state: TrainState, step_fn: StepFn,
+            batches: Callable[[int], Iterator[Batch]],
+            evaluate: Optional[Callable[[TrainState], Dict[str, float]]] = None,
+            on_eval: Optional[Callable[[int, Dict[str, float]], None]] = None) -> "FitResult":
+        """Trains until `train_steps`, resuming from the newest checkpoint in run_dir.
+
+        `batches(start)` yields the batches from step `start` on; `evaluate`
+        (dev metrics) runs every `eval_every` steps and at the end, and its
+        result goes to the summaries and to `on_eval` (e.g. Optuna pruning).
+        """
+        checkpointer = Checkpointer(f"{self.run_dir}/checkpoints", self.keep_checkpoints)
+        restored = checkpointer.restore_latest(state)
+        elapsed, history = 0.0, []
+        if restored is not None:
+            state, meta = restored
+            elapsed, history = meta["elapsed_seconds"], meta["eval_history"]
+        state = self.parallel.put_state(state)
+        step = int(state.step)
+        jitted = self.parallel.jit_step(step_fn)
+        train_writer = metric_writers.SummaryWriter(f"{self.run_dir}/train")
+        eval_writer = metric_writers.SummaryWriter(f"{self.run_dir}/eval")
+        start = time.time()
+
+        def save():
+            meta = {"elapsed_seconds": elapsed + time.time() - start, "eval_history": history,
+                    "data_position": int(state.step)}
+            checkpointer.save(int(state.step), state, meta)
+
+        try:
+            with progress_bar("train", total=self.train_steps, completed=step) as bar:
+                data = batches(step)
+                while step < self.train_steps:
+                    state, metrics = jitted(state, self.parallel.put_batch(next(data)))
+                    step += 1
+                    bar.advance()
+                    if step % self.log_every == 0 or step == self.train_steps:
+                        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                        train_writer.write_scalars(step, values)
+                        bar.note(f"loss {values['loss']:.3f}")
+                    last = step == self.train_steps
+                    if evaluate and (last or (self.eval_every and step % self.eval_every == 0)):
+                        scores = evaluate(state)
+                        history.append({"step": step, **scores})
+                        eval_writer.write_scalars(step, scores)
+                        if on_eval:
+                            on_eval(step, scores)
+                    if last or step % self.checkpoint_every == 0:
+                        save()
+            train_writer.flush()
+            eval_writer.flush()
+        finally:
+            checkpointer.close()
+            train_writer.close()
+            eval_writer.close()
+        return FitResult(state, elapsed + time.time() - start, history)
+
+
+@dataclasses.dataclass
+class FitResult:
+    state: TrainState
+    wall_seconds: float
+    eval_history: list
