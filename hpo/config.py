@@ -7,6 +7,7 @@ current directory and the built-in `configs/` directory.
 """
 
 import ast
+import logging
 import os
 from typing import List, Sequence
 
@@ -36,6 +37,16 @@ def gin_binding(key: str, value: str) -> str:
         except (ValueError, SyntaxError):
             text = repr(value)
     return f"{key} = {text}"
+
+
+class _QuietSearch(logging.Filter):
+    # gin logs an error for every search path a file is not in; the file is
+    # still found in the next one, and a missing file raises anyway.
+    def filter(self, record):
+        return not record.getMessage().startswith("Path not found")
+
+
+logging.getLogger().addFilter(_QuietSearch())
 
 
 def parse(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> str:

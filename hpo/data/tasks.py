@@ -195,7 +195,7 @@ def _guide_every(guide_fraction: float) -> int:
 @gin.configurable
 def wmt_task(name: str, vocab: str = None, vocab_size: int = 32000, vocab_examples: int = 200000,
              guide_fraction: float = 0.01, splits: Dict[str, str] = None,
-             tfds_data_dir: str = None) -> seqio.Task:
+             tfds_version: str = "1.0.0", tfds_data_dir: str = None) -> seqio.Task:
     """`wmtYY_xxyy`: TFDS `wmtYY_translate`, translating xx into yy (one of them English).
 
     Runs wherever TFDS has the data prepared (it is never downloaded here).
@@ -207,7 +207,7 @@ def wmt_task(name: str, vocab: str = None, vocab_size: int = 32000, vocab_exampl
     if "en" not in (source, target) or source == target:
         raise UserError(f"task '{name}': one side of a WMT pair must be English (e.g. wmt14_deen)")
     config = f"{source if target == 'en' else target}-en"
-    tfds_name = f"wmt{year}_translate/{config}"
+    tfds_name = f"wmt{year}_translate/{config}:{tfds_version}"
     pct = round(guide_fraction * 100, 6)
     if not 0 < pct < 100:
         raise UserError(f"guide_fraction must be in (0, 1), got {guide_fraction}")
@@ -216,7 +216,7 @@ def wmt_task(name: str, vocab: str = None, vocab_size: int = 32000, vocab_exampl
     split_map = {"train": f"train[{pct}%:]", "guide": f"train[:{pct}%]", **default_eval, **(splits or {})}
     source_ds = seqio.TfdsDataSource(tfds_name=tfds_name, splits=split_map, tfds_data_dir=tfds_data_dir)
     if vocab is None:
-        path = os.path.join(data_dir(), "wmt", f"{tfds_name.replace('/', '_')}-spm{vocab_size}.model")
+        path = os.path.join(data_dir(), "wmt", f"{tfds_name.replace('/', '_').replace(':', '-')}-spm{vocab_size}.model")
         sentences = _tfds_text(source_ds, (source, target), vocab_examples)
         vocabulary = vocab_lib.cached_vocabulary(path, sentences, vocab_size)
     else:

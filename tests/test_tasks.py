@@ -1,0 +1,107 @@
+"""Each data source: the embedded task, local TSV and aligned files, TFDS WMT under mock data."""
+
+import numpy as np
+import pytest
+import seqio
+import tensorflow_datasets as tfds
+
+from hpo import config as config_lib
+from hpo.data import pipeline, tasks
+from hpo.errors import UserError
+
+LENGTHS = {"inputs": 16, "targets": 16}
+
+
+def _texts(task, split):
+    ds = task.get_dataset(LENGTHS, split=split, shuffle=False, num_epochs=1, try_in_mem_cache=False)
+    return [(ex["inputs_pretokenized"].decode(), ex["targets_pretokenized"].decode())
+            for ex in ds.as_numpy_iterator()]
+
+
+def test_synthetic_task_splits_are_disjoint_and_guide_is_one_in_n():
+    task = tasks.synthetic_translation_task(num_train=300, num_dev=20, num_test=30, vocab_size=300,
+                                            guide_fraction=0.1)
+    train, guide, dev, test = (_texts(task, s) for s in tasks.SPLITS)
+    assert (len(train), len(guide), len(dev), len(test)) == (270, 30, 20, 30)
+    sources = [set(s for s, _ in split) for split in (train, guide, dev, test)]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not sources[i] & sources[j]
+    vocab = task.output_features["targets"].vocabulary
+    assert vocab.vocab_size <= 300 and vocab.eos_id == 1 and vocab.pad_id == 0
+
+
+def test_synthetic_task_is_cached(data_dir):
+    import os
+    tasks.synthetic_translation_task(num_train=300, num_dev=20, num_test=30, vocab_size=300)
+    files = sorted(os.listdir(os.path.join(data_dir, "synthetic_translation", "seed0-train300-dev20-test30")))
+    assert files == ["dev.tsv", "spm300.model", "test.tsv", "train.tsv"]
+
+
+def _write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+def test_local_tsv_and_aligned_files(tmp_path):
+    pairs = [(f"ein satz nummer {i} .", f"sentence number {i} .") for i in range(200)]
+    tsv = _write(tmp_path / "train.tsv", [f"{s}\t{t}" for s, t in pairs])
+    src = _write(tmp_path / "train.de", [s for s, _ in pairs])
+    tgt = _write(tmp_path / "train.en", [t for _, t in pairs])
+    dev = _write(tmp_path / "dev.tsv", ["hallo welt .\thello world ."])
+    for train in (tsv, (src, tgt)):
+        task = tasks.parallel_corpus_task(train=train, dev=dev, test=dev, vocab_size=100)
+        got = _texts(task, "train") + _texts(task, "guide")
+        assert sorted(got) == sorted(pairs)
+        assert _texts(task, "guide") == [pairs[i] for i in range(0, 200, 100)]
+        assert _texts(task, "dev") == [("hallo welt .", "hello world .")]
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("missing", "not found"), ("empty", "is empty"), ("misaligned", "not aligned"), ("no_tab", "expected"),
+])
+def test_bad_local_files_are_user_errors(tmp_path, problem, match):
+    good = _write(tmp_path / "good.tsv", ["a\tb", "c\td"])
+    train = {
+        "missing": str(tmp_path / "nope.tsv"),
+        "empty": _write(tmp_path / "empty.tsv", []),
+        "misaligned": (_write(tmp_path / "a.de", ["x", "y"]), _write(tmp_path / "a.en", ["x"])),
+        "no_tab": _write(tmp_path / "bad.tsv", ["no tab here"]),
+    }[problem]
+    with pytest.raises(UserError, match=match):
+        tasks.parallel_corpus_task(train=train, dev=good, test=good)
+
+
+def test_unknown_task_is_a_user_error():
+    with pytest.raises(UserError, match="unknown task 'no_such_task'"):
+        tasks.get_task("no_such_task")
+
+
+def test_tfds_wmt_task_under_mock_data():
+    config_lib.parse(["test.gin"], ["wmt_task.vocab_size = 200", "wmt_task.vocab_examples = 40"])
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+        task = tasks.get_task("wmt14_deen")
+        config = pipeline.DatasetConfig("wmt14_deen", LENGTHS, batch_size=4, pack=False)
+        batch = next(pipeline.train_batches(config))
+        assert batch["encoder_input_tokens"].shape == (4, 16)
+        assert batch["decoder_target_tokens"].shape == (4, 16)
+        assert np.all(batch["decoder_target_tokens"][:, 0] > 0)
+        assert len(_texts(task, "dev")) > 0 and len(_texts(task, "guide")) > 0
+    assert isinstance(task.source, seqio.TfdsDataSource)
+    assert set(task.source.splits) == set(tasks.SPLITS)
+
+
+def test_wmt_name_must_include_english():
+    with pytest.raises(UserError, match="English"):
+        tasks.wmt_task("wmt14_defr")
+
+
+def test_train_batches_resume_where_they_stopped():
+    config_lib.parse(["test.gin"], [])
+    config = pipeline.DatasetConfig("synthetic_translation", LENGTHS, batch_size=4)
+    first = pipeline.train_batches(config, seed=3)
+    seen = [next(first) for _ in range(5)]
+    resumed = next(pipeline.train_batches(config, seed=3, start_batch=3))
+    for key in seen[3]:
+        np.testing.assert_array_equal(seen[3][key], resumed[key])
+    assert "encoder_segment_ids" in seen[0]  # packed
