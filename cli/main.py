@@ -101,7 +101,8 @@ def main(argv: Sequence[str] = None) -> int:
         parser.print_help()
         return 2
     except UserError as e:
-        print(f"hpo: error: {e}", file=sys.stderr)
+        # gin appends "In call to configurable ..." lines; the first line is the message.
+        print(f"hpo: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
 
 

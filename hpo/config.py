@@ -9,12 +9,14 @@ current directory and the built-in `configs/` directory.
 import ast
 import logging
 import os
+import re
 from typing import List, Sequence
 
 import gin
 
 from hpo.errors import UserError
 
+_BARE_WORD = re.compile(r"[\w./~:+-]+")  # a path or word; anything else must be gin syntax
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
@@ -31,11 +33,11 @@ def gin_binding(key: str, value: str) -> str:
     reference (e.g. a bare path) is taken as a string, so `--gin.MODEL_DIR=/tmp/x`
     works as well as T5X's quoted `--gin.MODEL_DIR="'/tmp/x'"`."""
     text = value.strip()
-    if not text.startswith(("%", "@")):
+    if _BARE_WORD.fullmatch(text) and text not in ("True", "False", "None"):
         try:
             ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            text = repr(value)
+            text = repr(text)
     return f"{key} = {text}"
 
 

@@ -58,6 +58,11 @@ _ACCEPTS = {
 }
 
 
+def accepts(optimizer: str, hparam: str) -> bool:
+    """Whether `optimizer` has the injectable hyper-parameter `hparam`."""
+    return hparam in _ACCEPTS[optimizer]
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
@@ -147,8 +152,10 @@ def learning_rate_schedule(factors: str = "constant * rsqrt_decay",
     unknown = [n for n in names if n not in _FACTOR_FNS]
     if unknown:
         raise UserError(f"unknown learning-rate factor '{unknown[0]}' (choose from {', '.join(_FACTOR_FNS)})")
-    if warmup_steps < 0 or total_steps <= 0:
-        raise UserError("learning_rate_schedule needs warmup_steps >= 0 and total_steps > 0")
+    if total_steps <= 0:
+        raise UserError(f"TRAIN_STEPS must be positive, got {total_steps} (learning_rate_schedule.total_steps)")
+    if warmup_steps < 0:
+        raise UserError(f"learning_rate_schedule.warmup_steps must be >= 0, got {warmup_steps}")
     args = dict(base=base_learning_rate, warmup=warmup_steps, total=total_steps,
                 decay_factor=decay_factor, steps_per_decay=steps_per_decay)
 

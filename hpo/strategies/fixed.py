@@ -1,6 +1,7 @@
-"""The fixed strategy: one run with the configured hyper-parameter values."""
+"""The fixed strategy: one run with constant or replayed hyper-parameter values."""
 
 import functools
+import os
 from typing import Dict, Mapping
 
 import gin
@@ -11,31 +12,68 @@ from hpo.errors import UserError
 from hpo.strategies.base import Strategy
 from hpo.trainer import train_step
 
+REPLAY_MODES = ("schedule", "final", "mean")
+
 
 @gin.configurable
 class Fixed(Strategy):
-    """Trains once with constant hyper-parameters: the configured ones, updated by `hparams`."""
+    """Trains once with the configured hyper-parameters, updated by `hparams`.
+
+    With `replay` (a learned-schedule CSV written by the guided strategy) the
+    run takes the schedule step by step (`replay_mode='schedule'`; past its end
+    the last value holds) or a constant derived from it ('final' or 'mean'),
+    which tests whether a learned schedule beats a constant.
+    """
 
     name = "fixed"
 
-    def __init__(self, hparams: Mapping[str, float] = None):
+    def __init__(self, hparams: Mapping[str, float] = None, replay: str = None,
+                 replay_mode: str = "schedule"):
+        if replay_mode not in REPLAY_MODES:
+            raise UserError(f"fixed: replay_mode must be one of {', '.join(REPLAY_MODES)}")
         self.hparams = dict(hparams or {})
+        self.replay, self.replay_mode = replay, replay_mode
 
     def values(self, experiment) -> Dict[str, float]:
-        values = experiment.base_hparams()
-        unknown = set(self.hparams) - set(values)
+        # Replayed values start at the schedule's first; they must exist in the optimizer state.
+        overrides = {**{k: float(v[0]) for k, v in self._schedule().items()}, **self.hparams}
+        name = experiment.optimizer.name
+        unknown = [k for k in overrides if k not in optim.LOSS_HPARAMS and not optim.accepts(name, k)]
         if unknown:
-            raise UserError(f"fixed: '{sorted(unknown)[0]}' is not a hyper-parameter of this "
-                            f"experiment (it has {', '.join(sorted(values))})")
-        values.update({k: float(v) for k, v in self.hparams.items()})
-        return values
+            raise UserError(f"fixed: '{unknown[0]}' is not a hyper-parameter of optimizer '{name}'")
+        return {**experiment.base_hparams(), **{k: float(v) for k, v in overrides.items()}}
+
+    def _schedule(self) -> Dict:
+        from hpo.strategies.guided import read_schedule  # the guided strategy writes the format
+        return read_schedule(self.replay) if self.replay else {}
+
+    def step_values(self, experiment):
+        """A function step -> the values that step trains with, plus a description for the record."""
+        values = {k: jnp.asarray(v, jnp.float32) for k, v in self.values(experiment).items()}
+        schedule = self._schedule()
+        if not schedule:
+            return (lambda step: values), {}
+        if self.replay_mode != "schedule":
+            derive = (lambda v: v[-1]) if self.replay_mode == "final" else (lambda v: v.mean())
+            values.update({k: jnp.asarray(derive(v), jnp.float32) for k, v in schedule.items()})
+            return (lambda step: values), self._replay_info(schedule)
+        tables = {k: jnp.asarray(v) for k, v in schedule.items()}
+
+        def at(step):
+            return {**values, **{k: t[jnp.minimum(step, len(t) - 1)] for k, t in tables.items()}}
+
+        return at, self._replay_info(schedule)
+
+    def _replay_info(self, schedule) -> Dict:
+        return {"replay": {"file": os.path.abspath(self.replay), "mode": self.replay_mode,
+                           "hparams": sorted(schedule)}}
 
     def run(self, experiment, seed: int) -> Dict:
-        values = self.values(experiment)
-        tx = optim.make_optimizer(experiment.optimizer, values)
-        constants = {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+        values_at, info = self.step_values(experiment)
+        tx = optim.make_optimizer(experiment.optimizer, self.values(experiment))
         step = functools.partial(train_step, model=experiment.model, tx=tx, schedule=experiment.schedule)
-        record = experiment.train_and_evaluate(
-            self.name, seed, lambda state, batch: step(state, batch, constants), tx,
-            record_extra=lambda state: {"hparams": values})
-        return record
+        fixed = {k: float(v) for k, v in values_at(0).items()}
+        return experiment.train_and_evaluate(
+            self.name, seed, lambda state, batch: step(state, batch, values_at(state.step)), tx,
+            run_dir=experiment.run_dir(self.name + ("-replay-" + self.replay_mode if info else ""), seed),
+            record_extra=lambda state: {"hparams": fixed, **info})

@@ -1,0 +1,155 @@
+"""The guided strategy: hyper-parameters learned during one training run.
+
+The paper's method (shared/docs/guided-hpo.md) on the same trainer and the
+same `apply_update` as the fixed strategy: each step trains with the current
+values, and a meta-optimizer moves the values down the gradient of the guide
+loss of the updated model. Its record carries the learned schedule.
+"""
+
+import csv
+import functools
+import io
+import itertools
+import os
+from typing import Dict, Mapping, Sequence
+
+import gin
+import jax
+import numpy as np
+import optax
+
+from hpo import hyper, io as hpo_io, optim
+from hpo.data import pipeline
+from hpo.errors import UserError
+from hpo.strategies.base import Strategy
+
+SCHEDULE_FILE = "hparams.csv"
+
+
+@gin.configurable
+class Guided(Strategy):
+    """Online, gradient-based tuning of `tune` (any of learning_rate, beta1, beta2,
+    decay_rate, eps, weight_decay, label_smoothing).
+
+    `specs` overrides the reference parameterisations, e.g.
+    {'learning_rate': {'steepness': 2.0}}; `meta_optimizer` names an optax
+    optimizer; `guide_batch_size` None means the training batch size;
+    `guide_refresh` is 'fixed' (one batch for the run, the reference's default),
+    'step', 'epoch', or a number of steps; values change every `update_every` steps.
+    """
+
+    name = "guided"
+
+    def __init__(self, tune: Sequence[str] = ("learning_rate",), specs: Mapping[str, Mapping] = None,
+                 meta_optimizer: str = "adam", meta_learning_rate: float = 3e-3,
+                 guide_batch_size: int = None, guide_refresh="fixed", update_every: int = 1,
+                 hypergrad_bound: float = 1e3, hypergrad_clip: float = None):
+        unknown = set(tune) - set(hyper.DEFAULT_SPECS)
+        if unknown or not tune:
+            raise UserError(f"guided: cannot tune {sorted(unknown) or 'nothing'} "
+                            f"(choose from {', '.join(hyper.DEFAULT_SPECS)})")
+        if update_every <= 0 or meta_learning_rate <= 0:
+            raise UserError("guided: update_every and meta_learning_rate must be positive")
+        if not hasattr(optax, meta_optimizer):
+            raise UserError(f"guided: unknown meta-optimizer optax.{meta_optimizer}")
+        self.tune = tuple(tune)
+        self.spec_overrides = dict(specs or {})
+        self.meta_tx = getattr(optax, meta_optimizer)(learning_rate=meta_learning_rate)
+        self.settings = dict(meta_optimizer=meta_optimizer, meta_learning_rate=meta_learning_rate,
+                             guide_batch_size=guide_batch_size, guide_refresh=guide_refresh,
+                             update_every=update_every)
+        self.bound, self.clip = hypergrad_bound, hypergrad_clip
+
+    def specs(self, experiment) -> Dict[str, hyper.HparamSpec]:
+        configured = experiment.base_hparams()
+        specs = {}
+        for name in self.tune:
+            if name not in optim.LOSS_HPARAMS and not optim.accepts(experiment.optimizer.name, name):
+                raise UserError(f"guided: optimizer '{experiment.optimizer.name}' has no '{name}'")
+            base = hyper.DEFAULT_SPECS[name]
+            fields = {**({"init": configured.get(name, 0.0)} if base.init is None else {}),
+                      **self.spec_overrides.get(name, {})}
+            specs[name] = hyper.HparamSpec(**{**base.__dict__, **fields})
+        return specs
+
+    def run(self, experiment, seed: int) -> Dict:
+        specs = self.specs(experiment)
+        inits = {k: s.init for k, s in specs.items()}
+        fixed_values = {k: v for k, v in experiment.base_hparams().items() if k not in specs}
+        # Every tuned optimizer hyper-parameter must exist in the injected state.
+        tx = optim.make_optimizer(experiment.optimizer, {**experiment.base_hparams(), **inits})
+        step = functools.partial(
+            hyper.guided_update, model=experiment.model, tx=tx, schedule=experiment.schedule,
+            specs=specs, fixed_values=fixed_values, meta_tx=self.meta_tx,
+            update_every=self.settings["update_every"], bound=self.bound, clip=self.clip)
+        tuner = hyper.init_tuner(specs, inits, self.meta_tx, experiment.train_steps)
+        guide_size = self.settings["guide_batch_size"] or experiment.data.batch_size
+        run_dir = experiment.run_dir(self.name, seed)
+
+        def record_extra(state):
+            trajectory = np.asarray(jax.device_get(state.tuner["trajectory"]))
+            write_schedule(os.path.join(run_dir, SCHEDULE_FILE), list(specs), trajectory)
+            return {"hparams": {**fixed_values, **{k: float(trajectory[-1, i]) for i, k in enumerate(specs)}},
+                    "learned_schedule": summarise(list(specs), trajectory),
+                    "schedule_file": os.path.relpath(os.path.join(run_dir, SCHEDULE_FILE), experiment.model_dir),
+                    "guided": {**self.settings, "tune": list(specs), "guide_batch_size": guide_size,
+                               "specs": {k: s.__dict__ for k, s in specs.items()}}}
+
+        return experiment.train_and_evaluate(
+            self.name, seed, step, tx, run_dir=run_dir, tuner=tuner,
+            batches=lambda start: self._batches(experiment, seed, start, guide_size),
+            step_cost=1.0 + guide_size / experiment.data.batch_size, record_extra=record_extra)
+
+    def _batches(self, experiment, seed: int, start: int, guide_size: int):
+        """{"train", "guide"} batches from step `start` on, for the refresh policy."""
+        every = self._refresh_every(experiment)
+        train = pipeline.train_batches(experiment.data, seed=seed, start_batch=start)
+        first_guide = start // every if every else 0
+        guides = pipeline.train_batches(experiment.data, split="guide", seed=seed,
+                                        start_batch=first_guide, batch_size=guide_size)
+        guide = next(guides)
+        for step in itertools.count(start):
+            if every and step > start and step % every == 0:
+                guide = next(guides)
+            yield {"train": next(train), "guide": guide}
+
+    def _refresh_every(self, experiment) -> int:
+        refresh = self.settings["guide_refresh"]
+        if refresh == "fixed":
+            return 0
+        if refresh == "step":
+            return 1
+        if refresh == "epoch":
+            # Steps per pass over the training split (an upper bound when examples are packed).
+            examples = sum(1 for _ in pipeline.tasks.get_task(experiment.task).source.get_dataset("train"))
+            return max(1, examples // experiment.data.batch_size)
+        if isinstance(refresh, int) and refresh > 0:
+            return refresh
+        raise UserError(f"guided: guide_refresh must be 'fixed', 'step', 'epoch' or a positive "
+                        f"number of steps, got {refresh!r}")
+
+
+def summarise(names, trajectory: np.ndarray) -> Dict[str, Dict[str, float]]:
+    return {k: {"init": float(trajectory[0, i]), "final": float(trajectory[-1, i]),
+                "mean": float(trajectory[:, i].mean()), "min": float(trajectory[:, i].min()),
+                "max": float(trajectory[:, i].max())} for i, k in enumerate(names)}
+
+
+def write_schedule(path: str, names, trajectory: np.ndarray) -> None:
+    """The learned schedule as CSV: one row per step, the values that step used."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["step", *names])
+    for step, row in enumerate(trajectory):
+        writer.writerow([step, *(repr(float(v)) for v in row)])
+    hpo_io.write_text(path, out.getvalue())
+
+
+def read_schedule(path: str) -> Dict[str, np.ndarray]:
+    if not os.path.isfile(path):
+        raise UserError(f"schedule file not found: {path}")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "step" not in rows[0]:
+        raise UserError(f"{path}: not a learned-schedule CSV (needs a 'step' column and rows)")
+    return {k: np.array([float(r[k]) for r in rows], np.float32) for k in rows[0] if k != "step"}
