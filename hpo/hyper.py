@@ -8,6 +8,7 @@ raw values (through the optimizer update), and a meta-optimizer step on them.
 """
 
 import dataclasses
+import functools
 from typing import Dict, Mapping, Optional
 
 import jax
@@ -96,24 +97,29 @@ def sanitize(grads, bound: float = 1e3, clip: Optional[float] = None):
     return jax.tree.map(fix, grads)
 
 
+def guide_loss(raw, state, batch, *, model, tx, schedule, specs, fixed_values):
+    """G(λ(raw)): the guide loss after one training update taken with λ(raw).
+
+    Returns (G, (params, opt_state, training loss, values)). θ_t and the
+    optimizer state are constants here (one-step truncation).
+    """
+    values = {**fixed_values, **activate_all(specs, raw)}
+    params, opt_state, loss = apply_update(state, batch["train"], values, model=model, tx=tx, schedule=schedule)
+    guide = model.mean_loss(params, batch["guide"], train=False)  # no dropout, no smoothing
+    return guide, (params, opt_state, loss, values)
+
+
 def guided_update(state, batch, *, model, tx, schedule, specs, fixed_values, meta_tx,
                   update_every: int = 1, bound: float = 1e3, clip: Optional[float] = None):
     """One guided step on {"train": batch, "guide": batch}: (new state, metrics).
 
-    θ_t and the optimizer state are constants of the differentiated function
-    (one-step truncation). Under jit with a data-sharded batch the guide loss
-    is the global mean, so its gradient is already averaged across devices.
+    Under jit with a data-sharded batch the guide loss is the global mean, so
+    its gradient is already averaged across devices.
     """
     tuner = state.tuner
-
-    def guide_loss(raw):
-        values = {**fixed_values, **activate_all(specs, raw)}
-        params, opt_state, loss = apply_update(state, batch["train"], values, model=model, tx=tx,
-                                               schedule=schedule)
-        guide = model.mean_loss(params, batch["guide"], train=False)  # no dropout, no smoothing
-        return guide, (params, opt_state, loss, values)
-
-    (guide, (params, opt_state, loss, values)), grads = jax.value_and_grad(guide_loss, has_aux=True)(tuner["raw"])
+    loss_of_raw = functools.partial(guide_loss, state=state, batch=batch, model=model, tx=tx,
+                                    schedule=schedule, specs=specs, fixed_values=fixed_values)
+    (guide, (params, opt_state, loss, values)), grads = jax.value_and_grad(loss_of_raw, has_aux=True)(tuner["raw"])
     grads = sanitize(grads, bound, clip)
     updates, meta_state = meta_tx.update(grads, tuner["meta_state"], tuner["raw"])
     stepped = optax.apply_updates(tuner["raw"], updates)

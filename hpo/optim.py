@@ -31,22 +31,29 @@ LOSS_HPARAMS = ("label_smoothing",)
 def _adafactor(learning_rate, decay_rate=0.8, beta1=None, eps=1e-30, weight_decay=None,
                clipping_threshold=1.0):
     # T5X's defaults: factored second moments, parameter-scale updates, no momentum.
+    # Momentum is kept in the parameters' dtype (float32 unless they are float64).
     return optax.adafactor(
-        learning_rate, decay_rate=decay_rate, momentum=beta1, eps=eps,
+        learning_rate, decay_rate=decay_rate, momentum=beta1, eps=eps, dtype_momentum=None,
         weight_decay_rate=weight_decay, clipping_threshold=clipping_threshold,
         multiply_by_parameter_scale=True, min_dim_size_to_factor=128)
 
 
+# Inside the square root of Adam's second moment: without it the derivative of
+# sqrt(v) at v = 0 (a parameter that got no gradient) is infinite, and the
+# hyper-gradient of beta2 is NaN (the reference's "beta2 was unusable").
+EPS_ROOT = 1e-16
+
+
 def _adam(learning_rate, beta1=0.9, beta2=0.999, eps=1e-8):
-    return optax.adam(learning_rate, b1=beta1, b2=beta2, eps=eps)
+    return optax.adam(learning_rate, b1=beta1, b2=beta2, eps=eps, eps_root=EPS_ROOT)
 
 
 def _adamw(learning_rate, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-4):
-    return optax.adamw(learning_rate, b1=beta1, b2=beta2, eps=eps, weight_decay=weight_decay)
+    return optax.adamw(learning_rate, b1=beta1, b2=beta2, eps=eps, eps_root=EPS_ROOT, weight_decay=weight_decay)
 
 
 def _lamb(learning_rate, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0):
-    return optax.lamb(learning_rate, b1=beta1, b2=beta2, eps=eps, weight_decay=weight_decay)
+    return optax.lamb(learning_rate, b1=beta1, b2=beta2, eps=eps, eps_root=EPS_ROOT, weight_decay=weight_decay)
 
 
 _FACTORIES = {"adafactor": _adafactor, "adam": _adam, "adamw": _adamw, "lamb": _lamb}
@@ -116,8 +123,7 @@ def make_optimizer(config: OptimizerConfig, hparams: Optional[Mapping[str, float
     values = dict(config.hparams() if hparams is None else hparams)
     kwargs = {k: v for k, v in values.items() if k in _ACCEPTS[config.name]}
     extra = {"clipping_threshold": config.clipping_threshold} if config.name == "adafactor" else {}
-    factory = optax.inject_hyperparams(_FACTORIES[config.name], static_args=tuple(extra),
-                                       hyperparam_dtype=jnp.float32)
+    factory = optax.inject_hyperparams(_FACTORIES[config.name], static_args=tuple(extra))
     return factory(**kwargs, **extra)
 
 

@@ -26,3 +26,11 @@ def tiny_experiment(tmp_path):
         return Experiment()
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Runs in the suite compile the same tiny computations again and again: cache them."""
+    import jax
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax-cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

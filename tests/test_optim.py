@@ -31,7 +31,7 @@ def test_hyperparameters_are_injected_not_baked_in(name):
 def test_adam_matches_optax_adam():
     config = optim.OptimizerConfig(name="adam", beta1=0.8, beta2=0.99, eps=1e-7)
     ours = optim.make_optimizer(config)
-    ref = optax.adam(0.1, b1=0.8, b2=0.99, eps=1e-7)
+    ref = optax.adam(0.1, b1=0.8, b2=0.99, eps=1e-7, eps_root=optim.EPS_ROOT)
     s1, s2 = ours.init(_params()), ref.init(_params())
     s1 = optim.set_hparams(s1, {"learning_rate": 0.1, "label_smoothing": 0.3})  # unknown keys ignored
     u1, _ = ours.update(_grads(), s1, _params())

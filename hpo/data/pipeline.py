@@ -44,9 +44,12 @@ def train_batches(config: DatasetConfig, split: str = "train", seed: int = 0,
     """
     task = tasks.get_task(config.mixture_or_task_name)
     lengths = dict(config.task_feature_lengths)
+    # seqio shuffles after repeating: a buffer larger than the split would
+    # make it read the split many times over before the first batch.
+    size = task.num_input_examples(split)
+    buffer = min(config.shuffle_buffer_size, size) if size else config.shuffle_buffer_size
     ds = task.get_dataset(sequence_length=lengths, split=split, shuffle=True, seed=seed,
-                          num_epochs=None, shuffle_buffer_size=config.shuffle_buffer_size,
-                          try_in_mem_cache=False)
+                          num_epochs=None, shuffle_buffer_size=buffer, try_in_mem_cache=False)
     ds = seqio.EncDecFeatureConverter(pack=config.pack)(ds, lengths)
     ds = ds.batch(batch_size or config.batch_size, drop_remainder=True)
     ds = ds.skip(start_batch).prefetch(tf.data.AUTOTUNE)

@@ -93,7 +93,8 @@ def synthetic_translation_task(name: str = "synthetic_translation", seed: int = 
             hpo_io.write_text(files[split], "".join(f"{s}\t{t}\n" for s, t in pairs))
     vocabulary = vocab_lib.cached_vocabulary(
         os.path.join(directory, f"spm{vocab_size}.model"), _train_text(files["train"]), vocab_size)
-    return _register(name, _file_source(files, guide_fraction), vocabulary)
+    counts = {"train": num_train, "dev": num_dev, "test": num_test}
+    return _register(name, _file_source(files, guide_fraction, counts), vocabulary)
 
 
 # --- Local parallel corpora ---------------------------------------------------------
@@ -109,15 +110,14 @@ def parallel_corpus_task(name: str = "parallel_corpus", train: PathOrPair = gin.
     the training data and cached under data_dir().
     """
     files = {"train": train, "dev": dev, "test": test}
-    for split, spec in files.items():
-        _check_parallel_files(split, spec)
+    counts = {split: _check_parallel_files(split, spec) for split, spec in files.items()}
     if vocab is None:
         key = hashlib.sha1(repr((_signature(train), vocab_size)).encode()).hexdigest()[:12]
         path = os.path.join(data_dir(), "parallel_corpus", key, f"spm{vocab_size}.model")
         vocabulary = vocab_lib.cached_vocabulary(path, _train_text(train), vocab_size)
     else:
         vocabulary = vocab_lib.load_vocabulary(vocab)
-    return _register(name, _file_source(files, guide_fraction), vocabulary)
+    return _register(name, _file_source(files, guide_fraction, counts), vocabulary)
 
 
 def _paths(spec: PathOrPair) -> list:
@@ -128,7 +128,8 @@ def _signature(spec: PathOrPair):
     return [(os.path.abspath(p), os.path.getmtime(p), os.path.getsize(p)) for p in _paths(spec)]
 
 
-def _check_parallel_files(split: str, spec: PathOrPair) -> None:
+def _check_parallel_files(split: str, spec: PathOrPair) -> int:
+    """The number of pairs in a split's files; UserError if they are unusable."""
     paths = _paths(spec)
     if len(paths) not in (1, 2):
         raise UserError(f"{split}: give a TSV file or two aligned files, got {len(paths)} paths")
@@ -148,6 +149,7 @@ def _check_parallel_files(split: str, spec: PathOrPair) -> None:
     if len(counts) == 2 and counts[0] != counts[1]:
         raise UserError(f"{split} files are not aligned: {paths[0]} has {counts[0]} lines, "
                         f"{paths[1]} has {counts[1]}")
+    return counts[0]
 
 
 def _train_text(spec: PathOrPair):
@@ -169,8 +171,11 @@ def _read_pairs(spec: PathOrPair) -> tf.data.Dataset:
     return pairs.map(lambda s, t: {"inputs": s, "targets": t})
 
 
-def _file_source(files: Dict[str, PathOrPair], guide_fraction: float) -> seqio.DataSource:
+def _file_source(files: Dict[str, PathOrPair], guide_fraction: float,
+                 counts: Dict[str, int]) -> seqio.DataSource:
     every = _guide_every(guide_fraction)
+    guide = -(-counts["train"] // every)  # indices 0, every, 2 * every, ...
+    sizes = {**counts, "train": counts["train"] - guide, "guide": guide}
 
     def dataset_fn(split, shuffle_files, seed=None):
         del shuffle_files, seed  # one file per split; seqio shuffles examples
@@ -181,7 +186,8 @@ def _file_source(files: Dict[str, PathOrPair], guide_fraction: float) -> seqio.D
         chosen = indexed.filter(lambda i, ex: tf.equal(i % every == 0, keep_guide))
         return chosen.map(lambda i, ex: ex)
 
-    return seqio.FunctionDataSource(dataset_fn, splits=SPLITS)
+    # Known sizes let the pipeline size its shuffle buffer (seqio's in-memory cache stays off).
+    return seqio.FunctionDataSource(dataset_fn, splits=SPLITS, num_input_examples=sizes)
 
 
 def _guide_every(guide_fraction: float) -> int:

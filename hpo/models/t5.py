@@ -42,6 +42,11 @@ def _kernel_init():
   return nn.initializers.variance_scaling(1.0, "fan_in", "normal")
 
 
+def _wide(cfg: T5Config):
+  """Logits and softmax dtype: float32, or float64 when the model computes in it."""
+  return jnp.promote_types(jnp.dtype(cfg.dtype), jnp.float32)
+
+
 def _dtypes(cfg: T5Config) -> dict:
   return dict(dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype))
 
@@ -99,7 +104,7 @@ class RelativePositionBias(nn.Module):
     table = self.param(
         "rel_embedding", nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
         (cfg.num_heads, cfg.relative_attention_num_buckets), jnp.dtype(cfg.param_dtype))
-    return table[:, buckets][None].astype(jnp.float32)
+    return table[:, buckets][None].astype(_wide(cfg))
 
 
 class MultiHeadAttention(nn.Module):
@@ -117,7 +122,7 @@ class MultiHeadAttention(nn.Module):
     q = dense("query", query_init)(inputs_q)
     k = dense("key")(inputs_kv)
     v = dense("value")(inputs_kv)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(_wide(cfg)) + bias
     weights = jax.nn.softmax(logits).astype(q.dtype)  # softmax in float32
     weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=deterministic)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
@@ -209,10 +214,10 @@ class Decoder(nn.Module):
       logits = self.shared_embedding.attend(y) / np.sqrt(y.shape[-1])
     else:
       # T5X computes the output projection in float32.
-      logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=jnp.float32,
+      logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=_wide(cfg),
                         param_dtype=jnp.dtype(cfg.param_dtype),
                         kernel_init=_kernel_init(), name="logits_dense")(y)
-    return logits.astype(jnp.float32)
+    return logits.astype(_wide(cfg))
 
 
 def _to_bias(mask: Array) -> Array:
