@@ -46,7 +46,7 @@ def train_batches(config: DatasetConfig, split: str = "train", seed: int = 0,
     lengths = dict(config.task_feature_lengths)
     # seqio shuffles after repeating: a buffer larger than the split would
     # make it read the split many times over before the first batch.
-    size = task.num_input_examples(split)
+    size = _split_size(task, split)
     buffer = min(config.shuffle_buffer_size, size) if size else config.shuffle_buffer_size
     ds = task.get_dataset(sequence_length=lengths, split=split, shuffle=True, seed=seed,
                           num_epochs=None, shuffle_buffer_size=buffer, try_in_mem_cache=False)
@@ -54,6 +54,13 @@ def train_batches(config: DatasetConfig, split: str = "train", seed: int = 0,
     ds = ds.batch(batch_size or config.batch_size, drop_remainder=True)
     ds = ds.skip(start_batch).prefetch(tf.data.AUTOTUNE)
     return ds.as_numpy_iterator()
+
+
+def _split_size(task: seqio.Task, split: str):
+    try:
+        return task.num_input_examples(split)
+    except (KeyError, ValueError):  # TFDS without split metadata (e.g. mock data)
+        return None
 
 
 def eval_examples(config: DatasetConfig, split: str, limit: int = None

@@ -1,0 +1,83 @@
+"""Guided-step time ÷ plain-step time, same model and training batch.
+
+The ideal is about 1 + g for a guide batch g times the training batch (one
+extra forward and backward pass on the guide batch; the vector-Jacobian
+product through the optimizer update is elementwise). Targets: ≤ 1.20 at
+g = 1/4 and ≤ 1.9 at g = 1.
+"""
+
+import functools
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hpo import config, hyper, optim
+from hpo.experiment import Experiment
+from hpo.trainer import DataParallel, init_state, train_step
+
+
+def _batch(rng, size, length, vocab):
+    targets = rng.randint(2, vocab, (size, length)).astype(np.int32)
+    return {"encoder_input_tokens": rng.randint(2, vocab, (size, length)).astype(np.int32),
+            "decoder_target_tokens": targets,
+            "decoder_input_tokens": np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
+            "decoder_loss_weights": np.ones((size, length), np.float32)}
+
+
+def _timed(step, state, batch):
+    start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    return time.perf_counter() - start, state
+
+
+def _paired(plain, plain_state, guided, guided_state, train, guide, repeats):
+    """Plain and guided steps in turn (A B A B ...), so machine noise hits both alike."""
+    _, plain_state = _timed(plain, plain_state, train[0])  # compile both
+    _, guided_state = _timed(guided, guided_state, {"train": train[0], "guide": guide})
+    plain_times, guided_times = [], []
+    for i in range(repeats):
+        batch = train[i % len(train)]
+        t, plain_state = _timed(plain, plain_state, batch)
+        plain_times.append(t)
+        t, guided_state = _timed(guided, guided_state, {"train": batch, "guide": guide})
+        guided_times.append(t)
+    ratios = [g / p for g, p in zip(guided_times, plain_times)]
+    return statistics.median(plain_times), statistics.median(guided_times), statistics.median(ratios)
+
+
+def guided_step_ratios(gin_files=("default.gin",), repeats=20, guide_fractions=(0.25, 1.0)):
+    """{'plain_step_s': ..., 'guided_step_s@g': ..., 'ratio@g': ...} for the configured model."""
+    config.parse(list(gin_files), ["MODEL_DIR = '/tmp/hpo-bench'", "T5Config.dropout_rate = 0.0"])
+    exp = Experiment()
+    model, size = exp.model, exp.data.batch_size
+    length = exp.data.task_feature_lengths["targets"]
+    vocab = model.config.vocab_size
+    rng = np.random.RandomState(0)
+    par = DataParallel()
+    train = [par.put_batch(_batch(rng, size, length, vocab)) for _ in range(4)]
+    values = exp.base_hparams()
+    tx = optim.make_optimizer(exp.optimizer, values)
+    plain_values = {k: jnp.float32(v) for k, v in values.items()}
+    plain = par.jit_step(lambda s, b: train_step(s, b, plain_values, model=model, tx=tx, schedule=exp.schedule))
+    state = init_state(model, tx, 0, exp.data.task_feature_lengths)
+    out = {"model_params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+           "batch": f"{size}x{length}", "optimizer": exp.optimizer.name, "devices": jax.device_count()}
+    specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"]}
+    meta = optax.adam(3e-3)
+    fixed = {k: v for k, v in values.items() if k not in specs}
+    guided = par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=exp.schedule,
+                                            specs=specs, fixed_values=fixed, meta_tx=meta))
+    for g in guide_fractions:
+        guide = par.put_batch(_batch(rng, max(1, int(size * g)), length, vocab))
+        tuner = hyper.init_tuner(specs, {"learning_rate": 1.0}, meta, repeats + 2)
+        gstate = par.put_state(init_state(model, tx, 0, exp.data.task_feature_lengths, tuner))
+        plain_s, guided_s, ratio = _paired(plain, par.put_state(state), guided, gstate, train, guide, repeats)
+        out[f"plain_step_s@g={g}"] = plain_s
+        out[f"guided_step_s@g={g}"] = guided_s
+        out[f"ratio@g={g}"] = ratio
+    return out
