@@ -12,6 +12,12 @@ Configuration is gin, with T5X's conventions: configs/base.gin first, then each
 each --gin.KEY=VALUE binding. Results go to MODEL_DIR/comparison.json; running
 the same command again resumes unfinished runs and skips finished ones."""
 
+USAGE_TABLE = """Tabulate and plot the results in one or more model dirs.
+
+One row per task and strategy (seeds aggregated), with a paired-bootstrap
+p-value against fixed where test hypotheses and references are on disk.
+Writes table.md, table.csv, table.json, table.tex and plots/*.png."""
+
 
 def _split_gin_bindings(argv: Sequence[str]):
     """T5X's `--gin.KEY=VALUE` flags are taken out before argparse sees the rest."""
@@ -44,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated directories to look up gin files and includes in")
     run.epilog = ("--gin.KEY=VALUE   a gin binding (repeatable), e.g. --gin.TRAIN_STEPS=200 or "
                   "--gin.OptimizerConfig.name=\"'adam'\"; a bare string value needs no quotes")
+    table = commands.add_parser("table", help="tabulate and plot the results of model dirs",
+                                description=USAGE_TABLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    table.add_argument("model_dirs", nargs="+", metavar="DIR", help="a model dir holding comparison.json")
+    table.add_argument("--out", metavar="OUT_DIR",
+                       help="where the tables and plots go (default: the first DIR)")
     return parser
 
 
@@ -86,8 +97,18 @@ def run_command(args, bindings) -> int:
     return 0
 
 
+def table_command(args) -> int:
+    from hpo import table
+    markdown, paths = table.write_report(args.model_dirs, args.out)
+    print(markdown, end="")
+    print("\n".join(f"wrote {path}" for path in paths))
+    return 0
+
+
 def main(argv: Sequence[str] = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)  # seqio's and TFDS's advice is not for our users
     argv = list(sys.argv[1:] if argv is None else argv)
     rest, bindings = _split_gin_bindings(argv)
     if not rest or rest[0].startswith("-") and rest[0] not in ("-h", "--help"):
@@ -98,6 +119,8 @@ def main(argv: Sequence[str] = None) -> int:
     try:
         if args.command == "run":
             return run_command(args, bindings)
+        if args.command == "table":
+            return table_command(args)
         parser.print_help()
         return 2
     except UserError as e:

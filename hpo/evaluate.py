@@ -1,5 +1,7 @@
 """Translate a split, detokenise, and score with sacrebleu (BLEU and chrF)."""
 
+import logging
+import os
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -9,6 +11,10 @@ from hpo import io as hpo_io
 from hpo.data import pipeline
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.progress import progress_bar
+
+# The embedded language writes its period as a separate token; sacrebleu's
+# 13a tokenizer splits it anyway, so its "forgot to detokenize?" warning is noise.
+logging.getLogger("sacrebleu").setLevel(logging.ERROR)
 
 
 def score(hypotheses: Sequence[str], references: Sequence[str]) -> Dict[str, object]:
@@ -52,6 +58,7 @@ def evaluate_split(model: Seq2SeqModel, params, data: pipeline.DatasetConfig, sp
     vocabulary = pipeline.vocabulary(data)
     hypotheses = translate(model, params, inputs, vocabulary, data.task_feature_lengths["targets"],
                            decode, label=f"decode {split}")
-    if hypotheses_path:
+    if hypotheses_path:  # references beside them, for paired significance tests
         hpo_io.write_text(hypotheses_path, "".join(h + "\n" for h in hypotheses))
+        hpo_io.write_text(os.path.splitext(hypotheses_path)[0] + ".ref", "".join(r + "\n" for r in references))
     return {**score(hypotheses, references), "num_sentences": len(references)}

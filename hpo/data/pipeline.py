@@ -11,6 +11,10 @@ import tensorflow as tf
 from hpo.data import tasks
 from hpo.errors import UserError
 
+# tf.data only feeds the host: keep TensorFlow off the accelerators JAX uses
+# (as the Flax WMT example does), or it would claim their memory.
+tf.config.set_visible_devices([], "GPU")
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)

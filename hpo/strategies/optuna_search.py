@@ -1,0 +1,157 @@
+"""The Optuna strategy: Bayesian optimisation over full training runs.
+
+Each trial is a fixed-strategy run in its own directory; the objective is a
+dev metric (selection never sees test), and the record reports the test
+scores of the selected trial. The study is a plain Optuna study in an
+SQLAlchemy storage (SQLite in MODEL_DIR by default, PostgreSQL for many
+workers): several `hpo run` processes on one storage share its trials, a
+re-run continues it up to the configured total, and a trial left RUNNING by a
+killed process is failed by its missed heartbeat and retried.
+"""
+
+import math
+import os
+import time
+from typing import Dict, Mapping
+
+import gin
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import TrialState
+
+from hpo.errors import UserError
+from hpo.strategies.base import Strategy
+from hpo.strategies.fixed import Fixed
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+DEFAULT_SPACE = {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}}
+
+
+@gin.configurable
+class OptunaSearch(Strategy):
+    """`search_space` maps a hyper-parameter to {'low', 'high', 'log'} (a float
+    range) or {'choices': [...]}; `n_trials` is the study's total, whoever runs it."""
+
+    name = "optuna"
+
+    def __init__(self, search_space: Mapping[str, Mapping] = None, n_trials: int = 8,
+                 sampler: str = "tpe", objective: str = "dev_bleu", pruner: str = None,
+                 storage: str = None, study_name: str = None, heartbeat_seconds: int = 60):
+        self.space = dict(search_space or DEFAULT_SPACE)
+        for name, spec in self.space.items():
+            if not ("choices" in spec or ("low" in spec and "high" in spec)):
+                raise UserError(f"optuna: search space of '{name}' needs 'low' and 'high', or 'choices'")
+        if n_trials <= 0:
+            raise UserError("optuna: n_trials must be positive")
+        if sampler not in ("tpe", "gp", "random"):
+            raise UserError("optuna: sampler must be 'tpe', 'gp' or 'random'")
+        if objective not in ("dev_bleu", "dev_loss"):
+            raise UserError("optuna: objective must be 'dev_bleu' or 'dev_loss'")
+        if pruner not in (None, "median", "hyperband"):
+            raise UserError("optuna: pruner must be None, 'median' or 'hyperband'")
+        self.n_trials, self.sampler_name, self.objective, self.pruner_name = n_trials, sampler, objective, pruner
+        self.storage_url, self.study_name, self.heartbeat = storage, study_name, heartbeat_seconds
+
+    def study(self, experiment, seed: int) -> optuna.Study:
+        url = self.storage_url or f"sqlite:///{os.path.join(experiment.model_dir, 'optuna', 'study.db')}"
+        if url.startswith("sqlite:///"):
+            os.makedirs(os.path.dirname(url[len("sqlite:///"):]), exist_ok=True)
+        storage = RDBStorage(url, heartbeat_interval=self.heartbeat, grace_period=2 * self.heartbeat,
+                             heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
+        samplers = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
+                    "random": optuna.samplers.RandomSampler}
+        pruners = {None: optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
+                   "hyperband": optuna.pruners.HyperbandPruner}
+        return optuna.create_study(
+            study_name=self.study_name or f"{experiment.task}-seed{seed}", storage=storage,
+            sampler=samplers[self.sampler_name](seed=seed), pruner=pruners[self.pruner_name](),
+            direction="maximize" if self.objective == "dev_bleu" else "minimize", load_if_exists=True)
+
+    def suggest(self, trial: optuna.Trial) -> Dict[str, float]:
+        values = {}
+        for name, spec in self.space.items():
+            if "choices" in spec:
+                values[name] = trial.suggest_categorical(name, list(spec["choices"]))
+            else:
+                values[name] = trial.suggest_float(name, spec["low"], spec["high"], log=spec.get("log", False))
+        return values
+
+    def run(self, experiment, seed: int) -> Dict:
+        study = self.study(experiment, seed)
+        start = time.time()
+
+        def objective(trial):
+            # Two workers may both start a trial for the last place; the later
+            # one stands down (a retried trial keeps its place).
+            if trial.number >= self.n_trials and RetryFailedTrialCallback.retried_trial_number(trial) is None:
+                trial.set_user_attr("surplus", True)
+                raise optuna.TrialPruned("surplus: the study already has its total")
+            values = self.suggest(trial)
+            run_dir = experiment.run_dir(self.name, seed, f"trial_{trial.number}")
+            trial.set_user_attr("run_dir", os.path.relpath(run_dir, experiment.model_dir))
+
+            def report(step, scores):
+                trial.set_user_attr("steps_run", step)
+                trial.report(scores["bleu" if self.objective == "dev_bleu" else "loss"], step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at step {step}")
+
+            try:
+                record = Fixed(hparams=values).run(experiment, seed, run_dir=run_dir, on_eval=report,
+                                                   write_record=False)
+            except optuna.TrialPruned:
+                raise
+            except Exception as e:  # recorded with its reason; the study goes on
+                trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
+                raise
+            for key in ("dev_bleu", "dev_loss", "test_bleu", "test_chrf", "dev_chrf", "wall_seconds",
+                        "compute_steps", "bleu_signature", "hypotheses", "test_sentences"):
+                trial.set_user_attr(key, record[key])
+            trial.set_user_attr("steps_run", experiment.train_steps)
+            value = record[self.objective]
+            if value is None or not math.isfinite(value) or not math.isfinite(record["dev_loss"] or math.nan):
+                trial.set_user_attr("fail_reason", "non-finite loss")
+                raise FloatingPointError(f"trial {trial.number}: non-finite dev loss")
+            return value
+
+        callback = optuna.study.MaxTrialsCallback(self.n_trials, states=None)  # running ones count too
+        optuna.storages.fail_stale_trials(study)  # a killed worker's RUNNING trial, to be retried
+        if _count(study) < self.n_trials:
+            study.optimize(objective, callbacks=[callback], catch=(Exception,), gc_after_trial=True)
+        return self._record(experiment, seed, study, time.time() - start)
+
+    def _record(self, experiment, seed, study, wall) -> Dict:
+        trials = [t for t in study.get_trials(deepcopy=False)
+                  if t.state in FINISHED and not t.user_attrs.get("surplus")]
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if not complete:
+            reasons = {t.user_attrs.get("fail_reason", t.state.name) for t in trials}
+            raise UserError(f"optuna: no trial completed ({'; '.join(sorted(reasons))})")
+        best = study.best_trial
+        attrs = best.user_attrs
+        steps = sum(t.user_attrs.get("steps_run", 0) for t in trials)
+        record = {
+            "task": experiment.task, "strategy": self.name, "seed": seed,
+            "run_dir": attrs["run_dir"], "hypotheses": attrs["hypotheses"],
+            "test_bleu": attrs["test_bleu"], "test_chrf": attrs["test_chrf"],
+            "dev_bleu": attrs["dev_bleu"], "dev_chrf": attrs["dev_chrf"], "dev_loss": attrs["dev_loss"],
+            "bleu_signature": attrs["bleu_signature"], "test_sentences": attrs["test_sentences"],
+            "train_steps": experiment.train_steps, "train_runs": len(trials),
+            "total_train_steps": steps, "compute_steps": float(steps),
+            "wall_seconds": sum(t.user_attrs.get("wall_seconds", 0.0) for t in trials) or wall,
+            "hparams": {**experiment.base_hparams(), **best.params},
+            "trials": [{"number": t.number, "state": t.state.name, "params": t.params,
+                        "dev_bleu": t.user_attrs.get("dev_bleu"), "dev_loss": t.user_attrs.get("dev_loss"),
+                        "steps_run": t.user_attrs.get("steps_run", 0),
+                        "compute_steps": float(t.user_attrs.get("steps_run", 0)),
+                        "fail_reason": t.user_attrs.get("fail_reason")} for t in trials],
+            "study": {"name": study.study_name, "sampler": self.sampler_name, "pruner": self.pruner_name,
+                      "objective": self.objective, "n_trials": self.n_trials, "best_trial": best.number},
+        }
+        from hpo import records
+        records.add(experiment.model_dir, record)
+        return record
+
+
+def _count(study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))

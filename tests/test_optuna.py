@@ -1,0 +1,136 @@
+"""The Optuna strategy: reproducible, resumable, robust to failures, shareable by workers.
+
+Most tests replace the training run of a trial by a fast stand-in (the study
+mechanics are what they test); one runs real tiny trials end to end.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import optuna
+import pytest
+
+from hpo.strategies import fixed
+from hpo.strategies.optuna_search import OptunaSearch
+
+SPACE = {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}, "label_smoothing": {"choices": [0.0, 0.1]}}
+
+
+def fake_run(self, experiment, seed, run_dir=None, **kwargs):
+    """A stand-in for a training run: dev BLEU peaks at learning_rate 3."""
+    import math
+    lr = self.hparams["learning_rate"]
+    if lr > 9.0:
+        raise FloatingPointError("diverged")
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "ran"), "x") as f:  # "x": a second run of this trial would fail
+        f.write(str(os.getpid()))
+    bleu = 50.0 - 10.0 * (math.log(lr) - math.log(3.0)) ** 2
+    return {"dev_bleu": bleu, "dev_loss": 1.0, "test_bleu": bleu - 1, "test_chrf": 60.0, "dev_chrf": 61.0,
+            "wall_seconds": 0.1, "compute_steps": 4.0, "bleu_signature": "sig",
+            "hypotheses": os.path.relpath(os.path.join(run_dir, "test.hyp"), experiment.model_dir),
+            "test_sentences": 16}
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    monkeypatch.setattr(fixed.Fixed, "run", fake_run)
+
+
+def _trials(record):
+    return [(t["number"], t["state"], t["params"].get("learning_rate")) for t in record["trials"]]
+
+
+def test_study_is_reproducible_from_its_seed(tiny_experiment, tmp_path, fake_training):
+    a = OptunaSearch(SPACE, n_trials=3).run(tiny_experiment(), seed=7)
+    b = OptunaSearch(SPACE, n_trials=3).run(tiny_experiment(f"MODEL_DIR = '{tmp_path / 'again'}'"), seed=7)
+    assert _trials(a) == _trials(b) and len(a["trials"]) == 3
+    c = OptunaSearch(SPACE, n_trials=3).run(tiny_experiment(f"MODEL_DIR = '{tmp_path / 'other'}'"), seed=8)
+    assert _trials(c) != _trials(a)
+
+
+def test_rerun_counts_trials_as_a_total(tiny_experiment, fake_training):
+    exp = tiny_experiment()
+    assert len(OptunaSearch(SPACE, n_trials=2).run(exp, seed=0)["trials"]) == 2
+    assert len(OptunaSearch(SPACE, n_trials=2).run(exp, seed=0)["trials"]) == 2  # nothing new
+    record = OptunaSearch(SPACE, n_trials=4).run(exp, seed=0)
+    assert [t["number"] for t in record["trials"]] == [0, 1, 2, 3]
+    rows = json.load(open(os.path.join(exp.model_dir, "comparison.json")))
+    assert len(rows) == 1 and rows[0]["train_runs"] == 4
+
+
+def test_selection_uses_dev_and_reports_the_selected_trial(tiny_experiment, fake_training):
+    record = OptunaSearch({"learning_rate": {"choices": [1.0, 3.0, 5.0]}}, n_trials=6,
+                          sampler="random").run(tiny_experiment(), seed=0)
+    assert record["hparams"]["learning_rate"] == 3.0
+    assert record["dev_bleu"] == pytest.approx(50.0) and record["test_bleu"] == pytest.approx(49.0)
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_experiment, fake_training):
+    space = {"learning_rate": {"choices": [9.5, 2.0]}}
+    exp = tiny_experiment()
+    record = OptunaSearch(space, n_trials=4, sampler="random").run(exp, seed=1)
+    states = [t["state"] for t in record["trials"]]
+    assert len(states) == 4 and "FAIL" in states and "COMPLETE" in states
+    failed = [t for t in record["trials"] if t["state"] == "FAIL"]
+    assert all("diverged" in t["fail_reason"] for t in failed)
+    assert record["hparams"]["learning_rate"] == 2.0
+
+
+def test_two_processes_share_one_sqlite_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_optuna import fake_run, SPACE
+        from hpo import config
+        from hpo.experiment import Experiment
+        from hpo.strategies import fixed
+        from hpo.strategies.optuna_search import OptunaSearch
+        fixed.Fixed.run = fake_run
+        config.parse(["test.gin"], ["MODEL_DIR = '%s/%s'" % ({str(tmp_path)!r}, sys.argv[1])])
+        OptunaSearch(SPACE, n_trials=6, storage={storage!r}, study_name="shared").run(Experiment(), seed=0)
+        """)
+    workers = [subprocess.Popen([sys.executable, "-c", script, f"w{i}"], stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+    for w in workers:
+        assert w.wait(timeout=300) == 0, w.stderr.read()[-2000:]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    trials = [t for t in study.get_trials() if not t.user_attrs.get("surplus")]
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    # Each trial ran once, in one of the two workers' directories.
+    for n in range(6):
+        ran = [(tmp_path / w / "optuna" / "seed0" / f"trial_{n}" / "ran").exists() for w in ("w0", "w1")]
+        assert sum(ran) == 1, (n, ran)
+    for w in ("w0", "w1"):  # both workers report the whole study
+        assert len(json.load(open(tmp_path / w / "comparison.json"))[0]["trials"]) == 6
+
+
+def test_real_tiny_trials_end_to_end(tiny_experiment):
+    exp = tiny_experiment("TRAIN_STEPS = 2")
+    record = OptunaSearch({"learning_rate": {"low": 0.5, "high": 2.0, "log": True}}, n_trials=2).run(exp, seed=0)
+    assert record["strategy"] == "optuna" and record["train_runs"] == 2
+    assert record["total_train_steps"] == 4
+    assert os.path.exists(os.path.join(exp.model_dir, record["hypotheses"]))
+    assert os.path.exists(os.path.join(exp.model_dir, "optuna", "study.db"))
+
+
+def test_a_trial_left_running_by_a_killed_worker_is_retried(tiny_experiment, fake_training):
+    import time
+    exp = tiny_experiment()
+    search = OptunaSearch(SPACE, n_trials=2, heartbeat_seconds=1)
+    study = search.study(exp, seed=0)
+    orphan = study.ask()  # a worker started this trial, sent one heartbeat, then died
+    lr = orphan.suggest_float("learning_rate", 0.1, 10.0, log=True)
+    orphan.suggest_categorical("label_smoothing", [0.0, 0.1])
+    study._storage.record_heartbeat(orphan._trial_id)
+    time.sleep(3)  # past the grace period of two heartbeats
+    record = search.run(exp, seed=0)
+    states = {t["number"]: t["state"] for t in record["trials"]}
+    assert states[0] == "FAIL"
+    retried = [t for t in record["trials"] if t["number"] > 0 and t["params"]["learning_rate"] == lr]
+    assert retried and retried[0]["state"] == "COMPLETE"
