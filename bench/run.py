@@ -1,6 +1,5 @@
 """`make bench`: run the benchmarks, print the figures, write bench/results.json."""
 
-import json
 import os
 import platform
 import sys

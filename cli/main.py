@@ -5,7 +5,7 @@ import os
 import sys
 from typing import List, Sequence
 
-USAGE_RUN = """Train with one or more tuning strategies and record the results.
+USAGE_RUN = """Train with one or more tuning strategies, record the results and print the comparison table.
 
 Configuration is gin, with T5X's conventions: configs/base.gin first, then each
 --gin_file (default: configs/default.gin, the embedded translation task), then
@@ -93,7 +93,12 @@ def run_command(args, bindings) -> int:
             print(f"{record['task']}  {record['strategy']:<8} seed {seed}: "
                   f"test BLEU {record['test_bleu']:.2f}  chrF {record['test_chrf']:.2f}  "
                   f"dev BLEU {record['dev_bleu']:.2f}  ({record['wall_seconds']:.0f} s)")
-    print(f"results: {os.path.join(experiment.model_dir, 'comparison.json')}")
+    from hpo import table
+    markdown, paths = table.write_report([experiment.model_dir])
+    print()
+    print(markdown)
+    print(f"results: {os.path.join(experiment.model_dir, 'comparison.json')}; table and plots: "
+          f"{', '.join(sorted(os.path.relpath(p, experiment.model_dir) for p in paths))}")
     return 0
 
 

@@ -10,13 +10,10 @@ import dataclasses
 import datetime
 import functools
 import os
-import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import gin
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 import hpo
 from hpo import evaluate as evaluation

@@ -86,7 +86,7 @@ def _guided_run(init_multiplier, steps=40, meta_lr=0.05):
     state = init_state(model, tx, 0, LENGTHS, tuner)
     step = jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=schedule, specs=specs,
                                      fixed_values={"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}, meta_tx=meta))
-    train, guide = _batch(0, 16), _batch(1, 16)
+    guide = _batch(1, 16)
     for i in range(steps):
         state, metrics = step(state, {"train": _batch(100 + i, 16), "guide": guide})
     return np.asarray(state.tuner["trajectory"][:, 0])
