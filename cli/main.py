@@ -77,6 +77,7 @@ def parse_seeds(text: str) -> List[int]:
 def run_command(args, bindings) -> int:
     from hpo import config
     from hpo.experiment import Experiment
+    from hpo.errors import UserError
     from hpo.strategies import get_strategy
 
     gin_bindings = [config.gin_binding(k, v) for k, v in bindings]
@@ -85,8 +86,11 @@ def run_command(args, bindings) -> int:
     search = [p for p in args.gin_search_paths.split(",") if p]
     config.parse(args.gin_file, gin_bindings, search)
     seeds = parse_seeds(args.seeds)
-    strategies = [get_strategy(name.strip()) for name in args.strategy.split(",") if name.strip()]
-    experiment = Experiment()
+    try:  # building from gin: a wrongly typed value (e.g. TRAIN_STEPS='ten') is the user's input
+        strategies = [get_strategy(name.strip()) for name in args.strategy.split(",") if name.strip()]
+        experiment = Experiment()
+    except (TypeError, ValueError) as e:
+        raise UserError(f"bad configuration: {e}") from e
     for strategy in strategies:
         for seed in seeds:
             record = strategy.run(experiment, seed)

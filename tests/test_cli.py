@@ -67,6 +67,7 @@ def _bad_inputs(tmp_path):
         "zero steps": (["--gin.TRAIN_STEPS=0"], "TRAIN_STEPS must be positive"),
         "negative steps": (["--gin.TRAIN_STEPS=-5"], "TRAIN_STEPS must be positive"),
         "unknown strategy": (["--strategy=magic"], "unknown strategy"),
+        "mistyped value": (["--gin.TRAIN_STEPS=ten"], "bad configuration"),
         "missing gin file": (["--gin_file=nowhere.gin"], "nowhere.gin"),
         "bad seeds": (["--seeds=a,b"], "--seeds"),
     }
