@@ -1,5 +1,7 @@
 """Atomic file writes: a reader never sees a half-written result file."""
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -36,3 +38,16 @@ def _jsonable(x: Any) -> Any:
     if hasattr(x, "tolist"):  # numpy and jax scalars and arrays
         return x.tolist()
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+@contextlib.contextmanager
+def locked(path: str):
+    """An exclusive lock on `path`.lock while the block runs (several processes
+    may add records to one file, or create one Optuna database, at once)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -1,7 +1,5 @@
 """Result records and MODEL_DIR/comparison.json, the list every run adds itself to."""
 
-import contextlib
-import fcntl
 import os
 from typing import Dict, List
 
@@ -16,18 +14,6 @@ def record_key(record: Dict) -> tuple:
     return tuple(record.get(k) for k in KEY_FIELDS)
 
 
-@contextlib.contextmanager
-def _locked(path: str):
-    # Several processes (seeds, Optuna workers) may add records at once.
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def load(model_dir: str) -> List[Dict]:
     return hpo_io.read_json(os.path.join(model_dir, COMPARISON_FILE), default=[])
 
@@ -35,7 +21,7 @@ def load(model_dir: str) -> List[Dict]:
 def add(model_dir: str, record: Dict) -> None:
     """Adds `record` to MODEL_DIR/comparison.json (atomically), replacing the same run's row."""
     path = os.path.join(model_dir, COMPARISON_FILE)
-    with _locked(path):
+    with hpo_io.locked(path):
         records = [r for r in hpo_io.read_json(path, default=[]) if record_key(r) != record_key(record)]
         records.append(record)
         hpo_io.write_json(path, records)

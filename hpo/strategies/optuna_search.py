@@ -19,6 +19,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 
+from hpo import io as hpo_io
 from hpo.errors import UserError
 from hpo.strategies.base import Strategy
 from hpo.strategies.fixed import Fixed
@@ -54,18 +55,19 @@ class OptunaSearch(Strategy):
 
     def study(self, experiment, seed: int) -> optuna.Study:
         url = self.storage_url or f"sqlite:///{os.path.join(experiment.model_dir, 'optuna', 'study.db')}"
-        if url.startswith("sqlite:///"):
-            os.makedirs(os.path.dirname(url[len("sqlite:///"):]), exist_ok=True)
-        storage = RDBStorage(url, heartbeat_interval=self.heartbeat, grace_period=2 * self.heartbeat,
-                             heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
-        samplers = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
-                    "random": optuna.samplers.RandomSampler}
-        pruners = {None: optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
-                   "hyperband": optuna.pruners.HyperbandPruner}
-        return optuna.create_study(
-            study_name=self.study_name or f"{experiment.task}-seed{seed}", storage=storage,
-            sampler=samplers[self.sampler_name](seed=seed), pruner=pruners[self.pruner_name](),
-            direction="maximize" if self.objective == "dev_bleu" else "minimize", load_if_exists=True)
+        # Workers that start together on a new SQLite file would race to create its tables.
+        lock = url[len("sqlite:///"):] if url.startswith("sqlite:///") else os.path.join(experiment.model_dir, "optuna")
+        with hpo_io.locked(lock):
+            storage = RDBStorage(url, heartbeat_interval=self.heartbeat, grace_period=2 * self.heartbeat,
+                                 heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
+            samplers = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
+                        "random": optuna.samplers.RandomSampler}
+            pruners = {None: optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
+                       "hyperband": optuna.pruners.HyperbandPruner}
+            return optuna.create_study(
+                study_name=self.study_name or f"{experiment.task}-seed{seed}", storage=storage,
+                sampler=samplers[self.sampler_name](seed=seed), pruner=pruners[self.pruner_name](),
+                direction="maximize" if self.objective == "dev_bleu" else "minimize", load_if_exists=True)
 
     def suggest(self, trial: optuna.Trial) -> Dict[str, float]:
         values = {}
