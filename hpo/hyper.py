@@ -120,6 +120,7 @@ def guided_update(state, batch, *, model, tx, schedule, specs, fixed_values, met
     loss_of_raw = functools.partial(guide_loss, state=state, batch=batch, model=model, tx=tx,
                                     schedule=schedule, specs=specs, fixed_values=fixed_values)
     (guide, (params, opt_state, loss, values)), grads = jax.value_and_grad(loss_of_raw, has_aux=True)(tuner["raw"])
+    nonfinite = {k: tuner["nonfinite"][k] + (~jnp.isfinite(grads[k])).astype(jnp.int32) for k in specs}
     grads = sanitize(grads, bound, clip)
     updates, meta_state = meta_tx.update(grads, tuner["meta_state"], tuner["raw"])
     stepped = optax.apply_updates(tuner["raw"], updates)
@@ -128,6 +129,7 @@ def guided_update(state, batch, *, model, tx, schedule, specs, fixed_values, met
     new_tuner = {
         "raw": keep(stepped, tuner["raw"]),
         "meta_state": keep(meta_state, tuner["meta_state"]),
+        "nonfinite": nonfinite,  # steps whose hyper-gradient was NaN/inf (then sanitised): shown in the record
         # The learned schedule: the values each step was taken with.
         "trajectory": tuner["trajectory"].at[state.step].set(jnp.stack([values[k] for k in specs])),
     }
@@ -141,4 +143,5 @@ def guided_update(state, batch, *, model, tx, schedule, specs, fixed_values, met
 def init_tuner(specs: Mapping[str, HparamSpec], inits: Mapping[str, float], meta_tx, train_steps: int):
     raw = {k: jnp.asarray(specs[k].inverse(inits[k]), jnp.float32) for k in specs}
     return {"raw": raw, "meta_state": meta_tx.init(raw),
+            "nonfinite": {k: jnp.zeros([], jnp.int32) for k in specs},
             "trajectory": jnp.zeros((train_steps, len(specs)), jnp.float32)}

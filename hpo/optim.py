@@ -28,9 +28,12 @@ OPTIMIZER_HPARAMS = ("learning_rate", "beta1", "beta2", "decay_rate", "eps", "we
 LOSS_HPARAMS = ("label_smoothing",)
 
 
-def _adafactor(learning_rate, decay_rate=0.8, beta1=None, eps=1e-30, weight_decay=None,
+def _adafactor(learning_rate, decay_rate=0.8, beta1=None, eps=1e-20, weight_decay=None,
                clipping_threshold=1.0):
-    # T5X's defaults: factored second moments, parameter-scale updates, no momentum.
+    # T5X's defaults (factored second moments, parameter-scale updates, no
+    # momentum) but for eps: T5X's 1e-30 makes the hyper-gradient of decay_rate
+    # NaN in float32 wherever a row got no gradient (d rsqrt(v)/dv at v = 1e-30
+    # overflows); 1e-20 keeps it finite and is as negligible next to real g^2.
     # Momentum is kept in the parameters' dtype (float32 unless they are float64).
     return optax.adafactor(
         learning_rate, decay_rate=decay_rate, momentum=beta1, eps=eps, dtype_momentum=None,

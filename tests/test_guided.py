@@ -133,6 +133,26 @@ def test_nan_and_inf_hypergradients_leave_values_finite_and_training_going():
             assert np.all(np.isfinite(leaf))
     state, metrics = step(state, {"train": _batch(2), "guide": _batch(3)})
     assert np.isfinite(float(metrics["loss"])) and int(state.step) == 3
+    assert {k: int(v) for k, v in state.tuner["nonfinite"].items()} == {"learning_rate": 2, "beta1": 2}
+
+
+def test_adafactor_decay_rate_hypergradient_is_finite_on_factored_weights():
+    model = Seq2SeqModel(T5Config(vocab_size=256, emb_dim=128, num_heads=2, head_dim=64, mlp_dim=256,
+                                  num_encoder_layers=1, num_decoder_layers=1))
+    config = optim.OptimizerConfig()
+    values = config.hparams()
+    tx = optim.make_optimizer(config, values)
+    schedule = lambda step: jnp.float32(0.01)  # noqa: E731
+    state = init_state(model, tx, 0, LENGTHS)
+    plain = {k: jnp.float32(v) for k, v in values.items()}
+    for i in range(3):  # most of the 256 embedding rows get no gradient: v = eps there
+        state, _ = train_step(state, _batch(i), plain, model=model, tx=tx, schedule=schedule)
+    specs = {"decay_rate": hyper.DEFAULT_SPECS["decay_rate"]}
+    loss = functools.partial(hyper.guide_loss, state=state, batch={"train": _batch(5), "guide": _batch(6)},
+                             model=model, tx=tx, schedule=schedule, specs=specs,
+                             fixed_values={k: v for k, v in values.items() if k != "decay_rate"})
+    grad = jax.grad(lambda r: loss(r)[0])({"decay_rate": jnp.float32(specs["decay_rate"].inverse(0.8))})
+    assert np.isfinite(float(grad["decay_rate"])) and float(grad["decay_rate"]) != 0.0
 
 
 def _guided_experiment(tiny_experiment, *extra):

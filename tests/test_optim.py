@@ -39,9 +39,9 @@ def test_adam_matches_optax_adam():
     np.testing.assert_allclose(u1["w"], u2["w"], rtol=1e-6)
 
 
-def test_adafactor_defaults_are_t5x():
+def test_adafactor_defaults_are_t5x_but_for_a_float32_safe_eps():
     hp = optim.OptimizerConfig().hparams()
-    assert hp == {"learning_rate": 1.0, "decay_rate": 0.8, "eps": 1e-30}
+    assert hp == {"learning_rate": 1.0, "decay_rate": 0.8, "eps": 1e-20}
 
 
 def test_bad_optimizer_settings_are_user_errors():

@@ -91,6 +91,7 @@ class Guided(Strategy):
             write_schedule(os.path.join(run_dir, SCHEDULE_FILE), list(specs), trajectory)
             return {"hparams": {**fixed_values, **{k: float(trajectory[-1, i]) for i, k in enumerate(specs)}},
                     "learned_schedule": summarise(list(specs), trajectory),
+                    "nonfinite_hypergrad_steps": {k: int(v) for k, v in jax.device_get(state.tuner["nonfinite"]).items()},
                     "schedule_file": os.path.relpath(os.path.join(run_dir, SCHEDULE_FILE), experiment.model_dir),
                     "guided": {**self.settings, "tune": list(specs), "guide_batch_size": guide_size,
                                "specs": {k: s.__dict__ for k, s in specs.items()}}}
