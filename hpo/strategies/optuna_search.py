@@ -120,7 +120,15 @@ class OptunaSearch(Strategy):
         optuna.storages.fail_stale_trials(study)  # a killed worker's RUNNING trial, to be retried
         if _count(study) < self.n_trials:
             study.optimize(objective, callbacks=[callback], catch=(Exception,), gc_after_trial=True)
+        self._wait_for_other_workers(study)
         return self._record(experiment, seed, study, time.time() - start)
+
+    def _wait_for_other_workers(self, study) -> None:
+        """Another worker may still be running the last trials: the record should include them
+        (a dead worker's trial is failed by its missed heartbeat, which ends the wait)."""
+        while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            optuna.storages.fail_stale_trials(study)
+            time.sleep(min(5, self.heartbeat))
 
     def _record(self, experiment, seed, study, wall) -> Dict:
         trials = [t for t in study.get_trials(deepcopy=False)
