@@ -76,7 +76,8 @@ def guided_step_ratios(gin_files=("default.gin",), repeats=20, guide_fractions=(
         guide = par.put_batch(_batch(rng, max(1, int(size * g)), length, vocab))
         tuner = hyper.init_tuner(specs, {"learning_rate": 1.0}, meta, repeats + 2)
         gstate = par.put_state(init_state(model, tx, 0, exp.data.task_feature_lengths, tuner))
-        plain_s, guided_s, ratio = _paired(plain, par.put_state(state), guided, gstate, train, guide, repeats)
+        fresh = init_state(model, tx, 0, exp.data.task_feature_lengths)  # steps donate their input state
+        plain_s, guided_s, ratio = _paired(plain, par.put_state(fresh), guided, gstate, train, guide, repeats)
         out[f"plain_step_s@g={g}"] = plain_s
         out[f"guided_step_s@g={g}"] = guided_s
         out[f"ratio@g={g}"] = ratio
