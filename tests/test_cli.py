@@ -70,6 +70,8 @@ def _bad_inputs(tmp_path):
         "mistyped value": (["--gin.TRAIN_STEPS=ten"], "bad configuration"),
         "missing gin file": (["--gin_file=nowhere.gin"], "nowhere.gin"),
         "bad seeds": (["--seeds=a,b"], "--seeds"),
+        "tiny language": (["--gin.synthetic_translation_task.words_per_category=1"], "words_per_category"),
+        "negative startup trials": (["--strategy=optuna", "--gin.OptunaSearch.startup_trials=-1"], "startup_trials"),
     }
 
 

@@ -52,6 +52,14 @@ def test_study_is_reproducible_from_its_seed(tiny_experiment, tmp_path, fake_tra
     assert _trials(c) != _trials(a)
 
 
+def test_startup_trials_set_when_the_sampler_starts_modelling(tiny_experiment, tmp_path, fake_training):
+    early = OptunaSearch(SPACE, n_trials=5, startup_trials=2).run(tiny_experiment(), seed=7)
+    late = OptunaSearch(SPACE, n_trials=5).run(tiny_experiment(f"MODEL_DIR = '{tmp_path / 'late'}'"), seed=7)
+    assert _trials(early)[:2] == _trials(late)[:2]  # the same seeded random start
+    assert _trials(early)[2:] != _trials(late)[2:]  # then TPE against still random
+    assert early["study"]["startup_trials"] == 2
+
+
 def test_rerun_counts_trials_as_a_total(tiny_experiment, fake_training):
     exp = tiny_experiment()
     assert len(OptunaSearch(SPACE, n_trials=2).run(exp, seed=0)["trials"]) == 2

@@ -55,6 +55,23 @@ def test_splits_disjoint_and_no_duplicates(corpus):
     assert sum(map(len, split_sets)) == len(set().union(*split_sets))
 
 
+def test_words_per_category_limits_the_language():
+    small = syn.generate_corpus(0, num_train=500, num_dev=20, num_test=20, words_per_category=5)
+    allowed = syn.Words.first(5)
+    content = {lemma for group in (allowed.nouns, allowed.adjectives, allowed.adverbs) for lemma in group}
+    content |= {spec.split(":")[0] for spec in allowed.transitive + allowed.intransitive}
+    used = set()
+    for source, target in all_pairs(small):
+        for token in tokens(source):
+            category, lemma, _ = syn.SOURCE_FORMS[token]
+            if category in ("noun", "verb", "adj", "adv"):
+                used.add(lemma)
+        assert syn.translate(source) == target
+    assert used == content  # every kept word is used, no other is
+    with pytest.raises(ValueError):
+        syn.generate_corpus(0, num_train=5, num_dev=1, num_test=1, words_per_category=1)
+
+
 @pytest.mark.parametrize("bad", [0, -1, -500])
 @pytest.mark.parametrize("field", ["num_train", "num_dev", "num_test"])
 def test_non_positive_counts_raise(field, bad):

@@ -217,7 +217,25 @@ _DETS_FOR = {n: sorted({lemma for lemma, nums in DETERMINERS.values() if n in nu
 _DET_SURFACE = {(lemma, n): w for w, (lemma, nums) in DETERMINERS.items() if w != "an" for n in nums}
 
 
-def _sample_np(rng: random.Random, role: str, allow_rel: bool) -> NP:
+@dataclass(frozen=True)
+class Words:
+    """The content words a corpus draws from (a smaller lexicon is learnt in fewer steps)."""
+    nouns: tuple[str, ...] = NOUNS
+    transitive: tuple[str, ...] = TRANSITIVE_VERBS
+    intransitive: tuple[str, ...] = INTRANSITIVE_VERBS
+    adjectives: tuple[str, ...] = ADJECTIVES
+    adverbs: tuple[str, ...] = ADVERBS
+
+    @classmethod
+    def first(cls, n: int | None) -> "Words":
+        """At most the first `n` words of each category (all of them for None)."""
+        return cls(*(words[:n] for words in (NOUNS, TRANSITIVE_VERBS, INTRANSITIVE_VERBS, ADJECTIVES, ADVERBS)))
+
+
+ALL_WORDS = Words()
+
+
+def _sample_np(rng: random.Random, role: str, allow_rel: bool, words: Words = ALL_WORDS) -> NP:
     if rng.random() < _P_PRONOUN[role]:
         lemma = rng.choice(_PRONOUN_LEMMAS)
         return NP(lemma, PRONOUNS[lemma][2][1:], pronoun=True)
@@ -226,27 +244,27 @@ def _sample_np(rng: random.Random, role: str, allow_rel: bool) -> NP:
     if number == "sg" or rng.random() < 0.7:  # bare plurals are grammatical, bare singulars not
         det = "the" if rng.random() < 0.4 else rng.choice(_DETS_FOR[number])
     r = rng.random()  # 0, 1 or 2 distinct adjectives
-    adjs = () if r < 0.45 else (rng.choice(ADJECTIVES),) if r < 0.8 else tuple(rng.sample(ADJECTIVES, 2))
-    rel = _sample_clause(rng, relative=True) if allow_rel and rng.random() < 0.15 else None
-    return NP(rng.choice(NOUNS), number, det=det, adjs=adjs, rel=rel)
+    adjs = () if r < 0.45 else (rng.choice(words.adjectives),) if r < 0.8 else tuple(rng.sample(words.adjectives, 2))
+    rel = _sample_clause(rng, relative=True, words=words) if allow_rel and rng.random() < 0.15 else None
+    return NP(rng.choice(words.nouns), number, det=det, adjs=adjs, rel=rel)
 
 
-def _sample_clause(rng: random.Random, relative: bool = False) -> Clause:
-    subj = None if relative else _sample_np(rng, "subj", allow_rel=True)
+def _sample_clause(rng: random.Random, relative: bool = False, words: Words = ALL_WORDS) -> Clause:
+    subj = None if relative else _sample_np(rng, "subj", allow_rel=True, words=words)
     transitive = rng.random() < 0.65
-    verb = rng.choice(TRANSITIVE_VERBS if transitive else INTRANSITIVE_VERBS).split(":")[0]
-    obj = _sample_np(rng, "obj", allow_rel=not relative) if transitive else None
-    adv = rng.choice(ADVERBS) if rng.random() < (0.15 if relative else 0.3) else None
+    verb = rng.choice(words.transitive if transitive else words.intransitive).split(":")[0]
+    obj = _sample_np(rng, "obj", allow_rel=not relative, words=words) if transitive else None
+    adv = rng.choice(words.adverbs) if rng.random() < (0.15 if relative else 0.3) else None
     pp = None
     if not relative and rng.random() < 0.35:  # PPs only in main clauses keeps parsing unambiguous
-        pp = (rng.choice(PREPOSITIONS), _sample_np(rng, "pp", allow_rel=False))
+        pp = (rng.choice(PREPOSITIONS), _sample_np(rng, "pp", allow_rel=False, words=words))
     return Clause(subj, verb, rng.choice(TENSES), obj, adv, pp)
 
 
-def _sample_sentence(rng: random.Random) -> tuple[tuple[Clause, ...], list[str]]:
+def _sample_sentence(rng: random.Random, words: Words = ALL_WORDS) -> tuple[tuple[Clause, ...], list[str]]:
     """A sentence tree and its source tokens (at most MAX_TOKENS)."""
     while True:
-        clauses = tuple(_sample_clause(rng) for _ in range(2 if rng.random() < 0.3 else 1))
+        clauses = tuple(_sample_clause(rng, words=words) for _ in range(2 if rng.random() < 0.3 else 1))
         tokens = _source_tokens(clauses)
         if len(tokens) <= MAX_TOKENS:
             return clauses, tokens
@@ -389,11 +407,17 @@ def translate(source: str, seed: int = 0) -> str:
 
 # ----------------------------------------------------------------- corpus
 def generate_corpus(seed: int = 0, num_train: int = 20000, num_dev: int = 500,
-                    num_test: int = 500) -> dict[str, list[tuple[str, str]]]:
+                    num_test: int = 500, words_per_category: int | None = None
+                    ) -> dict[str, list[tuple[str, str]]]:
     """{"train"|"dev"|"test": [(source, target), ...]}, deterministic given the arguments.
 
+    `words_per_category` keeps the first n nouns, verbs (of each kind), adjectives
+    and adverbs: a smaller language that a small budget can learn.
     No source sentence occurs twice in the whole corpus. ValueError for non-positive counts.
     """
+    if words_per_category is not None and words_per_category < 2:
+        raise ValueError(f"words_per_category must be at least 2, got {words_per_category!r}")
+    words = Words.first(words_per_category)
     counts = dict(zip(SPLITS, (num_train, num_dev, num_test)))
     for name, n in counts.items():
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
@@ -405,7 +429,7 @@ def generate_corpus(seed: int = 0, num_train: int = 20000, num_dev: int = 500,
     for _ in range(20 * total + 1000):  # bound: the language has far more sentences than this
         if len(pairs) == total:
             break
-        clauses, tokens = _sample_sentence(rng)
+        clauses, tokens = _sample_sentence(rng, words)
         source = " ".join(tokens)
         if source not in pairs:
             pairs[source] = " ".join(_target_tokens(lex, clauses))

@@ -47,7 +47,9 @@ def get_task(name: str) -> seqio.Task:
     if name in seqio.TaskRegistry.names():
         return seqio.get_mixture_or_task(name)
     raise UserError(f"unknown task '{name}' (built in: synthetic_translation, parallel_corpus, "
-                    f"wmtYY_xxyy such as wmt14_deen; or a seqio task registered by an imported module)")
+                    f"wmtYY_xxyy such as wmt14_deen, synthetic_pretraining, c4_span_corruption; "
+                    f"GLUE: glue_<task>, glue_tsv_<task>, synthetic_<cola|sst2|mrpc|stsb>; "
+                    f"or a seqio task registered by an imported module)")
 
 
 def _builder_for(name: str) -> Callable[[str], seqio.Task]:
@@ -57,7 +59,12 @@ def _builder_for(name: str) -> Callable[[str], seqio.Task]:
         return parallel_corpus_task
     if re.fullmatch(r"wmt\d\d_[a-z]{4}", name):
         return wmt_task
-    return None
+    if name in ("synthetic_pretraining", "c4_span_corruption"):
+        from hpo.data import pretraining  # imports this module
+        return {"synthetic_pretraining": pretraining.synthetic_pretraining_task,
+                "c4_span_corruption": pretraining.c4_task}[name]
+    from hpo.data import glue  # imports this module
+    return glue.builder_for(name)
 
 
 def _register(name: str, source: seqio.DataSource, vocabulary: seqio.Vocabulary,
@@ -78,17 +85,26 @@ def _register(name: str, source: seqio.DataSource, vocabulary: seqio.Vocabulary,
 @gin.configurable
 def synthetic_translation_task(name: str = "synthetic_translation", seed: int = 0,
                                num_train: int = 20000, num_dev: int = 500, num_test: int = 500,
-                               vocab_size: int = 1000, guide_fraction: float = 0.01) -> seqio.Task:
-    """The embedded task: generated from `seed` on first use, then read from the cache."""
+                               vocab_size: int = 1000, guide_fraction: float = 0.01,
+                               words_per_category: int = None) -> seqio.Task:
+    """The embedded task: generated from `seed` on first use, then read from the cache.
+
+    `words_per_category` limits the language to that many nouns, verbs,
+    adjectives and adverbs each (None: all ~720 words).
+    """
     for key, value in dict(num_train=num_train, num_dev=num_dev, num_test=num_test,
                            vocab_size=vocab_size).items():
         if value <= 0:
             raise UserError(f"synthetic_translation_task.{key} must be positive, got {value}")
+    if words_per_category is not None and words_per_category < 2:
+        raise UserError(f"synthetic_translation_task.words_per_category must be at least 2, "
+                        f"got {words_per_category}")
+    words = f"-words{words_per_category}" if words_per_category else ""
     directory = os.path.join(data_dir(), "synthetic_translation",
-                             f"seed{seed}-train{num_train}-dev{num_dev}-test{num_test}")
+                             f"seed{seed}-train{num_train}-dev{num_dev}-test{num_test}{words}")
     files = {split: os.path.join(directory, f"{split}.tsv") for split in ("train", "dev", "test")}
     if not all(os.path.isfile(f) for f in files.values()):
-        corpus = synthetic.generate_corpus(seed, num_train, num_dev, num_test)
+        corpus = synthetic.generate_corpus(seed, num_train, num_dev, num_test, words_per_category)
         for split, pairs in corpus.items():
             hpo_io.write_text(files[split], "".join(f"{s}\t{t}\n" for s, t in pairs))
     vocabulary = vocab_lib.cached_vocabulary(

@@ -37,7 +37,8 @@ class OptunaSearch(Strategy):
 
     def __init__(self, search_space: Mapping[str, Mapping] = None, n_trials: int = 8,
                  sampler: str = "tpe", objective: str = "dev_bleu", pruner: str = None,
-                 storage: str = None, study_name: str = None, heartbeat_seconds: int = 60):
+                 storage: str = None, study_name: str = None, heartbeat_seconds: int = 60,
+                 startup_trials: int = 10):
         self.space = dict(search_space or DEFAULT_SPACE)
         for name, spec in self.space.items():
             if not ("choices" in spec or ("low" in spec and "high" in spec)):
@@ -48,10 +49,13 @@ class OptunaSearch(Strategy):
             raise UserError("optuna: sampler must be 'tpe', 'gp' or 'random'")
         if objective not in ("dev_bleu", "dev_loss"):
             raise UserError("optuna: objective must be 'dev_bleu' or 'dev_loss'")
+        if startup_trials < 0:
+            raise UserError("optuna: startup_trials must be non-negative")
         if pruner not in (None, "median", "hyperband"):
             raise UserError("optuna: pruner must be None, 'median' or 'hyperband'")
         self.n_trials, self.sampler_name, self.objective, self.pruner_name = n_trials, sampler, objective, pruner
         self.storage_url, self.study_name, self.heartbeat = storage, study_name, heartbeat_seconds
+        self.startup_trials = startup_trials  # random trials before TPE or GP model the space
 
     def study(self, experiment, seed: int) -> optuna.Study:
         url = self.storage_url or f"sqlite:///{os.path.join(experiment.model_dir, 'optuna', 'study.db')}"
@@ -60,13 +64,15 @@ class OptunaSearch(Strategy):
         with hpo_io.locked(lock):
             storage = RDBStorage(url, heartbeat_interval=self.heartbeat, grace_period=2 * self.heartbeat,
                                  heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
-            samplers = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
-                        "random": optuna.samplers.RandomSampler}
+            model_based = dict(seed=seed, n_startup_trials=self.startup_trials)
+            samplers = {"tpe": lambda: optuna.samplers.TPESampler(**model_based),
+                        "gp": lambda: optuna.samplers.GPSampler(**model_based),
+                        "random": lambda: optuna.samplers.RandomSampler(seed=seed)}
             pruners = {None: optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
                        "hyperband": optuna.pruners.HyperbandPruner}
             return optuna.create_study(
                 study_name=self.study_name or f"{experiment.task}-seed{seed}", storage=storage,
-                sampler=samplers[self.sampler_name](seed=seed), pruner=pruners[self.pruner_name](),
+                sampler=samplers[self.sampler_name](), pruner=pruners[self.pruner_name](),
                 direction="maximize" if self.objective == "dev_bleu" else "minimize", load_if_exists=True)
 
     def suggest(self, trial: optuna.Trial) -> Dict[str, float]:
@@ -156,6 +162,7 @@ class OptunaSearch(Strategy):
                         "compute_steps": float(t.user_attrs.get("steps_run", 0)),
                         "fail_reason": t.user_attrs.get("fail_reason")} for t in trials],
             "study": {"name": study.study_name, "sampler": self.sampler_name, "pruner": self.pruner_name,
+                      "startup_trials": self.startup_trials,
                       "objective": self.objective, "n_trials": self.n_trials, "best_trial": best.number},
         }
         from hpo import records
