@@ -1,0 +1,1 @@
+"""GLUE in T5's text-to-text format: formats, data sources and metrics."""
