@@ -3,18 +3,23 @@
 A row aggregates its seeds (mean and sample sd of BLEU and chrF), its cost
 (training runs, steps, compute relative to the task's fixed row, wall time)
 and, where both rows' test hypotheses and references are on disk, sacrebleu's
-paired-bootstrap p-value against fixed. Written as Markdown, CSV, JSON and
-LaTeX; `report` writes those and the plots.
+paired-bootstrap p-value against fixed. Records of GLUE runs (`"benchmark":
+"glue"`: pretrain, then fine-tune on GLUE) make rows of their own: the GLUE
+average and each task's score, invalid predictions, pretraining dev loss and
+the same cost columns. Written as Markdown and LaTeX (a BLEU table and a GLUE
+table, each where it has rows), CSV and JSON (one list, with a `benchmark`
+column); `report` writes those and the plots.
 """
 
 import csv
 import io
 import os
 import statistics
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from hpo import io as hpo_io, records as hpo_records
 from hpo.errors import UserError
+from hpo.glue import formats as glue_formats
 
 ModelDirs = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
@@ -26,8 +31,10 @@ MODEL_DIR_FIELD = "_model_dir"
 FORMATS = ("md", "csv", "json", "tex")
 BOOTSTRAP_SAMPLES = 1000
 BASELINE = "fixed"
+BLEU, GLUE = "bleu", "glue"
 
-# Row columns, in the order CSV writes them (JSON rows also carry `hparams_mean`).
+# BLEU row columns, in the order CSV writes them after `benchmark` (JSON rows also carry
+# `hparams_mean`; GLUE rows fill the shared ones, then GLUE_*_COLUMNS, see csv_columns).
 COLUMNS = (
     "task", "strategy", "seeds", "seed_list",
     "test_bleu_mean", "test_bleu_sd", "dev_bleu_mean", "dev_bleu_sd",
@@ -35,6 +42,9 @@ COLUMNS = (
     "p_value", "p_value_seed", "train_runs", "total_train_steps", "compute_steps_mean",
     "relative_compute", "wall_seconds", "hparams", "bleu_signature",
 )
+# Columns only GLUE rows fill; `glue_<task>_mean` and `_sd` of each task present go between.
+GLUE_HEAD_COLUMNS = ("synthetic", "glue_average_mean", "glue_average_sd")
+GLUE_TAIL_COLUMNS = ("invalid_predictions", "predictions", "dev_loss_mean", "dev_loss_sd")
 
 
 # ---------------------------------------------------------------- records
@@ -107,42 +117,118 @@ def _is_baseline(record: Dict) -> bool:
     return record.get("strategy") == BASELINE and not record.get("replay")
 
 
+def is_glue(record: Dict) -> bool:
+    return record.get("benchmark") == GLUE
+
+
+def _group_key(record: Dict) -> tuple:
+    """BLEU rows first, in sort_key order; then GLUE rows, real and synthetic data apart."""
+    task, *rest = sort_key(record)
+    return (is_glue(record), task, bool(record.get("glue_synthetic")), *rest)
+
+
+def _baseline_key(record: Dict) -> tuple:
+    return _group_key(record)[:3]
+
+
 # ---------------------------------------------------------------- rows
 
 def build_rows(records: Sequence[Dict], model_dir: str) -> List[Dict]:
-    """One row per task × strategy label, in table order (see COLUMNS for the fields).
+    """One row per benchmark × task × strategy label, in table order: BLEU rows, then GLUE rows
+    (see COLUMNS, GLUE_*_COLUMNS for the fields; GLUE rows also carry `glue_tasks`).
 
     `model_dir` resolves relative paths of records that load_records did not tag.
     Standard deviations are sample sds (ddof=1) and None for a single seed.
     """
     groups: Dict[tuple, List[Dict]] = {}
     for record in dedupe(records):
-        groups.setdefault(sort_key(record), []).append(record)
+        groups.setdefault(_group_key(record), []).append(record)
     ordered = [groups[k] for k in sorted(groups)]
-    baselines = {str(g[0].get("task")): g for g in ordered if _is_baseline(g[0])}
-    return [_row(g, baselines.get(str(g[0].get("task"))), model_dir) for g in ordered]
+    baselines = {_baseline_key(g[0]): g for g in ordered if _is_baseline(g[0])}
+    return [(_glue_row if is_glue(g[0]) else _row)(g, baselines.get(_baseline_key(g[0])), model_dir)
+            for g in ordered]
 
 
 def _row(group: List[Dict], baseline: Optional[List[Dict]], model_dir: str) -> Dict:
     first = group[0]
-    compute = _mean(r.get("compute_steps") for r in group)
-    base_compute = _mean(r.get("compute_steps") for r in baseline) if baseline else None
     compared = baseline is not None and baseline is not group
     p_value, p_seed = _p_value(group, baseline, model_dir) if compared else (None, None)
-    hparams = _hparam_means(group)
     return {
-        "task": first.get("task"), "strategy": row_label(first),
+        "benchmark": BLEU, "task": first.get("task"), "strategy": row_label(first),
         "seeds": len(group), "seed_list": sorted(r.get("seed") for r in group),
         **_stats(group, "test_bleu"), **_stats(group, "dev_bleu"),
         **_stats(group, "test_chrf"), **_stats(group, "dev_chrf"),
         "p_value": p_value, "p_value_seed": p_seed,
+        **_cost(group, baseline),
+        "bleu_signature": _common_signature(group),
+    }
+
+
+def _glue_row(group: List[Dict], baseline: Optional[List[Dict]], model_dir: str) -> Dict:
+    """Seeds' GLUE average and task scores (mean ± sd), invalid predictions summed over tasks and seeds."""
+    first = group[0]
+    results = [_glue_results(r) for r in group]
+    tasks = glue_order(task for res in results for task in res)
+    return {
+        "benchmark": GLUE, "task": first.get("task"), "strategy": row_label(first),
+        "synthetic": bool(first.get("glue_synthetic")),
+        "seeds": len(group), "seed_list": sorted(r.get("seed") for r in group),
+        **_summary("glue_average", [_glue_average(r) for r in group]),
+        **_task_summaries(results, tasks),
+        "glue_tasks": tasks,
+        "invalid_predictions": sum(int(t.get("invalid") or 0) for res in results for t in res.values()),
+        "predictions": sum(int(t.get("num_examples") or 0) for res in results for t in res.values()),
+        **_stats(group, "dev_loss"),
+        **_cost(group, baseline),
+    }
+
+
+def _task_summaries(results: List[Dict[str, Dict]], tasks: Sequence[str]) -> Dict[str, Optional[float]]:
+    """glue_<task>_mean and _sd of each task's score, over the seeds that have it."""
+    out: Dict[str, Optional[float]] = {}
+    for task in tasks:
+        out.update(_summary(f"glue_{task}", [res[task].get("score") for res in results if task in res]))
+    return out
+
+
+def _glue_results(record: Dict) -> Dict[str, Dict]:
+    """The record's per-task results ({task: {"score", "invalid", ...}}), malformed entries left out."""
+    glue = record.get("glue")
+    return {k: v for k, v in glue.items() if isinstance(v, dict)} if isinstance(glue, dict) else {}
+
+
+def glue_order(tasks: Iterable[str]) -> List[str]:
+    """Distinct task names in GLUE's order (matched before mismatched), unknown names last."""
+    known = glue_formats.TASKS
+
+    def order(task: str) -> tuple:
+        base = task.split("_")[0]
+        return (known.index(base) if base in known else len(known)), task
+    return sorted(set(tasks), key=order)
+
+
+def _glue_average(record: Dict) -> Optional[float]:
+    """The record's own average; else T5's average of the task scores it has."""
+    if record.get("glue_average") is not None:
+        return float(record["glue_average"])
+    from hpo.glue import metrics
+    scores = {t: r["score"] for t, r in _glue_results(record).items()
+              if r.get("score") is not None and t.split("_")[0] in glue_formats.TASKS}
+    return metrics.glue_average(scores) if scores else None
+
+
+def _cost(group: List[Dict], baseline: Optional[List[Dict]]) -> Dict:
+    """Training runs, steps, compute (and relative to the baseline row), wall time, mean hyper-parameters."""
+    compute = _mean(r.get("compute_steps") for r in group)
+    base_compute = _mean(r.get("compute_steps") for r in baseline) if baseline else None
+    hparams = _hparam_means(group)
+    return {
         "train_runs": sum(_train_runs(r) for r in group),
         "total_train_steps": sum(_total_train_steps(r) for r in group),
         "compute_steps_mean": compute,
         "relative_compute": compute / base_compute if compute is not None and base_compute else None,
         "wall_seconds": sum(float(r.get("wall_seconds") or 0.0) for r in group),
         "hparams": format_hparams(hparams), "hparams_mean": hparams,
-        "bleu_signature": _common_signature(group),
     }
 
 
@@ -152,9 +238,14 @@ def _mean(values) -> Optional[float]:
 
 
 def _stats(group: List[Dict], field: str) -> Dict[str, Optional[float]]:
-    present = [float(r[field]) for r in group if r.get(field) is not None]
-    return {f"{field}_mean": statistics.fmean(present) if present else None,
-            f"{field}_sd": statistics.stdev(present) if len(present) > 1 else None}
+    return _summary(field, [r.get(field) for r in group])
+
+
+def _summary(name: str, values) -> Dict[str, Optional[float]]:
+    """{name_mean, name_sd} of the values that are present; the sd needs two."""
+    present = [float(v) for v in values if v is not None]
+    return {f"{name}_mean": statistics.fmean(present) if present else None,
+            f"{name}_sd": statistics.stdev(present) if len(present) > 1 else None}
 
 
 def _train_runs(record: Dict) -> int:
@@ -258,6 +349,21 @@ def paired_bootstrap_p(baseline: Sequence[str], system: Sequence[str], reference
 HEADER = ("task", "strategy", "seeds", "test BLEU", "dev BLEU", "test chrF", "p vs fixed",
           "train runs", "train steps", "compute ÷ fixed", "wall s", "hyper-parameters")
 NONE = "–"
+# GLUE task names as T5's papers print them; others as they are.
+GLUE_TASK_NAMES = {
+    "cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B", "mnli": "MNLI",
+    "mnli_matched": "MNLI-m", "mnli_mismatched": "MNLI-mm", "qnli": "QNLI", "rte": "RTE",
+}
+GLUE_NOTE = ("GLUE scores ×100, mean ± sd over seeds. A task's score is the mean of its metrics "
+             "(MRPC, QQP: F1 and accuracy; STS-B: Pearson and Spearman); the average is T5's, "
+             "over the tasks each run evaluated, MNLI matched and mismatched counting as one task; "
+             "invalid predictions (no label) count as wrong.")
+
+
+def split_rows(rows: Sequence[Dict]) -> Tuple[List[Dict], List[Dict]]:
+    """(BLEU rows, GLUE rows), each in table order."""
+    return ([r for r in rows if r.get("benchmark", BLEU) != GLUE],
+            [r for r in rows if r.get("benchmark") == GLUE])
 
 
 def _cells(row: Dict) -> List[str]:
@@ -267,17 +373,38 @@ def _cells(row: Dict) -> List[str]:
         str(row["task"]), row["strategy"], str(row["seeds"]),
         _mean_sd(row, "test_bleu"), _mean_sd(row, "dev_bleu"), _mean_sd(row, "test_chrf"),
         NONE if p is None else f"{p:.3g} (seed {row['p_value_seed']})",
-        str(row["train_runs"]), str(row["total_train_steps"]),
-        _num(row["relative_compute"], "{:.2f}"), _num(row["wall_seconds"], "{:.0f}"),
-        row["hparams"] or NONE,
+        *_cost_cells(row),
     ]
 
 
-def _mean_sd(row: Dict, field: str) -> str:
+def _cost_cells(row: Dict) -> List[str]:
+    return [str(row["train_runs"]), str(row["total_train_steps"]),
+            _num(row["relative_compute"], "{:.2f}"), _num(row["wall_seconds"], "{:.0f}"),
+            row["hparams"] or NONE]
+
+
+def _glue_columns(rows: Sequence[Dict]) -> List[str]:
+    """The GLUE tasks of any of the rows, in GLUE's order: one table column each."""
+    return glue_order(task for row in rows for task in row.get("glue_tasks") or ())
+
+
+def _glue_header(tasks: Sequence[str]) -> List[str]:
+    return ["task", "strategy", "seeds", "GLUE average", *(GLUE_TASK_NAMES.get(t, t) for t in tasks),
+            "invalid predictions", "pretrain dev loss", *HEADER[-5:]]
+
+
+def _glue_cells(row: Dict, tasks: Sequence[str]) -> List[str]:
+    task = f"{row['task']} (synthetic)" if row.get("synthetic") else str(row["task"])
+    return [task, row["strategy"], str(row["seeds"]), _mean_sd(row, "glue_average"),
+            *(_mean_sd(row, f"glue_{t}") for t in tasks),
+            str(row["invalid_predictions"]), _mean_sd(row, "dev_loss", "{:.3f}"), *_cost_cells(row)]
+
+
+def _mean_sd(row: Dict, field: str, fmt: str = "{:.2f}") -> str:
     mean, sd = row.get(f"{field}_mean"), row.get(f"{field}_sd")
     if mean is None:
         return NONE
-    return f"{mean:.2f}" if sd is None else f"{mean:.2f} ± {sd:.2f}"
+    return fmt.format(mean) if sd is None else f"{fmt.format(mean)} ± {fmt.format(sd)}"
 
 
 def _num(value, fmt: str) -> str:
@@ -293,24 +420,61 @@ def _signature_notes(rows: List[Dict]) -> List[Tuple[str, str]]:
             for row in rows if row.get("bleu_signature")]
 
 
+class Table(NamedTuple):
+    title: str  # empty when it is the only table
+    header: List[str]
+    body: List[List[str]]
+    signatures: List[Tuple[str, str]]  # (what, BLEU signature)
+    note: str = ""
+
+
+def _tables(rows: Sequence[Dict]) -> List[Table]:
+    """The BLEU table and the GLUE table, each where it has rows (the BLEU table, empty, where
+    neither has); titled only when both are there."""
+    bleu, glue = split_rows(rows)
+    tables = []
+    if bleu or not glue:
+        tables.append(Table("BLEU", list(HEADER), [_cells(r) for r in bleu], _signature_notes(bleu)))
+    if glue:
+        tasks = _glue_columns(glue)
+        body = [_glue_cells(r, tasks) for r in glue]
+        tables.append(Table("GLUE", _glue_header(tasks), body, [], GLUE_NOTE))
+    return tables if len(tables) > 1 else [tables[0]._replace(title="")]
+
+
 def format_markdown(rows: List[Dict]) -> str:
-    """A GitHub pipe table, BLEU and chrF as mean ± sd, then the BLEU signature(s)."""
+    """GitHub pipe tables, scores as mean ± sd, then the BLEU signature(s) or the GLUE note."""
     def line(cells):
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    lines = [line(HEADER), "|" + "---|" * len(HEADER)]
-    lines += [line(_cells(row)) for row in rows]
-    notes = [f"{what}: `{signature}`" for what, signature in _signature_notes(rows)]
-    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+    sections = []
+    for table in _tables(rows):
+        lines = ([f"### {table.title}", ""] if table.title else [])
+        lines += [line(table.header), "|" + "---|" * len(table.header)]
+        lines += [line(cells) for cells in table.body]
+        notes = [f"{what}: `{signature}`" for what, signature in table.signatures]
+        notes += [table.note] if table.note else []
+        sections.append("\n".join(lines + ([""] + notes if notes else [])))
+    return "\n\n".join(sections) + "\n"
+
+
+def csv_columns(rows: Sequence[Dict]) -> List[str]:
+    """`benchmark`, COLUMNS, then the GLUE-only columns where there are GLUE rows."""
+    glue = split_rows(rows)[1]
+    if not glue:
+        return ["benchmark", *COLUMNS]
+    tasks = [f"glue_{t}_{stat}" for t in _glue_columns(glue) for stat in ("mean", "sd")]
+    return ["benchmark", *COLUMNS, *GLUE_HEAD_COLUMNS, *tasks, *GLUE_TAIL_COLUMNS]
 
 
 def format_csv(rows: List[Dict]) -> str:
-    """Every column of COLUMNS, raw numbers; seed lists space-separated, None empty."""
+    """Every column of csv_columns, raw numbers; seed lists space-separated, None empty."""
+    columns = csv_columns(rows)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_csv_value(row.get(c)) for c in COLUMNS])
+        writer.writerow([_csv_value(row.get(c)) for c in columns])
     return out.getvalue()
 
 
@@ -326,7 +490,7 @@ _TEX_ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
-    "±": r"$\pm$", "–": "--", "÷": r"$\div$",
+    "±": r"$\pm$", "–": "--", "÷": r"$\div$", "×": r"$\times$",
 }
 
 
@@ -335,15 +499,21 @@ def tex_escape(text: str) -> str:
 
 
 def format_latex(rows: List[Dict]) -> str:
-    """A plain `tabular` (no packages needed), every cell escaped; signatures as comments."""
+    """Plain `tabular`s (no packages needed), every cell escaped; notes as comments."""
     def line(cells):
         return " & ".join(tex_escape(c) for c in cells) + r" \\"
 
-    lines = [r"\begin{tabular}{lll" + "r" * (len(HEADER) - 4) + "l}", r"\hline", line(HEADER), r"\hline"]
-    lines += [line(_cells(row)) for row in rows]
-    lines += [r"\hline", r"\end{tabular}"]
-    lines += [f"% {what}: {signature}" for what, signature in _signature_notes(rows)]
-    return "\n".join(lines) + "\n"
+    sections = []
+    for table in _tables(rows):
+        header = table.header
+        lines = [f"% {table.title}"] if table.title else []
+        lines += [r"\begin{tabular}{lll" + "r" * (len(header) - 4) + "l}", r"\hline", line(header), r"\hline"]
+        lines += [line(cells) for cells in table.body]
+        lines += [r"\hline", r"\end{tabular}"]
+        lines += [f"% {what}: {signature}" for what, signature in table.signatures]
+        lines += [f"% {table.note}"] if table.note else []
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections) + "\n"
 
 
 # ---------------------------------------------------------------- writing

@@ -249,3 +249,144 @@ def test_cli_table_bad_dir_is_a_one_line_error(tmp_path, capsys, make):
     assert main(["table", str(model_dir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hpo: error: ") and str(model_dir) in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- GLUE rows
+
+PRETRAIN = "synthetic_pretraining"
+
+
+def task_result(score, invalid=0, n=100):
+    return {"metrics": {"score": score}, "score": score, "invalid": invalid, "num_examples": n,
+            "synthetic": True}
+
+
+def glue_record(strategy="fixed", seed=0, scores=None, invalid=0, **fields):
+    """A GLUE record as the pretrain → fine-tune experiment writes it, with round numbers."""
+    scores = scores or {"cola": 10.0, "sst2": 80.0, "mnli_matched": 60.0, "mnli_mismatched": 50.0}
+    glue = {task: task_result(score, invalid) for task, score in scores.items()}
+    return {
+        "task": PRETRAIN, "benchmark": "glue", "strategy": strategy, "seed": seed,
+        "run_dir": f"{strategy}/seed{seed}", "glue": glue, "glue_average": 50.0, "glue_synthetic": True,
+        "dev_loss": 2.0, "train_steps": 300, "train_runs": 1, "compute_steps": 600.0,
+        "finetune_steps": 200, "wall_seconds": 100.0, "hparams": {"learning_rate": 1.0},
+        **fields,
+    }
+
+
+def test_glue_rows_mean_sd_invalid_and_compute():
+    records = [glue_record("fixed", 0), glue_record("fixed", 1, compute_steps=400.0),
+               glue_record("guided", 0, glue_average=40.0, dev_loss=2.0, invalid=1,
+                           scores={"cola": 20.0, "sst2": 70.0}, compute_steps=750.0),
+               glue_record("guided", 1, glue_average=46.0, dev_loss=3.0, invalid=2,
+                           scores={"cola": 26.0, "sst2": 90.0}, compute_steps=750.0),
+               glue_record("guided", 2, glue_average=49.0, dev_loss=4.0, invalid=0,
+                           scores={"cola": 23.0}, compute_steps=750.0)]
+    rows = table.build_rows(records, ".")
+    assert [(r["benchmark"], r["task"], r["strategy"], r["seeds"]) for r in rows] == [
+        ("glue", PRETRAIN, "fixed", 2), ("glue", PRETRAIN, "guided", 3)]
+    fixed, guided = rows
+    assert fixed["glue_tasks"] == ["cola", "sst2", "mnli_matched", "mnli_mismatched"]
+    assert guided["glue_tasks"] == ["cola", "sst2"] and "glue_mnli_matched_mean" not in guided
+    # averages 40, 46, 49: mean 45, deviations -5, 1, 4 -> squares 42 / 2 = 21
+    assert guided["glue_average_mean"] == pytest.approx(45.0)
+    assert guided["glue_average_sd"] == pytest.approx(21 ** 0.5)
+    assert guided["glue_cola_mean"] == pytest.approx(23.0) and guided["glue_cola_sd"] == pytest.approx(3.0)
+    # a seed without SST-2 results does not count as a zero
+    assert guided["glue_sst2_mean"] == pytest.approx(80.0)
+    assert guided["glue_sst2_sd"] == pytest.approx(200 ** 0.5)
+    assert guided["invalid_predictions"] == 2 * 1 + 2 * 2 + 1 * 0 and guided["predictions"] == 500
+    assert guided["dev_loss_mean"] == pytest.approx(3.0) and guided["dev_loss_sd"] == pytest.approx(1.0)
+    assert guided["relative_compute"] == pytest.approx(1.5) and fixed["relative_compute"] == 1.0
+    assert guided["train_runs"] == 3 and guided["total_train_steps"] == 900
+    assert guided["wall_seconds"] == 300.0
+    assert fixed["glue_average_sd"] == 0.0 and fixed["invalid_predictions"] == 0
+
+    md = table.format_markdown(rows)
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert lines[0] == ("| task | strategy | seeds | GLUE average | CoLA | SST-2 | MNLI-m | MNLI-mm | "
+                        "invalid predictions | pretrain dev loss | train runs | train steps | "
+                        "compute ÷ fixed | wall s | hyper-parameters |")
+    assert lines[3].startswith(f"| {PRETRAIN} (synthetic) | guided | 3 | 45.00 ± 4.58 | 23.00 ± 3.00 | "
+                               "80.00 ± 14.14 | – | – | 6 | 3.000 ± 1.000 | 3 | 900 | 1.50 | 300 |")
+    assert len(lines) == 2 + 2 and "BLEU" not in md and "###" not in md  # the GLUE table alone, untitled
+
+
+def test_glue_average_computed_when_the_record_lacks_it():
+    scores = {"cola": 40.0, "sst2": 90.0, "mnli_matched": 80.0, "mnli_mismatched": 70.0}
+    row = table.build_rows([glue_record(scores=scores, glue_average=None)], ".")[0]
+    assert row["glue_average_mean"] == pytest.approx((40.0 + 90.0 + 75.0) / 3)  # MNLI m/mm count once
+
+
+def test_glue_reruns_replace_and_synthetic_rows_stay_apart():
+    records = [glue_record("guided", 0, glue_average=10.0), glue_record("guided", 1, glue_average=30.0),
+               glue_record("guided", 0, glue_average=20.0),  # a rerun of seed 0: replaces it
+               glue_record("guided", 0, glue_average=70.0, glue_synthetic=False, run_dir="real/seed0")]
+    rows = table.build_rows(records, ".")
+    assert [(r["synthetic"], r["seeds"], r["glue_average_mean"]) for r in rows] == [
+        (False, 1, 70.0), (True, 2, 25.0)]
+    cells = [line.split(" | ")[0] for line in table.format_markdown(rows).splitlines()[2:4]]
+    assert cells == [f"| {PRETRAIN}", f"| {PRETRAIN} (synthetic)"]
+
+
+def _mixed(model_dir):
+    return _all_strategies(model_dir) + [
+        glue_record("fixed", 0, compute_steps=100.0), glue_record("fixed", 1, compute_steps=100.0),
+        glue_record("guided", 0, compute_steps=300.0), glue_record("optuna", 0, train_runs=4,
+                                                                   compute_steps=900.0, trials=[])]
+
+
+def test_mixed_bleu_and_glue_records_in_every_format(tmp_path):
+    model_dir = write_records(tmp_path / "run", _mixed(tmp_path / "run"))
+    paths = table.write_table(model_dir, str(tmp_path / "out"))
+    with open(paths["json"]) as f:
+        rows = json.load(f)
+    summary = [(r["benchmark"], r["strategy"], r["seeds"]) for r in rows]
+    assert summary == [("bleu", "fixed", 2), ("bleu", "fixed (replay schedule)", 1),
+                       ("bleu", "guided", 1), ("bleu", "optuna", 1),
+                       ("glue", "fixed", 2), ("glue", "guided", 1), ("glue", "optuna", 1)]
+    assert len({(r["benchmark"], r["task"], r["strategy"]) for r in rows}) == len(rows)
+    # each benchmark's rows are compared with its own fixed row
+    assert [r["relative_compute"] for r in rows] == pytest.approx([1.0, 1.0, 1.5, 2.2, 1.0, 3.0, 9.0])
+
+    with open(paths["csv"], newline="") as f:
+        reader = csv.DictReader(f)
+        csv_rows = list(reader)
+    assert reader.fieldnames[:len(table.COLUMNS) + 1] == ["benchmark", *table.COLUMNS]
+    assert {"glue_average_mean", "glue_cola_mean", "glue_mnli_mismatched_sd", "invalid_predictions",
+            "dev_loss_mean"} <= set(reader.fieldnames)
+    assert [r["benchmark"] for r in csv_rows] == ["bleu"] * 4 + ["glue"] * 3
+    assert csv_rows[0]["glue_average_mean"] == "" and csv_rows[4]["test_bleu_mean"] == ""
+    assert float(csv_rows[4]["glue_average_mean"]) == 50.0 and csv_rows[4]["seed_list"] == "0 1"
+
+    with open(paths["md"]) as f:
+        md = f.read()
+    bleu_part, glue_part = md.split("### GLUE")
+    assert bleu_part.startswith("### BLEU\n\n| task | strategy | seeds | test BLEU |")
+    assert sum(line.startswith("|") for line in bleu_part.splitlines()) == 2 + 4
+    assert "BLEU signature: `" in bleu_part and "BLEU signature" not in glue_part
+    assert sum(line.startswith("|") for line in glue_part.splitlines()) == 2 + 3
+    assert f"| {PRETRAIN} (synthetic) | optuna | 1 | 50.00 |" in glue_part
+
+    with open(paths["tex"]) as f:
+        tex = f.read()
+    assert tex.count(r"\begin{tabular}") == 2 and tex.count(r"\\") == (1 + 4) + (1 + 3)
+    assert r"synthetic\_pretraining (synthetic)" in tex and "MNLI-mm" in tex
+
+
+def test_plots_skip_glue_records(tmp_path):
+    """The best-so-far plot draws dev BLEU: GLUE records (no dev BLEU) are left out of it."""
+    glue = [glue_record("guided", trials=[{"state": "COMPLETE", "dev_loss": 2.0, "compute_steps": 10.0}]),
+            glue_record("fixed")]
+    assert plots.plot_best_so_far(glue, str(tmp_path), str(tmp_path / "b.png")) is None
+    model_dir = write_records(tmp_path / "run", _mixed(tmp_path / "run"))
+    paths = plots.write_plots(model_dir)
+    assert [os.path.basename(p) for p in paths] == ["hparam_trajectories.png", "best_so_far.png"]
+    assert all(_is_png(p) for p in paths)
+
+
+def test_cli_table_prints_both_tables(tmp_path, capsys):
+    model_dir = write_records(tmp_path / "run", _mixed(tmp_path / "run"))
+    assert main(["table", model_dir]) == 0
+    printed = capsys.readouterr().out
+    assert "### BLEU" in printed and "### GLUE" in printed and "| GLUE average |" in printed
