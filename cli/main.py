@@ -95,8 +95,7 @@ def run_command(args, bindings) -> int:
         for seed in seeds:
             record = strategy.run(experiment, seed)
             print(f"{record['task']}  {record['strategy']:<8} seed {seed}: "
-                  f"test BLEU {record['test_bleu']:.2f}  chrF {record['test_chrf']:.2f}  "
-                  f"dev BLEU {record['dev_bleu']:.2f}  ({record['wall_seconds']:.0f} s)")
+                  f"{experiment.evaluation.summary(record)}  ({record['wall_seconds']:.0f} s)")
     from hpo import table
     markdown, paths = table.write_report([experiment.model_dir])
     print()

@@ -1,9 +1,17 @@
-"""Translate a split, detokenise, and score with sacrebleu (BLEU and chrF)."""
+"""Translate a split, detokenise, and score with sacrebleu (BLEU and chrF).
 
+`Translation` is the experiment's default evaluation: what a finished run is
+scored on (dev and test BLEU) and what intermediate evaluations add to the
+dev loss (BLEU on part of dev). Other evaluations (GLUE fine-tuning, in
+hpo.glue.finetune) offer the same methods.
+"""
+
+import dataclasses
 import logging
 import os
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
+import gin
 import numpy as np
 import sacrebleu
 
@@ -62,3 +70,41 @@ def evaluate_split(model: Seq2SeqModel, params, data: pipeline.DatasetConfig, sp
         hpo_io.write_text(hypotheses_path, "".join(h + "\n" for h in hypotheses))
         hpo_io.write_text(os.path.splitext(hypotheses_path)[0] + ".ref", "".join(r + "\n" for r in references))
     return {**score(hypotheses, references), "num_sentences": len(references)}
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class Translation:
+    """Scores a translation run: dev and test BLEU/chrF with sacrebleu, hypotheses kept."""
+    benchmark = "bleu"
+    objectives = ("dev_bleu", "dev_loss")  # what Optuna may select on
+    # Record fields an Optuna trial keeps, so the study's record can report its best trial.
+    result_keys = ("dev_bleu", "dev_loss", "test_bleu", "test_chrf", "dev_chrf", "bleu_signature",
+                   "chrf_signature", "hypotheses", "test_sentences")
+
+    def dev_metrics(self, experiment) -> Callable[..., Dict[str, float]]:
+        """params -> metrics added to the dev loss at intermediate evaluations."""
+        def bleu(params):
+            scores = evaluate_split(experiment.model, params, experiment.data, "dev", experiment.decode,
+                                    limit=experiment.dev_eval_examples)
+            return {"bleu": scores["bleu"]}
+        return bleu
+
+    def score(self, experiment, fit, run_dir: str, seed: int) -> Dict:
+        """Record fields of a finished run (`fit`: the trainer's FitResult)."""
+        params = fit.state.params
+        dev = evaluate_split(experiment.model, params, experiment.data, "dev", experiment.decode,
+                             os.path.join(run_dir, "dev.hyp"))
+        test = evaluate_split(experiment.model, params, experiment.data, "test", experiment.decode,
+                              os.path.join(run_dir, "test.hyp"))
+        return {"test_bleu": test["bleu"], "test_chrf": test["chrf"],
+                "dev_bleu": dev["bleu"], "dev_chrf": dev["chrf"],
+                "bleu_signature": test["bleu_signature"], "chrf_signature": test["chrf_signature"],
+                "test_sentences": test["num_sentences"],
+                "hypotheses": os.path.relpath(os.path.join(run_dir, "test.hyp"), experiment.model_dir),
+                "decode": dataclasses.asdict(experiment.decode)}
+
+    @staticmethod
+    def summary(record: Dict) -> str:
+        return (f"test BLEU {record['test_bleu']:.2f}  chrF {record['test_chrf']:.2f}  "
+                f"dev BLEU {record['dev_bleu']:.2f}")

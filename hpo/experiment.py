@@ -10,16 +10,16 @@ import dataclasses
 import datetime
 import functools
 import os
-from typing import Callable, Dict
+from typing import Any, Callable, Dict
 
 import gin
 import jax
 
 import hpo
-from hpo import evaluate as evaluation
 from hpo import optim, records
 from hpo.data import pipeline
 from hpo.errors import UserError
+from hpo.evaluate import Translation
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.models.t5 import T5Config, num_params
 from hpo.trainer import Trainer, TrainState, eval_step, init_state
@@ -43,6 +43,7 @@ class Experiment:
     checkpoint_every: int = 500
     log_every: int = 50
     decode: DecodeConfig = dataclasses.field(default_factory=DecodeConfig)
+    evaluation: Any = dataclasses.field(default_factory=Translation)  # how a run is scored
 
     def __post_init__(self):
         if self.train_steps <= 0:
@@ -89,24 +90,15 @@ class Experiment:
         trainer = Trainer(run_dir, self.train_steps, checkpoint_every=self.checkpoint_every,
                           log_every=self.log_every, eval_every=self.eval_every)
         result = trainer.fit(state, step_fn, batches, evaluate=self._dev_evaluator(), on_eval=on_eval)
-        params = result.state.params
-        dev = evaluation.evaluate_split(self.model, params, self.data, "dev", self.decode,
-                                        os.path.join(run_dir, "dev.hyp"))
-        test = evaluation.evaluate_split(self.model, params, self.data, "test", self.decode,
-                                         os.path.join(run_dir, "test.hyp"))
         record = {
-            "task": self.task, "strategy": strategy, "seed": seed, "run_dir": rel,
-            "test_bleu": test["bleu"], "test_chrf": test["chrf"],
-            "dev_bleu": dev["bleu"], "dev_chrf": dev["chrf"],
-            "dev_loss": result.eval_history[-1]["loss"] if result.eval_history else None,
-            "bleu_signature": test["bleu_signature"], "chrf_signature": test["chrf_signature"],
-            "test_sentences": test["num_sentences"], "hypotheses": os.path.join(rel, "test.hyp"),
+            "task": self.task, "benchmark": self.evaluation.benchmark, "strategy": strategy, "seed": seed,
+            "run_dir": rel, "dev_loss": result.eval_history[-1]["loss"] if result.eval_history else None,
             "train_steps": self.train_steps, "train_runs": 1,
             "compute_steps": self.train_steps * step_cost,
             "wall_seconds": result.wall_seconds,
             "hparams": {k: float(v) for k, v in self.base_hparams().items()},
-            "decode": dataclasses.asdict(self.decode),
-            "num_params": num_params(params), "devices": f"{jax.device_count()}x{jax.devices()[0].platform}",
+            **self.evaluation.score(self, result, run_dir, seed),
+            "num_params": num_params(result.state.params), "devices": f"{jax.device_count()}x{jax.devices()[0].platform}",
             "dev_history": result.eval_history,
             "gin_config": gin.config_str(),
             "hpo_version": hpo.__version__,
@@ -120,14 +112,13 @@ class Experiment:
     def _dev_evaluator(self):
         batches = pipeline.eval_batches(self.data, "dev", self.dev_eval_examples)
         loss_fn = jax.jit(functools.partial(eval_step, model=self.model))
+        extra = self.evaluation.dev_metrics(self)
 
         def evaluate(state: TrainState) -> Dict[str, float]:
             total = weight = 0.0
             for batch in batches:
                 t, w = loss_fn(state.params, batch)
                 total, weight = total + float(t), weight + float(w)
-            scores = evaluation.evaluate_split(self.model, state.params, self.data, "dev", self.decode,
-                                               limit=self.dev_eval_examples)
-            return {"loss": total / max(weight, 1.0), "bleu": scores["bleu"]}
+            return {"loss": total / max(weight, 1.0), **(extra(state.params) if extra else {})}
 
         return evaluate

@@ -85,6 +85,9 @@ class OptunaSearch(Strategy):
         return values
 
     def run(self, experiment, seed: int) -> Dict:
+        if self.objective not in experiment.evaluation.objectives:
+            raise UserError(f"optuna: objective '{self.objective}' is not measured by this experiment "
+                            f"(choose from {', '.join(experiment.evaluation.objectives)})")
         study = self.study(experiment, seed)
         start = time.time()
 
@@ -112,9 +115,8 @@ class OptunaSearch(Strategy):
             except Exception as e:  # recorded with its reason; the study goes on
                 trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
                 raise
-            for key in ("dev_bleu", "dev_loss", "test_bleu", "test_chrf", "dev_chrf", "wall_seconds",
-                        "compute_steps", "bleu_signature", "hypotheses", "test_sentences"):
-                trial.set_user_attr(key, record[key])
+            for key in (*experiment.evaluation.result_keys, "wall_seconds", "compute_steps"):
+                trial.set_user_attr(key, record.get(key))
             trial.set_user_attr("steps_run", experiment.train_steps)
             value = record[self.objective]
             if value is None or not math.isfinite(value) or not math.isfinite(record["dev_loss"] or math.nan):
@@ -147,17 +149,16 @@ class OptunaSearch(Strategy):
         attrs = best.user_attrs
         steps = sum(t.user_attrs.get("steps_run", 0) for t in trials)
         record = {
-            "task": experiment.task, "strategy": self.name, "seed": seed,
-            "run_dir": attrs["run_dir"], "hypotheses": attrs["hypotheses"],
-            "test_bleu": attrs["test_bleu"], "test_chrf": attrs["test_chrf"],
-            "dev_bleu": attrs["dev_bleu"], "dev_chrf": attrs["dev_chrf"], "dev_loss": attrs["dev_loss"],
-            "bleu_signature": attrs["bleu_signature"], "test_sentences": attrs["test_sentences"],
+            "task": experiment.task, "benchmark": experiment.evaluation.benchmark, "strategy": self.name,
+            "seed": seed, "run_dir": attrs["run_dir"],
+            **{key: attrs.get(key) for key in experiment.evaluation.result_keys},
             "train_steps": experiment.train_steps, "train_runs": len(trials),
             "total_train_steps": steps, "compute_steps": float(steps),
             "wall_seconds": sum(t.user_attrs.get("wall_seconds", 0.0) for t in trials) or wall,
             "hparams": {**experiment.base_hparams(), **best.params},
             "trials": [{"number": t.number, "state": t.state.name, "params": t.params,
                         "dev_bleu": t.user_attrs.get("dev_bleu"), "dev_loss": t.user_attrs.get("dev_loss"),
+                        "objective": t.value,
                         "steps_run": t.user_attrs.get("steps_run", 0),
                         "compute_steps": float(t.user_attrs.get("steps_run", 0)),
                         "fail_reason": t.user_attrs.get("fail_reason")} for t in trials],
