@@ -40,11 +40,11 @@ def data_dir(path: str = None) -> str:
 
 
 def get_task(name: str) -> seqio.Task:
-    """The seqio task called `name`, built and registered if it is one of ours."""
+    """The seqio task (or mixture) called `name`, built and registered if it is one of ours."""
     builder = _builder_for(name)
     if builder is not None:
         return builder(name)
-    if name in seqio.TaskRegistry.names():
+    if name in seqio.TaskRegistry.names() or name in seqio.MixtureRegistry.names():
         return seqio.get_mixture_or_task(name)
     raise UserError(f"unknown task '{name}' (built in: synthetic_translation, parallel_corpus, "
                     f"wmtYY_xxyy such as wmt14_deen, synthetic_pretraining, c4_span_corruption; "
