@@ -39,7 +39,7 @@ class TrainState:
 def init_state(model, tx: optax.GradientTransformation, seed: int, lengths, tuner=None) -> TrainState:
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
     params = model.init(init_rng, lengths)
-    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
+    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=jax.jit(tx.init)(params),
                       rng=dropout_rng, tuner={} if tuner is None else tuner)
 
 

@@ -37,8 +37,13 @@ class Seq2SeqModel:
         return Transformer(self.config)
 
     def init(self, rng, lengths: Mapping[str, int]):
-        enc = jnp.ones((1, lengths["inputs"]), jnp.int32)
-        dec = jnp.ones((1, lengths["targets"]), jnp.int32)
+        return self._init(rng, lengths["inputs"], lengths["targets"])
+
+    # One compiled program: run eagerly, init would compile each of its many small ops.
+    @functools.partial(jax.jit, static_argnames=("self", "inputs_length", "targets_length"))
+    def _init(self, rng, inputs_length: int, targets_length: int):
+        enc = jnp.ones((1, inputs_length), jnp.int32)
+        dec = jnp.ones((1, targets_length), jnp.int32)
         return self.module.init(rng, enc, dec, dec)["params"]
 
     def loss(self, params, batch, rng=None, label_smoothing=0.0, train=True):
