@@ -40,20 +40,22 @@ def test_stsb_targets_round_to_a_fifth_and_parse_back():
         [0.0, 5.0, None, None, None]
 
 
-def test_cola_matthews_with_invalid_predictions_flipped():
+def test_cola_matthews_with_invalid_predictions_as_a_class_of_their_own():
     references = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1]
     guesses = [1, 0, 0, 1, 1, 0, 1, 0, 1, 0]
     texts = words("cola", guesses)
-    texts[1], texts[6] = "acceptable.", "Acceptable"  # both invalid: scored as the wrong class
-    flipped = list(guesses)
-    flipped[1], flipped[6] = 1 - references[1], 1 - references[6]
+    texts[1], texts[6] = "acceptable.", "Acceptable"  # both invalid: class -1, never right
+    scored = list(guesses)
+    scored[1] = scored[6] = -1
     result = score_task("cola", texts, words("cola", references))
-    expected = 100 * sk.matthews_corrcoef(references, flipped)
+    expected = 100 * sk.matthews_corrcoef(references, scored)
     assert result["metrics"] == {"matthews_corr": pytest.approx(expected)}
     assert result["score"] == pytest.approx(expected)
     assert result["invalid"] == 2 and result["num_examples"] == 10
     # the invalid ones were right-looking guesses: read as valid, MCC would be higher
     assert expected < 100 * sk.matthews_corrcoef(references, guesses)
+    # a model that emits no label at all is uninformative (0), not anti-correlated (-100)
+    assert score_task("cola", ["???"] * 10, words("cola", references))["score"] == pytest.approx(0.0)
 
 
 @pytest.mark.parametrize("task", ["mrpc", "qqp"])

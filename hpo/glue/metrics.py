@@ -6,8 +6,11 @@ accuracy; STS-B Pearson and Spearman correlation; accuracy for the rest.
 A task's score is the mean of its metrics.
 
 A prediction that names no label is invalid and counted as wrong, as T5 does:
-a classification prediction becomes a class other than the reference's (for
-binary tasks, T5's `f1_score_with_invalid` flip), and an STS-B prediction
+for CoLA it becomes a class of its own (-1), never right, as in T5's
+`sklearn_metrics_wrapper("matthews_corrcoef")` on unparsed labels: flipping
+it instead would turn a model that emits no labels into a perfect negative
+correlation (-100). Other classification predictions become a class other
+than the reference's (for binary tasks, T5's `f1_score_with_invalid` flip), and an STS-B prediction
 becomes INVALID_SIMILARITY (T5's `string_to_float` default), outside the 0-5
 range, so it lowers both correlations. `formats.parse_prediction` also rejects
 STS-B numbers outside 0-5; those get the same value.
@@ -22,6 +25,7 @@ from sklearn import metrics as sk_metrics
 from hpo.glue import formats
 
 INVALID_SIMILARITY = -1.0
+INVALID_CLASS = -1  # CoLA: an unparsed prediction is its own class for the Matthews correlation
 
 Metric = Callable[[List[float], List[float]], float]
 
@@ -98,6 +102,8 @@ def _counted_wrong(name: str, target):
     """What an invalid prediction scores as: a class other than the target's, or INVALID_SIMILARITY."""
     if name in formats.REGRESSION:
         return INVALID_SIMILARITY
+    if name == "cola":
+        return INVALID_CLASS
     return (target + 1) % len(formats.LABELS[name])
 
 
