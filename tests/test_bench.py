@@ -1,0 +1,79 @@
+"""The benchmarks run on the tiny config and return sane figures (never timing targets)."""
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from bench import run  # bench/ is on pytest's pythonpath (pyproject.toml)
+from bench.data_wait import data_wait
+from bench.decode_speed import decode_speed
+from bench.memory import training_memory
+from bench.throughput import experiment, peak_flops, train_flops_per_example, train_throughput
+
+TINY = ["test.gin"]
+
+
+def test_engine_and_bare_loop_train_the_same_model_at_comparable_speed():
+    r = train_throughput(TINY, repeats=2)
+    # Same parameters, batch, dropout and Adafactor settings: the same loss after the same steps.
+    assert r["engine_last_loss"] == pytest.approx(r["reference_last_loss"], rel=1e-4)
+    assert r["engine_tokens_per_s"] > 0 and r["reference_tokens_per_s"] > 0
+    assert 0.2 < r["engine_over_reference"] < 5
+    assert r["engine_over_reference_xla_flops"] == pytest.approx(1.0, abs=0.1)
+    assert r["batch"] == "8x(16+16)"
+    assert (r["engine_mfu"] is None) == (peak_flops(jax.devices()[0].device_kind) is None)
+
+
+def test_model_flops_match_xla_count_of_the_forward_pass():
+    exp = experiment(TINY)
+    lengths, size = exp.data.task_feature_lengths, exp.data.batch_size
+    params = exp.model.init(jax.random.PRNGKey(0), lengths)
+    ones = lambda n: jnp.ones((size, lengths[n]), jnp.int32)
+    batch = {"encoder_input_tokens": ones("inputs"), "decoder_input_tokens": ones("targets"),
+             "decoder_target_tokens": ones("targets")}
+    cost = jax.jit(lambda p, b: exp.model.loss(p, b, train=False)).lower(params, batch).compile().cost_analysis()
+    xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
+    ours = size * train_flops_per_example(exp.model.config, lengths["inputs"], lengths["targets"]) / 3
+    assert ours <= xla <= 1.15 * ours  # XLA also counts norms, softmax and activations
+
+
+def test_peak_flops_table():
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA H200") == 989e12
+    assert peak_flops("NVIDIA A100-SXM4-40GB") == 312e12
+    assert peak_flops("cpu") is None
+
+
+def test_decode_speed_greedy_is_faster_than_beam():
+    r = decode_speed(TINY, repeats=1)
+    assert r["sentences"] == 16 and r["beam_size"] == 4
+    assert 0 < r["beam_sentences_per_s"] < r["greedy_sentences_per_s"] < math.inf
+
+
+def test_data_wait_is_a_fraction_of_the_step():
+    r = data_wait(TINY, steps=3, warmup=1)
+    assert 0 <= r["data_wait_fraction"] < 1
+    assert r["step_s"] > 0 and r["data_wait_ms_per_step"] >= 0
+
+
+def test_training_memory_of_a_subprocess_run():
+    r = training_memory(TINY, steps=2, share_compilation_cache=True)
+    assert r["steps"] == 2
+    assert 100 < r["peak_rss_mib"] < 64 * 1024  # jax and TensorFlow alone take a few hundred MiB
+    if jax.devices()[0].platform == "cpu":
+        assert r["device_peak_mib"] is None
+
+
+def test_run_writes_json_and_rejects_bad_options(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert run.main([str(out), "--skip", ",".join(run.SECTIONS)]) == 0
+    written = json.loads(out.read_text())
+    assert written["jax"] == jax.__version__ and written["gin_files"] == ["default.gin"]
+    assert "machine: " in capsys.readouterr().out
+    assert run.main([str(out), "--sizes", "huge"]) == 2
+    assert run.main([str(out), "--skip", "everything"]) == 2
