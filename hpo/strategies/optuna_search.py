@@ -103,7 +103,10 @@ class OptunaSearch(Strategy):
 
             def report(step, scores):
                 trial.set_user_attr("steps_run", step)
-                trial.report(scores["bleu" if self.objective == "dev_bleu" else "loss"], step)
+                key = "bleu" if self.objective == "dev_bleu" else "loss"
+                if key not in scores:  # the last step: the trial's final value follows
+                    return
+                trial.report(scores[key], step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at step {step}")
 
