@@ -74,6 +74,15 @@ def parse_seeds(text: str) -> List[int]:
     return seeds
 
 
+def _cache_compilations() -> None:
+    """Keep compiled programs on disk (unless JAX_COMPILATION_CACHE_DIR says where): runs,
+    trials and resumed runs that build the same steps skip compiling them again."""
+    import jax
+    from hpo.data.tasks import data_dir
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", os.path.join(data_dir(), "jax-cache"))
+
+
 def run_command(args, bindings) -> int:
     from hpo import config
     from hpo.experiment import Experiment
@@ -85,6 +94,7 @@ def run_command(args, bindings) -> int:
         gin_bindings.append(config.gin_binding("MODEL_DIR", args.model_dir))
     search = [p for p in args.gin_search_paths.split(",") if p]
     config.parse(args.gin_file, gin_bindings, search)
+    _cache_compilations()
     seeds = parse_seeds(args.seeds)
     try:  # building from gin: a wrongly typed value (e.g. TRAIN_STEPS='ten') is the user's input
         strategies = [get_strategy(name.strip()) for name in args.strategy.split(",") if name.strip()]

@@ -30,6 +30,7 @@ def test_run_end_to_end_then_rerun_skips(tmp_path):
     assert record["strategy"] == "fixed" and record["train_steps"] == 4
     assert "TRAIN_STEPS = 4" in record["gin_config"]
     assert "test BLEU" in first.stdout
+    assert os.listdir(os.path.join(os.environ["HPO_DATA_DIR"], "jax-cache"))  # compiled steps kept for re-runs
     hyps = open(os.path.join(model_dir, record["hypotheses"])).read().splitlines()
     assert len(hyps) == record["test_sentences"] == 16
     # The same command again: nothing retrained, no duplicate row.
