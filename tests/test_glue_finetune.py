@@ -15,7 +15,8 @@ TINY_T5 = ["--gin_file=t5/embedded.gin", "--gin_file=test.gin",
            "--gin.synthetic_glue_task.num_train=64", "--gin.synthetic_glue_task.num_dev=16",
            "--gin.GlueFinetuning.train_steps=3", "--gin.GlueFinetuning.batch_size=8",
            "--gin.GlueFinetuning.task_feature_lengths={'inputs': 48, 'targets': 4}",
-           "--gin.OptunaSearch.n_trials=2"]
+           "--gin.GlueFinetuning.tasks=['cola', 'stsb']",  # a classification and a regression task
+           "--gin.OptunaSearch.n_trials=1"]
 
 
 def test_pretrain_finetune_score_with_every_strategy(tmp_path, capsys):
@@ -25,7 +26,7 @@ def test_pretrain_finetune_score_with_every_strategy(tmp_path, capsys):
     for record in records:
         assert record["benchmark"] == "glue" and record["task"] == "synthetic_pretraining"
         assert record["glue_synthetic"] is True
-        assert sorted(record["glue"]) == ["cola", "mrpc", "sst2", "stsb"]
+        assert sorted(record["glue"]) == ["cola", "stsb"]
         for result in record["glue"].values():
             assert result["num_examples"] == 16 and 0 <= result["invalid"] <= 16
         scores = {k: v["score"] for k, v in record["glue"].items()}
@@ -35,7 +36,7 @@ def test_pretrain_finetune_score_with_every_strategy(tmp_path, capsys):
     assert guided["compute_steps"] == pytest.approx(2 * guided["train_steps"])
     assert "learned_schedule" in guided
     optuna = next(r for r in records if r["strategy"] == "optuna")
-    assert optuna["train_runs"] == 2 and optuna["study"]["objective"] == "dev_loss"
+    assert optuna["train_runs"] == 1 and optuna["study"]["objective"] == "dev_loss"
     fixed = next(r for r in records if r["strategy"] == "fixed")
     run_dir = tmp_path / fixed["run_dir"]
     assert (run_dir / "finetune" / "checkpoints").is_dir()
