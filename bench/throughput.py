@@ -7,7 +7,6 @@ per-pair ratios. Tokens are the positions a step processes, encoder plus
 decoder (batch × (inputs + targets)).
 """
 
-import functools
 import statistics
 import time
 from typing import Dict, Optional, Sequence
@@ -15,13 +14,13 @@ from typing import Dict, Optional, Sequence
 import jax
 
 from bench import reference_loop
-from hpo import config, optim
+from hpo import config
 from hpo.data import pipeline
 from hpo.errors import UserError
 from hpo.experiment import Experiment
 from hpo.models.t5 import T5Config
 from hpo.strategies.fixed import Fixed
-from hpo.trainer import DataParallel, init_state, train_step
+from hpo.trainer import DataParallel, init_state
 
 # Dense bf16 peak FLOP/s by device_kind substring (first match wins; more specific first).
 PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
@@ -42,11 +41,7 @@ def experiment(gin_files: Sequence[str] = ("default.gin",), bindings: Sequence[s
 
 def engine_step_fn(exp: Experiment):
     """(step_fn(state, batch), optimizer): `hpo.trainer.train_step` as `Fixed.run` hands it to the Trainer."""
-    fixed = Fixed()
-    values_at, _ = fixed.step_values(exp)
-    tx = optim.make_optimizer(exp.optimizer, fixed.values(exp))
-    step = functools.partial(train_step, model=exp.model, tx=tx, schedule=exp.schedule)
-    return (lambda state, batch: step(state, batch, values_at(state.step))), tx
+    return Fixed().step_fn(exp)
 
 
 def engine_step(exp: Experiment, par: DataParallel):

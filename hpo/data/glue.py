@@ -66,6 +66,15 @@ def glue_benchmark(task_name: str) -> str:
     return formats.benchmark(parts[1])
 
 
+def variant(task_name: str) -> str:
+    """The GLUE task a task name scores as: "synthetic_cola" -> "cola",
+    "glue_mnli_mismatched" -> "mnli_mismatched"."""
+    parts = _split_name(task_name)
+    if parts is None:
+        raise UserError(f"'{task_name}' is not a GLUE task")
+    return parts[1]
+
+
 def is_synthetic(task_name: str) -> bool:
     """Whether a task's data is generated (the embedded stand-ins), not real GLUE data."""
     return task_name.startswith(PREFIXES["synthetic"])

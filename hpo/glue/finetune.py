@@ -82,7 +82,7 @@ class GlueFinetuning:
                             lambda start: pipeline.train_batches(data, seed=seed, start_batch=start))
         scores = {name: self._score_task(experiment, tuned.state.params, name, run_dir)
                   for name in self.task_names()}
-        by_variant = {_variant(name): result for name, result in scores.items()}
+        by_variant = {glue.variant(name): result for name, result in scores.items()}
         return {
             "glue": by_variant,
             "glue_average": metrics.glue_average({k: v["score"] for k, v in by_variant.items()}),
@@ -100,18 +100,13 @@ class GlueFinetuning:
                                 data.task_feature_lengths["targets"], self.decode, label=f"decode {name}")
         hpo_io.write_text(os.path.join(run_dir, "glue", f"{name}.dev.pred"),
                           "".join(p + "\n" for p in predictions))
-        return {**metrics.score_task(_variant(name), predictions, references), "task": name,
+        return {**metrics.score_task(glue.variant(name), predictions, references), "task": name,
                 "synthetic": glue.is_synthetic(name)}
 
     @staticmethod
     def summary(record: Dict) -> str:
         tasks = "  ".join(f"{k} {v['score']:.1f}" for k, v in record["glue"].items())
         return f"GLUE average {record['glue_average']:.2f}  ({tasks})"
-
-
-def _variant(name: str) -> str:
-    """'synthetic_cola' -> 'cola', 'glue_mnli_mismatched' -> 'mnli_mismatched'."""
-    return glue._split_name(name)[1]
 
 
 def _mixture(names: Sequence[str]) -> str:

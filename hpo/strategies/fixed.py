@@ -68,14 +68,20 @@ class Fixed(Strategy):
         return {"replay": {"file": os.path.abspath(self.replay), "mode": self.replay_mode,
                            "hparams": sorted(schedule)}}
 
+    def step_fn(self, experiment):
+        """(step(state, batch), optimizer): the train step with this strategy's values."""
+        values_at, _ = self.step_values(experiment)
+        tx = optim.make_optimizer(experiment.optimizer, self.values(experiment))
+        step = functools.partial(train_step, model=experiment.model, tx=tx, schedule=experiment.schedule)
+        return (lambda state, batch: step(state, batch, values_at(state.step))), tx
+
     def run(self, experiment, seed: int, run_dir: str = None, **kwargs) -> Dict:
         """One training run; `kwargs` go to `Experiment.train_and_evaluate` (Optuna
         trials pass their own run_dir, a pruning hook and write_record=False)."""
         values_at, info = self.step_values(experiment)
-        tx = optim.make_optimizer(experiment.optimizer, self.values(experiment))
-        step = functools.partial(train_step, model=experiment.model, tx=tx, schedule=experiment.schedule)
+        step, tx = self.step_fn(experiment)
         fixed = {k: float(v) for k, v in values_at(0).items()}
         default_dir = experiment.run_dir(self.name + ("-replay-" + self.replay_mode if info else ""), seed)
         return experiment.train_and_evaluate(
-            self.name, seed, lambda state, batch: step(state, batch, values_at(state.step)), tx,
+            self.name, seed, step, tx,
             run_dir=run_dir or default_dir, record_extra=lambda state: {"hparams": fixed, **info}, **kwargs)
