@@ -70,8 +70,9 @@ def guided_step_ratios(gin_files=("default.gin",), repeats=20, guide_fractions=(
     specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"]}
     meta = optax.adam(3e-3)
     fixed = {k: v for k, v in values.items() if k not in specs}
+    tuning = hyper.Tuning(specs=specs, fixed_values=fixed, meta_tx=meta)
     guided = par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=exp.schedule,
-                                            specs=specs, fixed_values=fixed, meta_tx=meta))
+                                            tuning=tuning))
     for g in guide_fractions:
         guide = par.put_batch(_batch(rng, max(1, int(size * g)), length, vocab))
         tuner = hyper.init_tuner(specs, {"learning_rate": 1.0}, meta, repeats + 2)

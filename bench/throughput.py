@@ -41,7 +41,8 @@ def experiment(gin_files: Sequence[str] = ("default.gin",), bindings: Sequence[s
 
 def engine_step_fn(exp: Experiment):
     """(step_fn(state, batch), optimizer): `hpo.trainer.train_step` as `Fixed.run` hands it to the Trainer."""
-    return Fixed().step_fn(exp)
+    values_at, _ = Fixed().step_values(exp)
+    return exp.fixed_step(values_at)
 
 
 def engine_step(exp: Experiment, par: DataParallel):

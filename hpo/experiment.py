@@ -10,19 +10,20 @@ import dataclasses
 import datetime
 import functools
 import os
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Tuple
 
 import gin
 import jax
+import optax
 
 import hpo
-from hpo import optim, records
+from hpo import hyper, optim, records
 from hpo.data import pipeline
 from hpo.errors import UserError
 from hpo.evaluate import Translation
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.models.t5 import T5Config, num_params
-from hpo.trainer import Trainer, TrainState, eval_step, init_state
+from hpo.trainer import Trainer, TrainState, eval_step, init_state, train_step
 
 gin.external_configurable(T5Config, module="hpo")
 
@@ -62,22 +63,57 @@ class Experiment:
         padded = -(-vocab_size // 128) * 128  # a multiple of 128, as T5X pads its vocabularies
         return Seq2SeqModel(self.network(vocab_size=padded), z_loss=self.z_loss)
 
+    backend = "builtin"
+
+    @property
+    def batch_size(self) -> int:
+        return self.data.batch_size
+
     def base_hparams(self) -> Dict[str, float]:
         """The configured values of every hyper-parameter a strategy may set."""
         return {**self.optimizer.hparams(), "label_smoothing": float(self.label_smoothing)}
 
+    def check_settable(self, name: str, who: str) -> None:
+        """UserError unless a strategy can set hyper-parameter `name` in this experiment."""
+        if name not in optim.LOSS_HPARAMS and not optim.accepts(self.optimizer.name, name):
+            raise UserError(f"{who}: '{name}' is not a hyper-parameter of optimizer '{self.optimizer.name}'")
+
     def run_dir(self, strategy: str, seed: int, *parts: str) -> str:
         return os.path.join(self.model_dir, strategy, f"seed{seed}", *parts)
 
+    # --- what strategies call: one run with given values, or one guided run -------------
+
+    def fixed_step(self, values_at: Callable) -> Tuple[Callable, optax.GradientTransformation]:
+        """(step(state, batch), optimizer): the train step with the values `values_at(step)`."""
+        tx = optim.make_optimizer(self.optimizer, {k: float(v) for k, v in values_at(0).items()})
+        step = functools.partial(train_step, model=self.model, tx=tx, schedule=self.schedule)
+        return (lambda state, batch: step(state, batch, values_at(state.step))), tx
+
+    def train_fixed(self, strategy: str, seed: int, values_at: Callable, **kwargs) -> Dict:
+        """Trains with the values `values_at(step)` (constants or a replayed schedule)."""
+        step, tx = self.fixed_step(values_at)
+        return self.train_and_evaluate(strategy, seed, step, tx, **kwargs)
+
+    def train_guided(self, strategy: str, seed: int, tuning: hyper.Tuning, **kwargs) -> Dict:
+        """Trains with hyper-parameters learned by the guided method."""
+        # Every tuned optimizer hyper-parameter must exist in the injected state.
+        tx = optim.make_optimizer(self.optimizer, tuning.initial_values())
+        step = functools.partial(hyper.guided_update, model=self.model, tx=tx, schedule=self.schedule,
+                                 tuning=tuning)
+        return self.train_and_evaluate(
+            strategy, seed, step, tx, tuner=tuning.init(self.train_steps),
+            batches=lambda start: pipeline.train_and_guide_batches(
+                self.data, seed, start, tuning.guide_batch_size, tuning.guide_refresh_every), **kwargs)
+
     def train_and_evaluate(self, strategy: str, seed: int, step_fn, tx, *, run_dir: str = None,
                            batches: Callable = None, tuner=None, on_eval=None,
-                           record_extra: Callable[[TrainState], Dict] = None,
+                           record_extra: Callable[[Any], Dict] = None,
                            step_cost: float = 1.0, write_record: bool = True) -> Dict:
         """Trains (or resumes) one run, scores dev and test, and records the result.
 
         `step_fn(state, batch)` is the strategy's pure step; `step_cost` is
         its compute in plain-train-step units (a guided step counts its guide
-        pass); `record_extra(state)` adds strategy fields to the record.
+        pass); `record_extra(tuner)` adds strategy fields to the record.
         """
         run_dir = run_dir or self.run_dir(strategy, seed)
         rel = os.path.relpath(run_dir, self.model_dir)
@@ -92,6 +128,7 @@ class Experiment:
         result = trainer.fit(state, step_fn, batches, evaluate=self._dev_evaluator(), on_eval=on_eval)
         record = {
             "task": self.task, "benchmark": self.evaluation.benchmark, "strategy": strategy, "seed": seed,
+            "backend": self.backend,
             "run_dir": rel, "dev_loss": result.eval_history[-1]["loss"] if result.eval_history else None,
             "train_steps": self.train_steps, "train_runs": 1,
             "compute_steps": self.train_steps * step_cost,
@@ -104,7 +141,7 @@ class Experiment:
             "hpo_version": hpo.__version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
-        record.update(record_extra(result.state) if record_extra else {})
+        record.update(record_extra(result.state.tuner) if record_extra else {})
         if write_record:
             records.add(self.model_dir, record)
         return record

@@ -2,14 +2,16 @@
 
 Each tuned hyper-parameter k has a raw unconstrained value r_k and an
 activation λ_k = act_k(r_k) that keeps it in range (shared/docs/guided-hpo.md).
-`guided_update` is one step of the method: a training update with the current
-values, the guide loss of the updated model, its gradient with respect to the
-raw values (through the optimizer update), and a meta-optimizer step on them.
+`Tuning.step` is one step of the method, written once for both training
+backends: a training update with the current values, the guide loss of the
+updated model, its gradient with respect to the raw values (through the
+optimizer update), and a meta-optimizer step on them. `guided_update` is that
+step on the built-in engine; hpo.t5x_backend has the T5X one.
 """
 
 import dataclasses
 import functools
-from typing import Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -97,47 +99,99 @@ def sanitize(grads, bound: float = 1e3, clip: Optional[float] = None):
     return jax.tree.map(fix, grads)
 
 
-def guide_loss(raw, state, batch, *, model, tx, schedule, specs, fixed_values):
-    """G(λ(raw)): the guide loss after one training update taken with λ(raw).
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """What the guided method tunes and how; the same object drives either training backend.
 
-    Returns (G, (params, opt_state, training loss, values)). θ_t and the
-    optimizer state are constants here (one-step truncation).
+    `fixed_values` are the hyper-parameters that are not tuned; the guide
+    batch has `guide_batch_size` rows (None: the training batch) and is
+    replaced every `guide_refresh_every` steps (0: one batch for the run).
+    """
+    specs: Mapping[str, HparamSpec]
+    fixed_values: Mapping[str, float]
+    meta_tx: optax.GradientTransformation
+    update_every: int = 1
+    bound: float = 1e3
+    clip: Optional[float] = None
+    guide_batch_size: Optional[int] = None
+    guide_refresh_every: int = 0
+
+    def initial_values(self) -> Dict[str, float]:
+        return {**self.fixed_values, **{k: s.init for k, s in self.specs.items()}}
+
+    def init(self, train_steps: int):
+        """The tuner state: raw values, meta-optimizer state, counters and the schedule so far."""
+        return init_tuner(self.specs, {k: s.init for k, s in self.specs.items()}, self.meta_tx, train_steps)
+
+    def step(self, tuner, step, lookahead: Callable):
+        """The method's step, whatever trains the model (the built-in engine or T5X).
+
+        `lookahead(values)` takes the training update with the hyper-parameter
+        values `values` and returns (guide loss of the updated model, aux): it
+        is differentiated with respect to the raw values through that update,
+        θ_t and the optimizer state being constants (one-step truncation). The
+        meta-optimizer moves the raw values every `update_every` steps.
+
+        Returns (guide loss, aux, values the step used, new tuner, sanitised hyper-gradients).
+        """
+        specs = self.specs
+
+        def objective(raw):
+            values = {**self.fixed_values, **activate_all(specs, raw)}
+            guide, aux = lookahead(values)
+            return guide, (aux, values)
+
+        (guide, (aux, values)), grads = jax.value_and_grad(objective, has_aux=True)(tuner["raw"])
+        nonfinite = {k: tuner["nonfinite"][k] + (~jnp.isfinite(grads[k])).astype(jnp.int32) for k in specs}
+        grads = sanitize(grads, self.bound, self.clip)
+        updates, meta_state = self.meta_tx.update(grads, tuner["meta_state"], tuner["raw"])
+        stepped = optax.apply_updates(tuner["raw"], updates)
+        due = step % self.update_every == 0
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(due, n, o), new, old)  # noqa: E731
+        new_tuner = {
+            "raw": keep(stepped, tuner["raw"]),
+            "meta_state": keep(meta_state, tuner["meta_state"]),
+            "nonfinite": nonfinite,  # steps whose hyper-gradient was NaN/inf (then sanitised): shown in the record
+            # The learned schedule: the values each step was taken with.
+            "trajectory": tuner["trajectory"].at[step].set(jnp.stack([values[k] for k in specs])),
+        }
+        return guide, aux, values, new_tuner, grads
+
+
+def guide_loss(raw, state, batch, *, model, tx, schedule, specs, fixed_values):
+    """G(λ(raw)) on the built-in engine: the guide loss after one training update taken with λ(raw).
+
+    Returns (G, (params, opt_state, training loss, values)).
     """
     values = {**fixed_values, **activate_all(specs, raw)}
-    params, opt_state, loss = apply_update(state, batch["train"], values, model=model, tx=tx, schedule=schedule)
-    guide = model.mean_loss(params, batch["guide"], train=False)  # no dropout, no smoothing
+    guide, (params, opt_state, loss) = _lookahead(values, state, batch, model=model, tx=tx, schedule=schedule)
     return guide, (params, opt_state, loss, values)
 
 
-def guided_update(state, batch, *, model, tx, schedule, specs, fixed_values, meta_tx,
-                  update_every: int = 1, bound: float = 1e3, clip: Optional[float] = None):
-    """One guided step on {"train": batch, "guide": batch}: (new state, metrics).
+def _lookahead(values, state, batch, *, model, tx, schedule):
+    params, opt_state, loss = apply_update(state, batch["train"], values, model=model, tx=tx, schedule=schedule)
+    guide = model.mean_loss(params, batch["guide"], train=False)  # no dropout, no smoothing
+    return guide, (params, opt_state, loss)
+
+
+def guided_update(state, batch, *, model, tx, schedule, tuning: Tuning):
+    """One guided step of the built-in engine on {"train": batch, "guide": batch}: (new state, metrics).
 
     Under jit with a data-sharded batch the guide loss is the global mean, so
     its gradient is already averaged across devices.
     """
-    tuner = state.tuner
-    loss_of_raw = functools.partial(guide_loss, state=state, batch=batch, model=model, tx=tx,
-                                    schedule=schedule, specs=specs, fixed_values=fixed_values)
-    (guide, (params, opt_state, loss, values)), grads = jax.value_and_grad(loss_of_raw, has_aux=True)(tuner["raw"])
-    nonfinite = {k: tuner["nonfinite"][k] + (~jnp.isfinite(grads[k])).astype(jnp.int32) for k in specs}
-    grads = sanitize(grads, bound, clip)
-    updates, meta_state = meta_tx.update(grads, tuner["meta_state"], tuner["raw"])
-    stepped = optax.apply_updates(tuner["raw"], updates)
-    due = state.step % update_every == 0
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(due, n, o), new, old)  # noqa: E731
-    new_tuner = {
-        "raw": keep(stepped, tuner["raw"]),
-        "meta_state": keep(meta_state, tuner["meta_state"]),
-        "nonfinite": nonfinite,  # steps whose hyper-gradient was NaN/inf (then sanitised): shown in the record
-        # The learned schedule: the values each step was taken with.
-        "trajectory": tuner["trajectory"].at[state.step].set(jnp.stack([values[k] for k in specs])),
-    }
-    metrics = {"loss": loss, "guide_loss": guide,
-               "learning_rate": schedule(state.step) * values.get("learning_rate", 1.0)}
-    metrics.update({f"hparams/{k}": values[k] for k in values})
-    metrics.update({f"hypergrad/{k}": grads[k] for k in specs})
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, tuner=new_tuner), metrics
+    lookahead = functools.partial(_lookahead, state=state, batch=batch, model=model, tx=tx, schedule=schedule)
+    guide, (params, opt_state, loss), values, tuner, grads = tuning.step(state.tuner, state.step, lookahead)
+    metrics = {"loss": loss, **step_metrics(guide, values, grads, schedule(state.step))}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, tuner=tuner), metrics
+
+
+def step_metrics(guide, values, grads, base_learning_rate) -> Dict[str, jnp.ndarray]:
+    """What a guided step logs, on either backend: guide loss, the learning rate used, values, hyper-gradients."""
+    metrics = {"guide_loss": guide, "learning_rate": base_learning_rate * values.get("learning_rate", 1.0)}
+    metrics.update({f"hparams/{k}": v for k, v in values.items()})
+    metrics.update({f"hypergrad/{k}": g for k, g in grads.items()})
+    return metrics
 
 
 def init_tuner(specs: Mapping[str, HparamSpec], inits: Mapping[str, float], meta_tx, train_steps: int):

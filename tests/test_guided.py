@@ -84,8 +84,8 @@ def _guided_run(init_multiplier, steps=40, meta_lr=0.05):
     schedule = lambda step: jnp.asarray(0.1, jnp.float32)  # noqa: E731
     tuner = hyper.init_tuner(specs, {"learning_rate": init_multiplier}, meta, steps)
     state = init_state(model, tx, 0, LENGTHS, tuner)
-    step = jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=schedule, specs=specs,
-                                     fixed_values={"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}, meta_tx=meta))
+    tuning = hyper.Tuning(specs=specs, fixed_values={"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}, meta_tx=meta)
+    step = jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=schedule, tuning=tuning))
     guide = _batch(1, 16)
     for i in range(steps):
         state, metrics = step(state, {"train": _batch(100 + i, 16), "guide": guide})
@@ -122,8 +122,8 @@ def test_nan_and_inf_hypergradients_leave_values_finite_and_training_going():
     specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"], "beta1": hyper.DEFAULT_SPECS["beta1"]}
     meta = optax.adam(0.01)
     state = init_state(model, tx, 0, LENGTHS, hyper.init_tuner(specs, {"learning_rate": 1.0, "beta1": 0.9}, meta, 4))
-    step = jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=lambda s: 1e-3, specs=specs,
-                                     fixed_values={"beta2": 0.999, "eps": 1e-8}, meta_tx=meta))
+    tuning = hyper.Tuning(specs=specs, fixed_values={"beta2": 0.999, "eps": 1e-8}, meta_tx=meta)
+    step = jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=lambda s: 1e-3, tuning=tuning))
     for poison in (np.nan, np.inf):
         guide = _batch(1)
         guide["decoder_loss_weights"] = guide["decoder_loss_weights"] * poison

@@ -1,6 +1,7 @@
 """Batches for training and examples for evaluation, from seqio tasks."""
 
 import dataclasses
+import itertools
 from typing import Iterator, List, Mapping, Tuple
 
 import gin
@@ -64,6 +65,24 @@ def train_batches(config: DatasetConfig, split: str = "train", seed: int = 0,
     ds = ds.batch(batch_size or config.batch_size, drop_remainder=True)
     ds = ds.skip(start_batch).prefetch(tf.data.AUTOTUNE)
     return ds.as_numpy_iterator()
+
+
+def train_and_guide_batches(config: DatasetConfig, seed: int, start: int, guide_size: int,
+                            refresh_every: int) -> Iterator[Mapping[str, Mapping[str, np.ndarray]]]:
+    """{"train", "guide"} batches from step `start` on, for the guided strategy.
+
+    The guide batch comes from the guide split and is replaced every
+    `refresh_every` steps (0: one batch for the whole run); like the training
+    batches it is a function of the seed and the step alone.
+    """
+    train = train_batches(config, seed=seed, start_batch=start)
+    guides = train_batches(config, split="guide", seed=seed, batch_size=guide_size,
+                           start_batch=start // refresh_every if refresh_every else 0)
+    guide = next(guides)
+    for step in itertools.count(start):
+        if refresh_every and step > start and step % refresh_every == 0:
+            guide = next(guides)
+        yield {"train": next(train), "guide": guide}
 
 
 def _split_size(task: seqio.Task, split: str):

@@ -1,16 +1,13 @@
 """The fixed strategy: one run with constant or replayed hyper-parameter values."""
 
-import functools
 import os
-from typing import Dict, Mapping
+from typing import Callable, Dict, Mapping, Tuple
 
 import gin
 import jax.numpy as jnp
 
-from hpo import optim
 from hpo.errors import UserError
 from hpo.strategies.base import Strategy
-from hpo.trainer import train_step
 
 REPLAY_MODES = ("schedule", "final", "mean")
 
@@ -37,17 +34,15 @@ class Fixed(Strategy):
     def values(self, experiment) -> Dict[str, float]:
         # Replayed values start at the schedule's first; they must exist in the optimizer state.
         overrides = {**{k: float(v[0]) for k, v in self._schedule().items()}, **self.hparams}
-        name = experiment.optimizer.name
-        unknown = [k for k in overrides if k not in optim.LOSS_HPARAMS and not optim.accepts(name, k)]
-        if unknown:
-            raise UserError(f"fixed: '{unknown[0]}' is not a hyper-parameter of optimizer '{name}'")
+        for name in overrides:
+            experiment.check_settable(name, "fixed")
         return {**experiment.base_hparams(), **{k: float(v) for k, v in overrides.items()}}
 
     def _schedule(self) -> Dict:
         from hpo.strategies.guided import read_schedule  # the guided strategy writes the format
         return read_schedule(self.replay) if self.replay else {}
 
-    def step_values(self, experiment):
+    def step_values(self, experiment) -> Tuple[Callable, Dict]:
         """A function step -> the values that step trains with, plus a description for the record."""
         values = {k: jnp.asarray(v, jnp.float32) for k, v in self.values(experiment).items()}
         schedule = self._schedule()
@@ -68,20 +63,12 @@ class Fixed(Strategy):
         return {"replay": {"file": os.path.abspath(self.replay), "mode": self.replay_mode,
                            "hparams": sorted(schedule)}}
 
-    def step_fn(self, experiment):
-        """(step(state, batch), optimizer): the train step with this strategy's values."""
-        values_at, _ = self.step_values(experiment)
-        tx = optim.make_optimizer(experiment.optimizer, self.values(experiment))
-        step = functools.partial(train_step, model=experiment.model, tx=tx, schedule=experiment.schedule)
-        return (lambda state, batch: step(state, batch, values_at(state.step))), tx
-
     def run(self, experiment, seed: int, run_dir: str = None, **kwargs) -> Dict:
-        """One training run; `kwargs` go to `Experiment.train_and_evaluate` (Optuna
+        """One training run; `kwargs` go to the experiment's `train_fixed` (Optuna
         trials pass their own run_dir, a pruning hook and write_record=False)."""
         values_at, info = self.step_values(experiment)
-        step, tx = self.step_fn(experiment)
         fixed = {k: float(v) for k, v in values_at(0).items()}
         default_dir = experiment.run_dir(self.name + ("-replay-" + self.replay_mode if info else ""), seed)
-        return experiment.train_and_evaluate(
-            self.name, seed, step, tx,
-            run_dir=run_dir or default_dir, record_extra=lambda state: {"hparams": fixed, **info}, **kwargs)
+        return experiment.train_fixed(
+            self.name, seed, values_at, run_dir=run_dir or default_dir,
+            record_extra=lambda tuner: {"hparams": fixed, **info}, **kwargs)

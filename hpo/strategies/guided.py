@@ -1,15 +1,14 @@
 """The guided strategy: hyper-parameters learned during one training run.
 
-The paper's method (shared/docs/guided-hpo.md) on the same trainer and the
-same `apply_update` as the fixed strategy: each step trains with the current
-values, and a meta-optimizer moves the values down the gradient of the guide
-loss of the updated model. Its record carries the learned schedule.
+The paper's method (shared/docs/guided-hpo.md), described once as a
+`hyper.Tuning` that either backend turns into its train step: each step trains
+with the current values, and a meta-optimizer moves the values down the
+gradient of the guide loss of the updated model. Its record carries the
+learned schedule.
 """
 
 import csv
-import functools
 import io
-import itertools
 import os
 from typing import Dict, Mapping, Sequence
 
@@ -18,8 +17,8 @@ import jax
 import numpy as np
 import optax
 
-from hpo import hyper, io as hpo_io, optim
-from hpo.data import pipeline
+from hpo import hyper, io as hpo_io
+from hpo.data import tasks
 from hpo.errors import UserError
 from hpo.strategies.base import Strategy
 
@@ -64,55 +63,39 @@ class Guided(Strategy):
         configured = experiment.base_hparams()
         specs = {}
         for name in self.tune:
-            if name not in optim.LOSS_HPARAMS and not optim.accepts(experiment.optimizer.name, name):
-                raise UserError(f"guided: optimizer '{experiment.optimizer.name}' has no '{name}'")
+            experiment.check_settable(name, "guided")
             base = hyper.DEFAULT_SPECS[name]
             fields = {**({"init": configured.get(name, 0.0)} if base.init is None else {}),
                       **self.spec_overrides.get(name, {})}
             specs[name] = hyper.HparamSpec(**{**base.__dict__, **fields})
         return specs
 
-    def run(self, experiment, seed: int) -> Dict:
+    def tuning(self, experiment) -> hyper.Tuning:
         specs = self.specs(experiment)
-        inits = {k: s.init for k, s in specs.items()}
-        fixed_values = {k: v for k, v in experiment.base_hparams().items() if k not in specs}
-        # Every tuned optimizer hyper-parameter must exist in the injected state.
-        tx = optim.make_optimizer(experiment.optimizer, {**experiment.base_hparams(), **inits})
-        step = functools.partial(
-            hyper.guided_update, model=experiment.model, tx=tx, schedule=experiment.schedule,
-            specs=specs, fixed_values=fixed_values, meta_tx=self.meta_tx,
-            update_every=self.settings["update_every"], bound=self.bound, clip=self.clip)
-        tuner = hyper.init_tuner(specs, inits, self.meta_tx, experiment.train_steps)
-        guide_size = self.settings["guide_batch_size"] or experiment.data.batch_size
+        return hyper.Tuning(
+            specs=specs, fixed_values={k: v for k, v in experiment.base_hparams().items() if k not in specs},
+            meta_tx=self.meta_tx, update_every=self.settings["update_every"], bound=self.bound, clip=self.clip,
+            guide_batch_size=self.settings["guide_batch_size"] or experiment.batch_size,
+            guide_refresh_every=self._refresh_every(experiment))
+
+    def run(self, experiment, seed: int) -> Dict:
+        tuning = self.tuning(experiment)
+        names = list(tuning.specs)
         run_dir = experiment.run_dir(self.name, seed)
 
-        def record_extra(state):
-            trajectory = np.asarray(jax.device_get(state.tuner["trajectory"]))
-            write_schedule(os.path.join(run_dir, SCHEDULE_FILE), list(specs), trajectory)
-            return {"hparams": {**fixed_values, **{k: float(trajectory[-1, i]) for i, k in enumerate(specs)}},
-                    "learned_schedule": summarise(list(specs), trajectory),
-                    "nonfinite_hypergrad_steps": {k: int(v) for k, v in jax.device_get(state.tuner["nonfinite"]).items()},
+        def record_extra(tuner):
+            trajectory = np.asarray(jax.device_get(tuner["trajectory"]))
+            write_schedule(os.path.join(run_dir, SCHEDULE_FILE), names, trajectory)
+            return {"hparams": {**tuning.fixed_values, **{k: float(trajectory[-1, i]) for i, k in enumerate(names)}},
+                    "learned_schedule": summarise(names, trajectory),
+                    "nonfinite_hypergrad_steps": {k: int(v) for k, v in jax.device_get(tuner["nonfinite"]).items()},
                     "schedule_file": os.path.relpath(os.path.join(run_dir, SCHEDULE_FILE), experiment.model_dir),
-                    "guided": {**self.settings, "tune": list(specs), "guide_batch_size": guide_size,
-                               "specs": {k: s.__dict__ for k, s in specs.items()}}}
+                    "guided": {**self.settings, "tune": names, "guide_batch_size": tuning.guide_batch_size,
+                               "specs": {k: s.__dict__ for k, s in tuning.specs.items()}}}
 
-        return experiment.train_and_evaluate(
-            self.name, seed, step, tx, run_dir=run_dir, tuner=tuner,
-            batches=lambda start: self._batches(experiment, seed, start, guide_size),
-            step_cost=1.0 + guide_size / experiment.data.batch_size, record_extra=record_extra)
-
-    def _batches(self, experiment, seed: int, start: int, guide_size: int):
-        """{"train", "guide"} batches from step `start` on, for the refresh policy."""
-        every = self._refresh_every(experiment)
-        train = pipeline.train_batches(experiment.data, seed=seed, start_batch=start)
-        first_guide = start // every if every else 0
-        guides = pipeline.train_batches(experiment.data, split="guide", seed=seed,
-                                        start_batch=first_guide, batch_size=guide_size)
-        guide = next(guides)
-        for step in itertools.count(start):
-            if every and step > start and step % every == 0:
-                guide = next(guides)
-            yield {"train": next(train), "guide": guide}
+        return experiment.train_guided(
+            self.name, seed, tuning, run_dir=run_dir, record_extra=record_extra,
+            step_cost=1.0 + tuning.guide_batch_size / experiment.batch_size)
 
     def _refresh_every(self, experiment) -> int:
         refresh = self.settings["guide_refresh"]
@@ -122,8 +105,8 @@ class Guided(Strategy):
             return 1
         if refresh == "epoch":
             # Steps per pass over the training split (an upper bound when examples are packed).
-            examples = sum(1 for _ in pipeline.tasks.get_task(experiment.task).source.get_dataset("train"))
-            return max(1, examples // experiment.data.batch_size)
+            examples = sum(1 for _ in tasks.get_task(experiment.task).source.get_dataset("train"))
+            return max(1, examples // experiment.batch_size)
         if isinstance(refresh, int) and refresh > 0:
             return refresh
         raise UserError(f"guided: guide_refresh must be 'fixed', 'step', 'epoch' or a positive "
