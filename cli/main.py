@@ -12,6 +12,8 @@ Configuration is gin, with T5X's conventions: configs/base.gin first, then each
 each --gin.KEY=VALUE binding. Results go to MODEL_DIR/comparison.json; running
 the same command again resumes unfinished runs and skips finished ones."""
 
+BACKENDS = ("builtin", "t5x")
+
 USAGE_TABLE = """Tabulate and plot the results in one or more model dirs.
 
 One row per task and strategy (seeds aggregated), with a paired-bootstrap
@@ -40,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     names = strategy_names()
     run.add_argument("--strategy", default=",".join(names),
                      help=f"comma-separated strategies to run, from: {', '.join(names)} (default: all)")
+    run.add_argument("--backend", default="builtin", choices=BACKENDS,
+                     help="builtin: hpo's Flax engine (default); t5x: T5X's trainer, partitioner and "
+                          "checkpoints, configured by T5X gin files (default t5x/default.gin)")
     run.add_argument("--seeds", default="0",
                      help="comma-separated seeds ('0,1,2'), or 'N:' for seeds 0..N-1 (default: 0)")
     run.add_argument("--model_dir", help="where runs and comparison.json go; same as --gin.MODEL_DIR")
@@ -83,9 +88,21 @@ def _cache_compilations() -> None:
         jax.config.update("jax_compilation_cache_dir", os.path.join(data_dir(), "jax-cache"))
 
 
+def _experiment(backend: str, gin_files, bindings, search):
+    """Parses the configuration for `backend` and builds its experiment."""
+    if backend == "t5x":
+        from hpo.t5x_backend import config
+        config.parse(gin_files, bindings, search)
+        from hpo.t5x_backend.experiment import T5xExperiment
+        return T5xExperiment
+    from hpo import config
+    config.parse(gin_files, bindings, search)
+    from hpo.experiment import Experiment
+    return Experiment
+
+
 def run_command(args, bindings) -> int:
     from hpo import config
-    from hpo.experiment import Experiment
     from hpo.errors import UserError
     from hpo.strategies import get_strategy
 
@@ -93,18 +110,18 @@ def run_command(args, bindings) -> int:
     if args.model_dir:
         gin_bindings.append(config.gin_binding("MODEL_DIR", args.model_dir))
     search = [p for p in args.gin_search_paths.split(",") if p]
-    config.parse(args.gin_file, gin_bindings, search)
+    make_experiment = _experiment(args.backend, args.gin_file, gin_bindings, search)
     _cache_compilations()
     seeds = parse_seeds(args.seeds)
     try:  # building from gin: a wrongly typed value (e.g. TRAIN_STEPS='ten') is the user's input
         strategies = [get_strategy(name.strip()) for name in args.strategy.split(",") if name.strip()]
-        experiment = Experiment()
+        experiment = make_experiment()
     except (TypeError, ValueError) as e:
         raise UserError(f"bad configuration: {e}") from e
     for strategy in strategies:
         for seed in seeds:
             record = strategy.run(experiment, seed)
-            print(f"{record['task']}  {record['strategy']:<8} seed {seed}: "
+            print(f"{record['task']}  {record['strategy']:<8} seed {seed}{' (t5x)' if args.backend == 't5x' else ''}: "
                   f"{experiment.evaluation.summary(record)}  ({record['wall_seconds']:.0f} s)")
     from hpo import table
     markdown, paths = table.write_report([experiment.model_dir])

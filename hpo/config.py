@@ -61,10 +61,10 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Seque
     try:
         gin.parse_config_files_and_bindings(files, list(bindings), finalize_config=False)
     except (ValueError, SyntaxError, KeyError, IOError, TypeError) as e:
-        raise UserError(f"gin: {_one_line(e)}") from e
+        raise UserError(f"gin: {one_line(e)}") from e
     return gin.config_str()
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return " ".join(lines[:2]) if lines else type(error).__name__

@@ -7,34 +7,17 @@ hpo.glue.finetune) offer the same methods.
 """
 
 import dataclasses
-import logging
 import os
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List
 
 import gin
 import numpy as np
-import sacrebleu
 
 from hpo import io as hpo_io
+from hpo.bleu import score
 from hpo.data import pipeline
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.progress import progress_bar
-
-# The embedded language writes its period as a separate token; sacrebleu's
-# 13a tokenizer splits it anyway, so its "forgot to detokenize?" warning is noise.
-logging.getLogger("sacrebleu").setLevel(logging.ERROR)
-
-
-def score(hypotheses: Sequence[str], references: Sequence[str]) -> Dict[str, object]:
-    """Corpus BLEU and chrF, each with the sacrebleu signature that reproduces it."""
-    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
-    refs = [list(references)]
-    return {
-        "bleu": bleu.corpus_score(list(hypotheses), refs).score,
-        "chrf": chrf.corpus_score(list(hypotheses), refs).score,
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
-    }
 
 
 def translate(model: Seq2SeqModel, params, inputs: np.ndarray, vocabulary, max_len: int,
@@ -49,12 +32,12 @@ def translate(model: Seq2SeqModel, params, inputs: np.ndarray, vocabulary, max_l
             padded = np.pad(chunk, ((0, size - len(chunk)), (0, 0)))
             tokens = np.asarray(model.predict(params, padded, max_len, decode.method,
                                               decode.beam_size, decode.alpha))[: len(chunk)]
-            hypotheses.extend(vocabulary.decode(_until_eos(row)) for row in tokens)
+            hypotheses.extend(vocabulary.decode(until_eos(row)) for row in tokens)
             bar.advance(len(chunk))
     return hypotheses
 
 
-def _until_eos(row: np.ndarray) -> List[int]:
+def until_eos(row: np.ndarray) -> List[int]:
     ids = row.tolist()
     return ids[: ids.index(1)] if 1 in ids else [i for i in ids if i != 0]
 
@@ -66,10 +49,24 @@ def evaluate_split(model: Seq2SeqModel, params, data: pipeline.DatasetConfig, sp
     vocabulary = pipeline.vocabulary(data)
     hypotheses = translate(model, params, inputs, vocabulary, data.task_feature_lengths["targets"],
                            decode, label=f"decode {split}")
+    return score_split(hypotheses, references, hypotheses_path)
+
+
+def score_split(hypotheses: List[str], references: List[str], hypotheses_path: str = None) -> Dict[str, object]:
+    """Scores of a decoded split; the hypotheses go to `hypotheses_path` (one per line) if given."""
     if hypotheses_path:  # references beside them, for paired significance tests
         hpo_io.write_text(hypotheses_path, "".join(h + "\n" for h in hypotheses))
         hpo_io.write_text(os.path.splitext(hypotheses_path)[0] + ".ref", "".join(r + "\n" for r in references))
     return {**score(hypotheses, references), "num_sentences": len(references)}
+
+
+def record_fields(dev: Dict, test: Dict, run_dir: str, model_dir: str) -> Dict:
+    """A translation run's record fields from the scores of its dev and test splits."""
+    return {"test_bleu": test["bleu"], "test_chrf": test["chrf"],
+            "dev_bleu": dev["bleu"], "dev_chrf": dev["chrf"],
+            "bleu_signature": test["bleu_signature"], "chrf_signature": test["chrf_signature"],
+            "test_sentences": test["num_sentences"],
+            "hypotheses": os.path.relpath(os.path.join(run_dir, "test.hyp"), model_dir)}
 
 
 @gin.configurable
@@ -97,11 +94,7 @@ class Translation:
                              os.path.join(run_dir, "dev.hyp"))
         test = evaluate_split(experiment.model, params, experiment.data, "test", experiment.decode,
                               os.path.join(run_dir, "test.hyp"))
-        return {"test_bleu": test["bleu"], "test_chrf": test["chrf"],
-                "dev_bleu": dev["bleu"], "dev_chrf": dev["chrf"],
-                "bleu_signature": test["bleu_signature"], "chrf_signature": test["chrf_signature"],
-                "test_sentences": test["num_sentences"],
-                "hypotheses": os.path.relpath(os.path.join(run_dir, "test.hyp"), experiment.model_dir),
+        return {**record_fields(dev, test, run_dir, experiment.model_dir),
                 "decode": dataclasses.asdict(experiment.decode)}
 
     @staticmethod

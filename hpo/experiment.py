@@ -7,7 +7,6 @@ is shared, so strategies differ only in how hyper-parameters are chosen.
 """
 
 import dataclasses
-import datetime
 import functools
 import os
 from typing import Any, Callable, Dict, Tuple
@@ -16,7 +15,6 @@ import gin
 import jax
 import optax
 
-import hpo
 from hpo import hyper, optim, records
 from hpo.data import pipeline
 from hpo.errors import UserError
@@ -117,30 +115,19 @@ class Experiment:
         """
         run_dir = run_dir or self.run_dir(strategy, seed)
         rel = os.path.relpath(run_dir, self.model_dir)
-        done = records.find(self.model_dir, task=self.task, strategy=strategy, seed=seed, run_dir=rel)
-        if done is not None and done.get("train_steps") == self.train_steps:
-            return done  # finished earlier: a re-run neither retrains nor duplicates
+        done = records.finished(self, strategy, seed, rel)
+        if done is not None:
+            return done
         lengths = dict(self.data.task_feature_lengths)
         state = init_state(self.model, tx, seed, lengths, tuner)
         batches = batches or (lambda start: pipeline.train_batches(self.data, seed=seed, start_batch=start))
         trainer = Trainer(run_dir, self.train_steps, checkpoint_every=self.checkpoint_every,
                           log_every=self.log_every, eval_every=self.eval_every)
         result = trainer.fit(state, step_fn, batches, evaluate=self._dev_evaluator(), on_eval=on_eval)
-        record = {
-            "task": self.task, "benchmark": self.evaluation.benchmark, "strategy": strategy, "seed": seed,
-            "backend": self.backend,
-            "run_dir": rel, "dev_loss": result.eval_history[-1]["loss"] if result.eval_history else None,
-            "train_steps": self.train_steps, "train_runs": 1,
-            "compute_steps": self.train_steps * step_cost,
-            "wall_seconds": result.wall_seconds,
-            "hparams": {k: float(v) for k, v in self.base_hparams().items()},
-            **self.evaluation.score(self, result, run_dir, seed),
-            "num_params": num_params(result.state.params), "devices": f"{jax.device_count()}x{jax.devices()[0].platform}",
-            "dev_history": result.eval_history,
-            "gin_config": gin.config_str(),
-            "hpo_version": hpo.__version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
+        record = records.run_record(
+            self, strategy, seed, rel, history=result.eval_history, wall_seconds=result.wall_seconds,
+            step_cost=step_cost, num_params=num_params(result.state.params),
+            scores=self.evaluation.score(self, result, run_dir, seed))
         record.update(record_extra(result.state.tuner) if record_extra else {})
         if write_record:
             records.add(self.model_dir, record)

@@ -1,7 +1,8 @@
 """Result records and MODEL_DIR/comparison.json, the list every run adds itself to."""
 
+import datetime
 import os
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from hpo import io as hpo_io
 
@@ -33,3 +34,31 @@ def find(model_dir: str, **fields) -> Dict:
         if all(record.get(k) == v for k, v in fields.items()):
             return record
     return None
+
+
+def finished(experiment, strategy: str, seed: int, run_dir: str) -> Dict:
+    """The record of a run that has finished (a re-run neither retrains nor duplicates it), or None."""
+    done = find(experiment.model_dir, task=experiment.task, strategy=strategy, seed=seed, run_dir=run_dir)
+    return done if done is not None and done.get("train_steps") == experiment.train_steps else None
+
+
+def run_record(experiment, strategy: str, seed: int, run_dir: str, *, history: Sequence[Dict],
+               wall_seconds: float, step_cost: float, num_params: int, scores: Dict) -> Dict:
+    """The fields every backend writes for one finished training run."""
+    import gin
+    import jax
+    import hpo
+    return {
+        "task": experiment.task, "benchmark": experiment.evaluation.benchmark, "strategy": strategy,
+        "seed": seed, "backend": experiment.backend, "run_dir": run_dir,
+        "dev_loss": history[-1].get("loss") if history else None,
+        "train_steps": experiment.train_steps, "train_runs": 1,
+        "compute_steps": experiment.train_steps * step_cost, "wall_seconds": wall_seconds,
+        "hparams": {k: float(v) for k, v in experiment.base_hparams().items()},
+        **scores,
+        "num_params": num_params, "devices": f"{jax.device_count()}x{jax.devices()[0].platform}",
+        "dev_history": list(history),
+        "gin_config": gin.config_str(),
+        "hpo_version": hpo.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }

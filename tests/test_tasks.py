@@ -88,7 +88,7 @@ def test_tfds_wmt_task_under_mock_data():
         assert np.all(batch["decoder_target_tokens"][:, 0] > 0)
         assert len(_texts(task, "dev")) > 0 and len(_texts(task, "guide")) > 0
     assert isinstance(task.source, seqio.TfdsDataSource)
-    assert set(task.source.splits) == set(tasks.SPLITS)
+    assert set(task.source.splits) == {*tasks.SPLITS, tasks.VALIDATION}
 
 
 def test_wmt_name_must_include_english():

@@ -24,11 +24,13 @@ import gin
 import seqio
 import tensorflow as tf
 
-from hpo import io as hpo_io
+from hpo import bleu, io as hpo_io
 from hpo.data import synthetic, vocab as vocab_lib
 from hpo.errors import UserError
 
 SPLITS = ("train", "guide", "dev", "test")
+# T5X's run configs evaluate on 'validation': there it is another name for dev.
+VALIDATION = "validation"
 PathOrPair = Union[str, Sequence[str]]
 
 
@@ -68,7 +70,7 @@ def _builder_for(name: str) -> Callable[[str], seqio.Task]:
 
 
 def _register(name: str, source: seqio.DataSource, vocabulary: seqio.Vocabulary,
-              preprocessors: Sequence = ()) -> seqio.Task:
+              preprocessors: Sequence = (), metric_fns: Sequence = ()) -> seqio.Task:
     # Re-registering keeps a task in step with the current gin config.
     if name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(name)
@@ -77,7 +79,11 @@ def _register(name: str, source: seqio.DataSource, vocabulary: seqio.Vocabulary,
         name, source=source,
         preprocessors=[*preprocessors, seqio.preprocessors.tokenize,
                        seqio.preprocessors.append_eos_after_trim],
-        output_features={"inputs": feature, "targets": feature})
+        output_features={"inputs": feature, "targets": feature}, metric_fns=list(metric_fns))
+
+
+# Translation tasks are scored with sacrebleu, also by seqio's evaluator (T5X's inference evaluation).
+TRANSLATION_METRICS = (bleu.seqio_metric,)
 
 
 # --- The embedded synthetic language pair --------------------------------------------
@@ -110,7 +116,8 @@ def synthetic_translation_task(name: str = "synthetic_translation", seed: int = 
     vocabulary = vocab_lib.cached_vocabulary(
         os.path.join(directory, f"spm{vocab_size}.model"), _train_text(files["train"]), vocab_size)
     counts = {"train": num_train, "dev": num_dev, "test": num_test}
-    return _register(name, _file_source(files, guide_fraction, counts), vocabulary)
+    return _register(name, _file_source(files, guide_fraction, counts), vocabulary,
+                     metric_fns=TRANSLATION_METRICS)
 
 
 # --- Local parallel corpora ---------------------------------------------------------
@@ -133,7 +140,8 @@ def parallel_corpus_task(name: str = "parallel_corpus", train: PathOrPair = gin.
         vocabulary = vocab_lib.cached_vocabulary(path, _train_text(train), vocab_size)
     else:
         vocabulary = vocab_lib.load_vocabulary(vocab)
-    return _register(name, _file_source(files, guide_fraction, counts), vocabulary)
+    return _register(name, _file_source(files, guide_fraction, counts), vocabulary,
+                     metric_fns=TRANSLATION_METRICS)
 
 
 def _paths(spec: PathOrPair) -> list:
@@ -191,19 +199,19 @@ def _file_source(files: Dict[str, PathOrPair], guide_fraction: float,
                  counts: Dict[str, int]) -> seqio.DataSource:
     every = _guide_every(guide_fraction)
     guide = -(-counts["train"] // every)  # indices 0, every, 2 * every, ...
-    sizes = {**counts, "train": counts["train"] - guide, "guide": guide}
+    sizes = {**counts, "train": counts["train"] - guide, "guide": guide, VALIDATION: counts["dev"]}
 
     def dataset_fn(split, shuffle_files, seed=None):
         del shuffle_files, seed  # one file per split; seqio shuffles examples
-        if split in ("dev", "test"):
-            return _read_pairs(files[split])
+        if split in ("dev", VALIDATION, "test"):
+            return _read_pairs(files["dev" if split == VALIDATION else split])
         keep_guide = split == "guide"
         indexed = _read_pairs(files["train"]).enumerate()
         chosen = indexed.filter(lambda i, ex: tf.equal(i % every == 0, keep_guide))
         return chosen.map(lambda i, ex: ex)
 
     # Known sizes let the pipeline size its shuffle buffer (seqio's in-memory cache stays off).
-    return seqio.FunctionDataSource(dataset_fn, splits=SPLITS, num_input_examples=sizes)
+    return seqio.FunctionDataSource(dataset_fn, splits=(*SPLITS, VALIDATION), num_input_examples=sizes)
 
 
 def _guide_every(guide_fraction: float) -> int:
@@ -236,6 +244,7 @@ def wmt_task(name: str, vocab: str = None, vocab_size: int = 32000, vocab_exampl
     default_eval = ({"dev": "validation[:50%]", "test": "validation[50%:]"} if year == "19"
                     else {"dev": "validation", "test": "test"})
     split_map = {"train": f"train[{pct}%:]", "guide": f"train[:{pct}%]", **default_eval, **(splits or {})}
+    split_map[VALIDATION] = split_map["dev"]
     source_ds = seqio.TfdsDataSource(tfds_name=tfds_name, splits=split_map, tfds_data_dir=tfds_data_dir)
     if vocab is None:
         path = os.path.join(data_dir(), "wmt", f"{tfds_name.replace('/', '_').replace(':', '-')}-spm{vocab_size}.model")
@@ -244,7 +253,7 @@ def wmt_task(name: str, vocab: str = None, vocab_size: int = 32000, vocab_exampl
     else:
         vocabulary = vocab_lib.load_vocabulary(vocab)
     to_pair = functools.partial(_select_pair, source=source, target=target)
-    return _register(name, source_ds, vocabulary, preprocessors=[to_pair])
+    return _register(name, source_ds, vocabulary, preprocessors=[to_pair], metric_fns=TRANSLATION_METRICS)
 
 
 def _select_pair(dataset, source, target):

@@ -71,7 +71,7 @@ class OptunaSearch(Strategy):
             pruners = {None: optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
                        "hyperband": optuna.pruners.HyperbandPruner}
             return optuna.create_study(
-                study_name=self.study_name or f"{experiment.task}-seed{seed}", storage=storage,
+                study_name=self.study_name or default_study_name(experiment, seed), storage=storage,
                 sampler=samplers[self.sampler_name](), pruner=pruners[self.pruner_name](),
                 direction="maximize" if self.objective == "dev_bleu" else "minimize", load_if_exists=True)
 
@@ -172,6 +172,12 @@ class OptunaSearch(Strategy):
         from hpo import records
         records.add(experiment.model_dir, record)
         return record
+
+
+def default_study_name(experiment, seed: int) -> str:
+    """`<task>-seed<N>` for the built-in engine, `<task>-<backend>-seed<N>` for another."""
+    backend = "" if experiment.backend == "builtin" else f"-{experiment.backend}"
+    return f"{experiment.task}{backend}-seed{seed}"
 
 
 def _count(study) -> int:

@@ -1,0 +1,228 @@
+"""A T5X experiment: what `t5x.train` is configured to do, run by hpo's strategies.
+
+The strategies call it as they call the built-in `Experiment`:
+`train_fixed(values_at)` and `train_guided(tuning)`. Each run is one call of
+T5X's `train()` with the user's gin configuration and a few things hpo sets:
+the run's directory (`MODEL_DIR/t5x/<strategy>/seed<N>`), the seed, hpo's
+trainer (T5X's, taking the strategy's values), checkpointed input pipelines
+(a resumed run sees the same batches), and an action that collects T5X's
+evaluations. Then dev and test are decoded with T5X's inference and scored.
+"""
+
+import copy
+import dataclasses
+import os
+import time
+from typing import Callable, Dict, Optional
+
+import gin
+import jax
+import t5x.train as t5x_train
+from t5x import optimizers as t5x_optimizers
+from t5x import trainer as trainer_lib
+from t5x import utils
+
+from hpo import evaluate as hpo_evaluate
+from hpo import hyper, io as hpo_io, records
+from hpo.data import pipeline, tasks
+from hpo.errors import UserError
+from hpo.evaluate import Translation
+from hpo.t5x_backend import data, optim as t5x_optim
+from hpo.t5x_backend.evaluate import EvalReport, translate
+from hpo.t5x_backend.trainer import GuidedTrainer, ValuesTrainer
+
+WALL_FILE = "hpo-wall.json"  # seconds spent by earlier, interrupted invocations of a run
+
+
+class T5xExperiment:
+    backend = "t5x"
+    # What Optuna may select on and how a record is summarised; T5X runs are scored below.
+    evaluation = Translation()
+
+    def __init__(self):
+        try:  # gin builds the model, partitioner and datasets configured for `train`
+            self.train_args = dict(gin.get_bindings(t5x_train.train))
+            self.trainer_args = dict(gin.get_bindings(trainer_lib.Trainer))
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001  (anything the user's T5X configuration raises)
+            raise UserError(f"T5X configuration: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") \
+                from e
+        missing = [k for k in ("model", "train_dataset_cfg", "partitioner", "total_steps", "model_dir")
+                   if self.train_args.get(k) is None]
+        if missing:
+            raise UserError(f"T5X configuration: train.{missing[0]} is not bound (include a T5X run config "
+                            f"such as t5x/configs/runs/pretrain.gin, or hpo's t5x/translation.gin)")
+        self.model = self.train_args["model"]
+        self.data_cfg: utils.DatasetConfig = self.train_args["train_dataset_cfg"]
+        self.model_dir = os.path.abspath(os.path.expanduser(self.train_args["model_dir"]))
+        self.train_steps = int(self.train_args["total_steps"])
+        if self.train_steps <= 0:
+            raise UserError(f"TRAIN_STEPS must be positive, got {self.train_steps}")
+        if not isinstance(self.data_cfg.mixture_or_task_name, str):
+            raise UserError("T5X configuration: train_dataset_cfg.mixture_or_task_name must name a task")
+        tasks.get_task(self.task)  # hpo's task families register themselves by name
+        trainer_cls = self.train_args.get("trainer_cls")
+        # A trainer class of the user's own: fixed runs may use it as it is; hpo cannot step it.
+        self.user_trainer = None if _is_t5x_trainer(trainer_cls) else trainer_cls
+
+    @property
+    def task(self) -> str:
+        return self.data_cfg.mixture_or_task_name
+
+    @property
+    def batch_size(self) -> int:
+        return self.data_cfg.batch_size
+
+    def run_dir(self, strategy: str, seed: int, *parts: str) -> str:
+        return os.path.join(self.model_dir, self.backend, strategy, f"seed{seed}", *parts)
+
+    def base_hparams(self) -> Dict[str, float]:
+        """The learning-rate multiplier (1), the optimizer's injected values and the model's label smoothing."""
+        injected = t5x_optim.injected_values(self.model.optimizer_def)
+        injected.pop("learning_rate", None)  # the rate itself comes from Trainer.learning_rate_fn
+        return {"learning_rate": 1.0, **injected,
+                "label_smoothing": float(getattr(self.model, "_label_smoothing", 0.0))}
+
+    def check_settable(self, name: str, who: str) -> None:
+        if self.user_trainer is not None:
+            raise UserError(f"{who}: train.trainer_cls is bound to {self.user_trainer.__name__}, a trainer of "
+                            f"your own, which cannot take hpo's values; bind it to t5x.trainer.Trainer")
+        t5x_optim.check_settable(self.model.optimizer_def, name, who)
+
+    # --- what strategies call -------------------------------------------------------------
+
+    def train_fixed(self, strategy: str, seed: int, values_at: Callable, **kwargs) -> Dict:
+        if self.user_trainer is not None:  # runs as T5X runs it, so only with the configured values
+            base = self.base_hparams()
+            changed = sorted(k for k, v in values_at(0).items() if abs(float(v) - base.get(k, float(v))) > 1e-12)
+            if changed:
+                raise UserError(f"{strategy}: train.trainer_cls is {self.user_trainer.__name__}, a trainer of "
+                                f"your own, which cannot take hpo's values ({', '.join(changed)})")
+            return self._train(strategy, seed, self.user_trainer, **kwargs)
+        trainer = _bound(ValuesTrainer, values_at=values_at)
+        return self._train(strategy, seed, trainer, **kwargs)
+
+    def train_guided(self, strategy: str, seed: int, tuning: hyper.Tuning, **kwargs) -> Dict:
+        if self.user_trainer is not None:
+            raise UserError(f"guided: train.trainer_cls is bound to {self.user_trainer.__name__}; the guided "
+                            f"strategy brings its own trainer (leave train.trainer_cls = @trainer.Trainer)")
+        optimizer_def = self.model.optimizer_def
+        t5x_optim.require_optax(optimizer_def, strategy)
+        if tuning.guide_batch_size != self.batch_size:
+            raise UserError(f"guided: on T5X the guide batch is as large as the training batch "
+                            f"({self.batch_size}), not {tuning.guide_batch_size}: T5X feeds one batch shape")
+        data.require_guide_split(self.task)
+        model = copy.copy(self.model)
+        model.optimizer_def = t5x_optimizers.OptaxWrapper(
+            t5x_optim.carrying_tuner(optimizer_def.optax_optimizer, tuning.init(self.train_steps)))
+        trainer = _bound(GuidedTrainer, tuning=tuning)
+        return self._train(strategy, seed, trainer, model=model,
+                           get_dataset_fn=data.guided_dataset_fn(tuning.guide_refresh_every), **kwargs)
+
+    # --- one run ------------------------------------------------------------------------------
+
+    def _train(self, strategy: str, seed: int, trainer_cls, *, model=None, get_dataset_fn=None,
+               run_dir: str = None, on_eval: Optional[Callable] = None,
+               record_extra: Callable = None, step_cost: float = 1.0, write_record: bool = True) -> Dict:
+        run_dir = run_dir or self.run_dir(strategy, seed)
+        rel = os.path.relpath(run_dir, self.model_dir)
+        done = records.finished(self, strategy, seed, rel)
+        if done is not None:
+            return done
+        model = model or self.model
+        history = []
+        infer_cfg = self.train_args.get("infer_eval_dataset_cfg")
+        report = EvalReport(self.task, history, self.train_steps, on_eval, calls_on_infer=infer_cfg is not None)
+        made = {}
+
+        def make_trainer(**kwargs):
+            if trainer_cls is self.user_trainer:
+                made["trainer"] = trainer_cls(**kwargs)
+            else:
+                made["trainer"] = trainer_cls(**kwargs, **self.trainer_args, train_steps=self.train_steps)
+            return made["trainer"]
+
+        args = {**self.train_args, "model": model, "model_dir": run_dir, "random_seed": seed,
+                "trainer_cls": make_trainer, "train_dataset_cfg": self._seeded(self.data_cfg, seed),
+                "checkpoint_cfg": _checkpointing_data(self.train_args.get("checkpoint_cfg")),
+                "actions": report.actions(), "concurrent_metrics": False}
+        if get_dataset_fn is not None:
+            args["get_dataset_fn"] = get_dataset_fn
+        wall_file = os.path.join(run_dir, WALL_FILE)
+        earlier = (hpo_io.read_json(wall_file, default={}) or {}).get("seconds", 0.0)
+        start = time.time()
+        try:
+            _, train_state = t5x_train.train(**args)
+        finally:
+            hpo_io.write_json(wall_file, {"seconds": earlier + time.time() - start})
+        if report.stopped is not None:
+            raise report.stopped
+        trainer = made["trainer"]
+        scores = self._score(model, train_state, trainer._train_state_axes, run_dir)  # noqa: SLF001
+        record = records.run_record(
+            self, strategy, seed, rel, history=history, wall_seconds=earlier + time.time() - start,
+            step_cost=step_cost, num_params=_num_params(train_state.params), scores=scores)
+        tuner = train_state.param_states.tuner if isinstance(train_state.param_states, t5x_optim.TunedState) \
+            else None
+        record["t5x"] = self._description()
+        record.update(record_extra(_local(tuner)) if record_extra else {})
+        if write_record:
+            records.add(self.model_dir, record)
+        return record
+
+    def _seeded(self, cfg: utils.DatasetConfig, seed: int) -> utils.DatasetConfig:
+        # T5X's run configs leave the training data's seed to the clock; a run is a function of its seed.
+        return cfg if cfg.seed is not None else dataclasses.replace(cfg, seed=seed)
+
+    def _score(self, model, train_state, train_state_axes, run_dir: str) -> Dict:
+        partitioner = self.train_args["partitioner"]
+        lengths = dict(self.data_cfg.task_feature_lengths)
+        infer_cfg = self.train_args.get("infer_eval_dataset_cfg")
+        batch_size = infer_cfg.batch_size if infer_cfg is not None else self.batch_size
+        config = pipeline.DatasetConfig(self.task, lengths, batch_size)
+        scores = {}
+        for split in ("dev", "test"):
+            hypotheses, references = translate(model, partitioner, train_state, train_state_axes, config, split,
+                                               batch_size)
+            scores[split] = hpo_evaluate.score_split(hypotheses, references, os.path.join(run_dir, f"{split}.hyp"))
+        decode_fn = getattr(model, "_decode_fn", None)
+        return {**hpo_evaluate.record_fields(scores["dev"], scores["test"], run_dir, self.model_dir),
+                "decode": {"method": getattr(decode_fn, "__name__", str(decode_fn)), "batch_size": batch_size}}
+
+    def _description(self) -> Dict:
+        partitioner = self.train_args["partitioner"]
+        mesh = partitioner.mesh
+        return {"partitioner": type(partitioner).__name__,
+                "mesh": {name: int(size) for name, size in mesh.shape.items()},
+                "optimizer": type(self.model.optimizer_def).__name__,
+                "num_microbatches": self.trainer_args.get("num_microbatches")}
+
+
+def _is_t5x_trainer(cls) -> bool:
+    """T5X's Trainer itself, or the subclass gin makes of it to apply its bindings."""
+    stock = trainer_lib.Trainer
+    return cls is None or cls is stock or (isinstance(cls, type) and cls.__bases__ == (stock,)
+                                           and cls.__name__ == stock.__name__)
+
+
+def _bound(cls, **fixed):
+    def make(**kwargs):
+        return cls(**kwargs, **fixed)
+    return make
+
+
+def _checkpointing_data(checkpoint_cfg):
+    """The user's checkpoint settings, plus the input pipeline's position (exact resume)."""
+    if checkpoint_cfg is None or checkpoint_cfg.save is None:
+        raise UserError("T5X configuration: utils.CheckpointConfig.save is not set; runs must checkpoint "
+                        "to resume (T5X's run configs set it)")
+    return dataclasses.replace(checkpoint_cfg, save=dataclasses.replace(checkpoint_cfg.save, save_dataset=True))
+
+
+def _local(tree):
+    return None if tree is None else jax.tree.map(lambda x: utils.get_local_data(x), tree)
+
+
+def _num_params(params) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(params)))
