@@ -3,9 +3,20 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+T5X_STAMP := $(VENV)/.installed-t5x
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test demo bench clean
+# T5X is not on PyPI. Offline: wheels built from its public source (../shared/wheels
+# beside this checkout, or beside the repository it was cloned from). Online: the same
+# commits from GitHub, installed without their setup.py requirements (those pull git
+# HEADs, tensorflow-cpu and tfds-nightly); the project's [t5x] extra lists them instead.
+ORIGIN     := $(shell git config --get remote.origin.url 2>/dev/null)
+T5X_WHEELS ?= $(firstword $(wildcard ../shared/wheels $(ORIGIN)/../shared/wheels))
+T5X_GIT    := git+https://github.com/google-research/t5x@cc342d419ec3e3e9c4bf1df33c82330cafdc1e16 \
+              git+https://github.com/google/airio@69897df7d9a427b947a9f7bb4164c7782b43e601 \
+              git+https://github.com/google-research/jestimator@326824a477feef6d92e6f44175000907a72899ca
+
+.PHONY: setup setup-t5x test demo bench clean
 
 setup: $(STAMP)
 
@@ -15,13 +26,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+setup-t5x: $(T5X_STAMP)
+
+$(T5X_STAMP): $(STAMP)
+ifneq ($(T5X_WHEELS),)
+	@echo "installing T5X from $(T5X_WHEELS)"
+	$(BIN)/pip install -q --find-links $(T5X_WHEELS) -e '.[test,t5x]' t5x airio jestimator
+else
+	@echo "installing T5X from GitHub (pinned commits)"
+	$(BIN)/pip install -q -e '.[test,t5x]'
+	$(BIN)/pip install -q --no-deps $(T5X_GIT)
+endif
+	$(BIN)/python -c "import t5x.train"
+	touch $(T5X_STAMP)
+
+# The suite includes the T5X backend's tests, so it installs T5X first.
+test: $(T5X_STAMP)
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
 	$(BIN)/hpo run
 
-bench: $(STAMP)
+bench: $(T5X_STAMP)
 	$(BIN)/python -m bench.run
 
 clean:

@@ -36,6 +36,12 @@ def find(model_dir: str, **fields) -> Dict:
     return None
 
 
+def as_float(value) -> float:
+    """A (float32) hyper-parameter value as the shortest decimal that rounds to it: 0.8, not 0.800000011920929."""
+    import numpy as np
+    return float(str(np.float32(value)))
+
+
 def finished(experiment, strategy: str, seed: int, run_dir: str) -> Dict:
     """The record of a run that has finished (a re-run neither retrains nor duplicates it), or None."""
     done = find(experiment.model_dir, task=experiment.task, strategy=strategy, seed=seed, run_dir=run_dir)
@@ -54,7 +60,7 @@ def run_record(experiment, strategy: str, seed: int, run_dir: str, *, history: S
         "dev_loss": history[-1].get("loss") if history else None,
         "train_steps": experiment.train_steps, "train_runs": 1,
         "compute_steps": experiment.train_steps * step_cost, "wall_seconds": wall_seconds,
-        "hparams": {k: float(v) for k, v in experiment.base_hparams().items()},
+        "hparams": {k: as_float(v) for k, v in experiment.base_hparams().items()},
         **scores,
         "num_params": num_params, "devices": f"{jax.device_count()}x{jax.devices()[0].platform}",
         "dev_history": list(history),

@@ -97,13 +97,19 @@ def resolve(record: Dict, model_dir: str, rel: Optional[str]) -> Optional[str]:
     return os.path.join(record.get(MODEL_DIR_FIELD) or model_dir, rel)
 
 
+def backend(record: Dict) -> str:
+    return str(record.get("backend") or "builtin")  # records from before backends were built-in runs
+
+
 def row_label(record: Dict) -> str:
-    """The strategy, with runs that replayed a schedule set apart: 'fixed (replay mean)'."""
+    """The strategy, with runs that replayed a schedule set apart ('fixed (replay mean)') and
+    runs of another backend than the built-in engine marked ('guided [t5x]')."""
     strategy, replay = str(record.get("strategy")), record.get("replay")
-    if not replay:
-        return strategy
-    mode = replay.get("mode") if isinstance(replay, dict) else None
-    return f"{strategy} (replay {mode})" if mode else f"{strategy} (replay)"
+    label = strategy
+    if replay:
+        mode = replay.get("mode") if isinstance(replay, dict) else None
+        label = f"{strategy} (replay {mode})" if mode else f"{strategy} (replay)"
+    return label if backend(record) == "builtin" else f"{label} [{backend(record)}]"
 
 
 def sort_key(record: Dict) -> tuple:
@@ -122,13 +128,15 @@ def is_glue(record: Dict) -> bool:
 
 
 def _group_key(record: Dict) -> tuple:
-    """BLEU rows first, in sort_key order; then GLUE rows, real and synthetic data apart."""
+    """BLEU rows first, in sort_key order; then GLUE rows, real and synthetic data apart;
+    each backend's rows together (compared with that backend's fixed run)."""
     task, *rest = sort_key(record)
-    return (is_glue(record), task, bool(record.get("glue_synthetic")), *rest)
+    return (is_glue(record), task, bool(record.get("glue_synthetic")), backend(record) != "builtin",
+            backend(record), *rest)
 
 
 def _baseline_key(record: Dict) -> tuple:
-    return _group_key(record)[:3]
+    return _group_key(record)[:5]
 
 
 # ---------------------------------------------------------------- rows

@@ -6,6 +6,7 @@ from typing import Callable, Dict, Mapping, Tuple
 import gin
 import jax.numpy as jnp
 
+from hpo import records
 from hpo.errors import UserError
 from hpo.strategies.base import Strategy
 
@@ -67,7 +68,7 @@ class Fixed(Strategy):
         """One training run; `kwargs` go to the experiment's `train_fixed` (Optuna
         trials pass their own run_dir, a pruning hook and write_record=False)."""
         values_at, info = self.step_values(experiment)
-        fixed = {k: float(v) for k, v in values_at(0).items()}
+        fixed = {k: records.as_float(v) for k, v in values_at(0).items()}
         default_dir = experiment.run_dir(self.name + ("-replay-" + self.replay_mode if info else ""), seed)
         return experiment.train_fixed(
             self.name, seed, values_at, run_dir=run_dir or default_dir,

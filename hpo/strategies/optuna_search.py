@@ -153,7 +153,7 @@ class OptunaSearch(Strategy):
         steps = sum(t.user_attrs.get("steps_run", 0) for t in trials)
         record = {
             "task": experiment.task, "benchmark": experiment.evaluation.benchmark, "strategy": self.name,
-            "seed": seed, "run_dir": attrs["run_dir"],
+            "seed": seed, "backend": experiment.backend, "run_dir": attrs["run_dir"],
             **{key: attrs.get(key) for key in experiment.evaluation.result_keys},
             "train_steps": experiment.train_steps, "train_runs": len(trials),
             "total_train_steps": steps, "compute_steps": float(steps),

@@ -12,12 +12,11 @@ from typing import Any, Dict, NamedTuple, Optional
 
 import gin
 import jax
-import numpy as np
 import optax
 from t5x import adafactor as t5x_adafactor
 from t5x import optimizers as t5x_optimizers
 
-from hpo import optim
+from hpo import optim, records
 from hpo.errors import UserError
 
 INJECTED_STATES = (optax.InjectStatefulHyperparamsState, optax.InjectHyperparamsState)
@@ -102,8 +101,7 @@ def injected_values(optimizer_def) -> Dict[str, float]:
     if not names:
         return {}
     leaves, _, index = _find_injected(optimizer_def.optax_optimizer.init({}))
-    # float32 in the state: the shortest decimal that rounds to it (0.8, not 0.800000011920929)
-    return {ours: float(str(np.float32(leaves[index].hyperparams[theirs]))) for ours, theirs in names.items()}
+    return {ours: records.as_float(leaves[index].hyperparams[theirs]) for ours, theirs in names.items()}
 
 
 def set_values(train_state, names: Dict[str, str], values: Dict[str, Any], learning_rate):

@@ -35,6 +35,11 @@ def cross_entropy(model, params, batch) -> tuple:
     return total, weight
 
 
+def _step_number(train_state) -> jnp.ndarray:
+    # T5X restores the step of a checkpoint as float32; it indexes schedules here.
+    return jnp.asarray(train_state.step).astype(jnp.int32)
+
+
 def _with_label_smoothing(model, value):
     # T5X's loss_fn reads the model's label smoothing: a copy carries the step's (traced) value.
     model = copy.copy(model)
@@ -73,7 +78,7 @@ class ValuesTrainer(trainer_lib.Trainer):
             other_state_variables={"flax_mutables": flax_mutables} if flax_mutables else None)
 
     def step(self, train_state, batch):
-        values = self._values_at(train_state.step)
+        values = self._values_at(_step_number(train_state))
         train_state, metrics = self.update(train_state, batch, values)
         metrics.update(_averages({f"hparams/{k}": v for k, v in values.items()}))
         return train_state, metrics
@@ -124,7 +129,7 @@ class GuidedTrainer(ValuesTrainer):
             total, weight = cross_entropy(self._model, updated.params, guide)
             return total / jnp.maximum(weight, 1.0), (updated, metrics)
 
-        step = train_state.step
+        step = _step_number(train_state)
         guide_loss, (updated, metrics), values, tuner, grads = self._tuning.step(
             t5x_optim.tuner_of(train_state), step, lookahead)
         logged = hyper.step_metrics(guide_loss, values, grads, self._learning_rate_fn(step))

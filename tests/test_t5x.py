@@ -1,0 +1,292 @@
+"""The T5X backend: every strategy through t5x.train, model parallelism, resume after a kill,
+hyper-gradients through T5X's update, and bad input.
+
+T5X is installed by `make test` (from ../shared/wheels, or GitHub at pinned
+commits); these tests import it unconditionally, so a missing T5X fails them.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from hpo.cli.main import main
+
+T5X = ["--backend=t5x", "--gin_file=t5x/test.gin"]
+# T5X's PjitPartitioner, with 2 model partitions on a (2 data x 2 model) CPU mesh.
+MODEL_PARALLEL = """
+from __gin__ import dynamic_registration
+import __main__ as train_script
+from t5x import partitioning
+from hpo.t5x_backend import partitioning as hpo_partitioning
+
+train_script.train.partitioner = @hpo_partitioning.HostMeshPartitioner()
+hpo_partitioning.HostMeshPartitioner:
+  num_partitions = 2
+  logical_axis_rules = @partitioning.standard_logical_axis_rules()
+"""
+
+
+def _hpo(*args, env=None, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "hpo.cli.main", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kwargs)
+
+
+def _finish(process, timeout=900):
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-3000:]
+    return out
+
+
+def _records(model_dir):
+    return {r["strategy"]: r for r in json.load(open(os.path.join(model_dir, "comparison.json")))}
+
+
+def _schedule(model_dir, record):
+    with open(os.path.join(model_dir, record["schedule_file"])) as f:
+        return [float(row["learning_rate"]) for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """fixed, guided and two Optuna trials on T5X's tiny network, one device."""
+    model_dir = str(tmp_path_factory.mktemp("t5x"))
+    out = _finish(_hpo("run", *T5X, "--strategy=fixed,guided,optuna", "--gin.OptunaSearch.n_trials=2",
+                       f"--model_dir={model_dir}"))
+    return model_dir, out
+
+
+def test_every_strategy_writes_a_t5x_row(runs):
+    model_dir, out = runs
+    records = _records(model_dir)
+    assert sorted(records) == ["fixed", "guided", "optuna"]
+    for strategy, record in records.items():
+        assert record["backend"] == "t5x" and record["train_steps"] == 4
+        assert np.isfinite(record["test_bleu"]) and record["bleu_signature"].startswith("nrefs:1")
+        hyps = open(os.path.join(model_dir, record["hypotheses"])).read().splitlines()
+        assert len(hyps) == record["test_sentences"] == 16
+        assert record["run_dir"].startswith(os.path.join("t5x", strategy))
+        assert f"| {strategy} [t5x] |" in out
+    fixed = records["fixed"]
+    assert [h["step"] for h in fixed["dev_history"]] == [2, 4]  # T5X's evaluations, every EVAL_PERIOD
+    assert all(np.isfinite(h["loss"]) and "bleu" in h for h in fixed["dev_history"])
+    assert fixed["dev_loss"] == fixed["dev_history"][-1]["loss"]
+    assert fixed["hparams"] == {"learning_rate": 1.0, "decay_rate": 0.8, "eps": 1e-20, "label_smoothing": 0.0}
+    assert fixed["t5x"]["mesh"] == {"data": 1, "model": 1} and fixed["t5x"]["optimizer"] == "OptaxWrapper"
+    # T5X's own artefacts: its checkpoints (with the input pipeline), config and summaries.
+    run = os.path.join(model_dir, fixed["run_dir"])
+    assert {"checkpoint_4", "config.gin", "train", "training_eval"} <= set(os.listdir(run))
+    assert "dataset" in os.listdir(os.path.join(run, "checkpoint_4"))
+
+
+def test_guided_on_t5x_learns_and_writes_its_schedule(runs):
+    model_dir, _ = runs
+    guided = _records(model_dir)["guided"]
+    schedule = _schedule(model_dir, guided)
+    assert len(schedule) == 4 and schedule[0] == pytest.approx(1.0, rel=1e-6)
+    assert schedule[-1] != schedule[0]  # the meta-optimizer moved it
+    assert guided["learned_schedule"]["learning_rate"]["final"] == pytest.approx(schedule[-1])
+    assert guided["compute_steps"] == 8.0  # a guide batch as large as the training batch
+    assert guided["nonfinite_hypergrad_steps"] == {"learning_rate": 0}
+
+
+def test_optuna_on_t5x_runs_trials_as_t5x_runs(runs):
+    model_dir, _ = runs
+    optuna = _records(model_dir)["optuna"]
+    assert optuna["train_runs"] == 2 and [t["state"] for t in optuna["trials"]] == ["COMPLETE", "COMPLETE"]
+    assert optuna["study"]["name"] == "synthetic_translation-t5x-seed0"
+    for trial in optuna["trials"]:
+        assert os.path.isdir(os.path.join(model_dir, "t5x", "optuna", "seed0", f"trial_{trial['number']}",
+                                          "checkpoint_4"))
+    assert optuna["dev_bleu"] == max(t["dev_bleu"] for t in optuna["trials"])
+
+
+def test_model_parallel_losses_equal_one_device_losses(runs, tmp_path):
+    model_dir, _ = runs
+    gin_file = tmp_path / "model_parallel.gin"
+    gin_file.write_text(MODEL_PARALLEL)
+    parallel_dir = str(tmp_path / "parallel")
+    _finish(_hpo("run", *T5X, f"--gin_file={gin_file}", "--strategy=fixed,guided", f"--model_dir={parallel_dir}",
+                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}))
+    one, four = _records(model_dir), _records(parallel_dir)
+    for strategy in ("fixed", "guided"):
+        assert four[strategy]["t5x"]["mesh"] == {"data": 2, "model": 2}
+        losses = [[h["loss"] for h in r[strategy]["dev_history"]] for r in (one, four)]
+        np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+    np.testing.assert_allclose(_schedule(parallel_dir, four["guided"]), _schedule(model_dir, one["guided"]),
+                               rtol=1e-4)
+    info = open(os.path.join(parallel_dir, four["guided"]["run_dir"], "model-info.txt")).read()
+    assert "partition spec (None, 'model')" in info  # parameters are split over the model axis
+
+
+def test_guided_resumes_after_a_kill_with_the_same_schedule(runs, tmp_path):
+    model_dir, _ = runs
+    resumed_dir = str(tmp_path / "resumed")
+    checkpoint = os.path.join(resumed_dir, "t5x", "guided", "seed0", "checkpoint_2", "commit_success.txt")
+    process = _hpo("run", *T5X, "--strategy=guided", f"--model_dir={resumed_dir}")
+    while not os.path.exists(checkpoint) and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "finished before it could be killed"
+    assert not os.path.exists(os.path.join(resumed_dir, "comparison.json"))
+    _finish(_hpo("run", *T5X, "--strategy=guided", f"--model_dir={resumed_dir}"))
+    whole, resumed = _records(model_dir)["guided"], _records(resumed_dir)["guided"]
+    np.testing.assert_allclose(_schedule(resumed_dir, resumed), _schedule(model_dir, whole), rtol=1e-6)
+    assert resumed["dev_loss"] == pytest.approx(whole["dev_loss"], rel=1e-6)
+    assert len(json.load(open(os.path.join(resumed_dir, "comparison.json")))) == 1
+
+
+def test_t5x_hypergradients_equal_finite_differences(tmp_path):
+    """The guided step through T5X's update (learning rate, Adafactor's decay rate and label
+    smoothing, the last second order through T5X's custom-gradient cross-entropy)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from t5x import optimizers, train_state as train_state_lib
+    from hpo import hyper
+    from hpo.t5x_backend import config, optim as t5x_optim, trainer as t5x_trainer
+    import gin
+    import t5x.train
+
+    config.parse(["t5x/test.gin"], [f"MODEL_DIR = '{tmp_path}'"])
+    bindings = gin.get_bindings(t5x.train.train)
+    model, partitioner = bindings["model"], bindings["partitioner"]
+    specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"],
+             "decay_rate": hyper.DEFAULT_SPECS["decay_rate"],
+             "label_smoothing": hyper.HparamSpec("exp", init=0.1)}
+    tuning = hyper.Tuning(specs=specs, fixed_values={"eps": 1e-20}, meta_tx=optax.adam(1e-2))
+    model.optimizer_def = optimizers.OptaxWrapper(
+        t5x_optim.carrying_tuner(model.optimizer_def.optax_optimizer, tuning.init(4)))
+    rng = np.random.RandomState(0)
+
+    def batch():
+        targets = rng.randint(2, 300, (8, 16)).astype(np.int32)
+        targets[:, 12:] = 0
+        return {"encoder_input_tokens": rng.randint(2, 300, (8, 16)).astype(np.int32),
+                "decoder_input_tokens": np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
+                "decoder_target_tokens": targets, "decoder_loss_weights": (targets > 0).astype(np.float32)}
+
+    shapes = {k: v.shape for k, v in batch().items()}
+    variables = model.get_initial_variables(jax.random.PRNGKey(0), shapes, {k: jnp.int32 for k in shapes})
+    state = train_state_lib.FlaxOptimTrainState.create(model.optimizer_def, variables)
+    trainer = t5x_trainer.GuidedTrainer(
+        model=model, train_state=state, partitioner=partitioner, eval_names=[], summary_dir=None,
+        train_state_axes=None, rng=jax.random.PRNGKey(1), learning_rate_fn=lambda step: 0.1,
+        num_microbatches=None, tuning=tuning)
+    update = jax.jit(trainer.update)
+    for _ in range(2):  # Adafactor's second-moment decay has no effect on the first step
+        state, _ = update(state, batch(), tuning.initial_values())
+    train, guide = batch(), batch()
+    combined = {**train, **{t5x_trainer.GUIDE + k: v for k, v in guide.items()}}
+
+    @jax.jit
+    def guide_loss(raw):
+        values = {**tuning.fixed_values, **hyper.activate_all(specs, raw)}
+        updated, _ = trainer.update(state, train, values)
+        total, weight = t5x_trainer.cross_entropy(model, updated.params, guide)
+        return total / weight
+
+    raw = state.param_states.tuner["raw"]
+    _, metrics = jax.jit(trainer.step)(state, combined)
+    h = 2e-2  # float32: large enough for the difference to stand well above rounding
+    for name in specs:
+        reported = float(metrics[f"hypergrad/{name}"].compute())
+        up = float(guide_loss({**raw, name: raw[name] + h}))
+        down = float(guide_loss({**raw, name: raw[name] - h}))
+        fd = (up - down) / (2 * h)
+        assert fd != 0.0, name
+        assert reported == pytest.approx(fd, rel=2e-2), (name, reported, fd)
+
+
+# --- bad input: one line, exit status 2, nothing written --------------------------------------
+
+USER_TRAINER = """
+from t5x import trainer
+
+
+class MyTrainer(trainer.Trainer):
+    pass
+"""
+
+
+def _fails(capsys, tmp_path, *args, match):
+    model_dir = tmp_path / "run"
+    assert main(["run", *args, f"--model_dir={model_dir}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hpo: error:") and match in err[0], err
+    assert not (model_dir / "comparison.json").exists()
+
+
+def test_no_t5x_installed_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "t5x.train", None)  # `import t5x.train` now fails
+    _fails(capsys, tmp_path, *T5X, match="needs T5X, which is not installed")
+
+
+def test_the_builtin_engine_never_imports_t5x():
+    code = "import sys, hpo.registry, hpo.cli.main, hpo.experiment; print(sorted(m for m in sys.modules if m.startswith('t5x')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
+def test_a_t5x_gin_file_that_does_not_parse(capsys, tmp_path):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("from __gin__ import dynamic_registration\nnetwork.T5Config.emb_dim = = 3\n")
+    _fails(capsys, tmp_path, *T5X, f"--gin_file={bad}", match="gin (T5X)")
+
+
+def test_guided_with_a_trainer_class_of_the_users_own(capsys, tmp_path, monkeypatch):
+    (tmp_path / "my_trainers.py").write_text(USER_TRAINER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gin_file = tmp_path / "mine.gin"
+    gin_file.write_text(textwrap.dedent("""
+        from __gin__ import dynamic_registration
+        import __main__ as train_script
+        import my_trainers
+        train_script.train.trainer_cls = @my_trainers.MyTrainer
+        my_trainers.MyTrainer:
+          num_microbatches = None
+        """))
+    _fails(capsys, tmp_path, *T5X, f"--gin_file={gin_file}", "--strategy=guided", match="MyTrainer")
+
+
+def test_tuning_what_t5x_adafactor_keeps_out_of_the_train_state(capsys, tmp_path):
+    gin_file = tmp_path / "t5x_adafactor.gin"
+    gin_file.write_text("from __gin__ import dynamic_registration\nfrom t5x import adafactor\n"
+                        "OPTIMIZER = @adafactor.Adafactor()\n")
+    _fails(capsys, tmp_path, *T5X, f"--gin_file={gin_file}", "--strategy=guided",
+           "--gin.Guided.tune=['decay_rate']", match="use the optax one")
+
+
+def test_guided_on_a_task_without_a_guide_split(capsys, tmp_path, monkeypatch):
+    (tmp_path / "no_guide.py").write_text(textwrap.dedent("""
+        import seqio
+        import tensorflow as tf
+        from hpo.data import tasks
+
+        vocabulary = tasks.get_task("synthetic_translation").output_features["targets"].vocabulary
+        feature = seqio.Feature(vocabulary)
+        source = seqio.FunctionDataSource(
+            lambda split, shuffle_files, seed=None: tf.data.Dataset.from_tensors({"inputs": "a", "targets": "b"}),
+            splits=("train", "validation"))
+        if "no_guide" not in seqio.TaskRegistry.names():
+            seqio.TaskRegistry.add("no_guide", source=source, preprocessors=[seqio.preprocessors.tokenize],
+                                   output_features={"inputs": feature, "targets": feature})
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gin_file = tmp_path / "task.gin"
+    gin_file.write_text("from __gin__ import dynamic_registration\nimport no_guide\n"
+                        "MIXTURE_OR_TASK_NAME = 'no_guide'\n")
+    _fails(capsys, tmp_path, *T5X, f"--gin_file={gin_file}", "--strategy=guided", match="no 'guide' split")
+
+
+def test_a_guide_batch_of_another_size(capsys, tmp_path):
+    _fails(capsys, tmp_path, *T5X, "--strategy=guided", "--gin.Guided.guide_batch_size=4",
+           match="as large as the training batch")
