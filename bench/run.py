@@ -30,7 +30,7 @@ from hpo import config
 from hpo import io as hpo_io
 from hpo.errors import UserError
 
-SECTIONS = ("throughput", "guided", "decode", "memory", "data_wait")
+SECTIONS = ("throughput", "guided", "decode", "memory", "data_wait", "t5x")
 
 
 def _parse(argv: Sequence[str]):
@@ -147,8 +147,27 @@ def _data_wait(args, gin_files):
     return r
 
 
+def _t5x(args, gin_files):
+    from bench.t5x_step import SIZES, in_subprocess
+    out = {}
+    for size in SIZES:
+        r = out[size] = in_subprocess(size, args.repeats)
+        where = f"t5x[{size}]"
+        print(f"{where}: batch {r['batch']} tokens, float32, {r['model_params']} parameters, hpo's optax "
+              f"Adafactor on both", flush=True)
+        _line(f"{where} T5X train step", r["t5x_tokens_per_s"], "tokens/s", "t5x.trainer.Trainer")
+        _line(f"{where} built-in engine step", r["engine_tokens_per_s"], "tokens/s")
+        _line(f"{where} T5X ÷ engine step time", r["t5x_over_engine_step_time"], "",
+              f"median of {r['repeats']} paired steps")
+        _line(f"{where} hpo's T5X trainer ÷ T5X's step time", r["hpo_t5x_over_t5x_step_time"], "",
+              "fixed values injected each step")
+        _line(f"{where} guided ÷ plain step time under T5X", r["guided_over_plain_t5x"], "",
+              "guide batch = training batch; ideal about 2")
+    return out
+
+
 _SECTION_FNS = {"throughput": _throughput, "guided": _guided, "decode": _decode, "memory": _memory,
-                "data_wait": _data_wait}
+                "data_wait": _data_wait, "t5x": _t5x}
 _RESULT_KEYS = {"guided": "guided_step"}  # bench/results.json kept this name before
 
 

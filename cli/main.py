@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default="builtin", choices=BACKENDS,
                      help="builtin: hpo's Flax engine (default); t5x: T5X's trainer, partitioner and "
                           "checkpoints, configured by T5X gin files (default t5x/default.gin)")
+    run.add_argument("--multihost", action="store_true",
+                     help="one run over several hosts: start JAX's distributed runtime first (every host runs "
+                          "the same command; auto-detected on Cloud TPU VMs)")
+    run.add_argument("--coordinator_address", help="with --multihost: HOST:PORT of process 0 (as T5X's flag)")
+    run.add_argument("--process_count", type=int, help="with --multihost: the number of processes")
+    run.add_argument("--process_index", type=int, help="with --multihost: this process's index")
     run.add_argument("--seeds", default="0",
                      help="comma-separated seeds ('0,1,2'), or 'N:' for seeds 0..N-1 (default: 0)")
     run.add_argument("--model_dir", help="where runs and comparison.json go; same as --gin.MODEL_DIR")
@@ -102,10 +108,14 @@ def _experiment(backend: str, gin_files, bindings, search):
 
 
 def run_command(args, bindings) -> int:
-    from hpo import config
+    from hpo import config, distributed
     from hpo.errors import UserError
     from hpo.strategies import get_strategy
 
+    if args.multihost:  # before anything touches a device, as T5X's train.py does
+        distributed.initialize(args.coordinator_address, args.process_count, args.process_index)
+    elif any(x is not None for x in (args.coordinator_address, args.process_count, args.process_index)):
+        raise UserError("--coordinator_address, --process_count and --process_index need --multihost")
     gin_bindings = [config.gin_binding(k, v) for k, v in bindings]
     if args.model_dir:
         gin_bindings.append(config.gin_binding("MODEL_DIR", args.model_dir))
@@ -121,8 +131,12 @@ def run_command(args, bindings) -> int:
     for strategy in strategies:
         for seed in seeds:
             record = strategy.run(experiment, seed)
-            print(f"{record['task']}  {record['strategy']:<8} seed {seed}{' (t5x)' if args.backend == 't5x' else ''}: "
-                  f"{experiment.evaluation.summary(record)}  ({record['wall_seconds']:.0f} s)")
+            if distributed.is_leader():
+                print(f"{record['task']}  {record['strategy']:<8} seed {seed}"
+                      f"{' (t5x)' if args.backend == 't5x' else ''}: "
+                      f"{experiment.evaluation.summary(record)}  ({record['wall_seconds']:.0f} s)")
+    if not distributed.is_leader():
+        return 0  # the leader writes and prints the results
     from hpo import table
     markdown, paths = table.write_report([experiment.model_dir])
     print()

@@ -1,10 +1,11 @@
 """Orbax checkpoints of the whole training state plus a small JSON of loop metadata."""
 
-import os
 from typing import Any, Optional, Tuple
 
 import jax
 import orbax.checkpoint as ocp
+
+from hpo import io as hpo_io
 
 
 class Checkpointer:
@@ -12,7 +13,7 @@ class Checkpointer:
 
     def __init__(self, directory: str, keep: int = 2):
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
+        self._manager = ocp.CheckpointManager(hpo_io.abspath(directory), options=options,
                                               item_names=("state", "meta"))
 
     def latest_step(self) -> Optional[int]:

@@ -16,7 +16,9 @@ import gin
 
 from hpo.errors import UserError
 
-_BARE_WORD = re.compile(r"[\w./~:+-]+")  # a path or word; anything else must be gin syntax
+# A path, word or URL (user:password@host); anything else, and a leading @ (a gin
+# reference) or % (a macro), must be gin syntax.
+_BARE_WORD = re.compile(r"[\w./~:+-][\w./~:+@%-]*")
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 

@@ -15,7 +15,7 @@ import gin
 import jax
 import optax
 
-from hpo import hyper, optim, records
+from hpo import hyper, io as hpo_io, optim, records
 from hpo.data import pipeline
 from hpo.errors import UserError
 from hpo.evaluate import Translation
@@ -49,7 +49,7 @@ class Experiment:
             raise UserError(f"TRAIN_STEPS must be positive, got {self.train_steps}")
         if not self.model_dir:
             raise UserError("MODEL_DIR is empty: give --model_dir")
-        self.model_dir = os.path.abspath(os.path.expanduser(self.model_dir))
+        self.model_dir = hpo_io.abspath(self.model_dir)
 
     @property
     def task(self) -> str:

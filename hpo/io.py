@@ -1,21 +1,81 @@
-"""Atomic file writes: a reader never sees a half-written result file."""
+"""Result files: atomic writes, local directories or object stores (gs://).
+
+A reader never sees a half-written result file: text goes to a temporary
+file that is renamed over the target. Paths with a scheme (`gs://bucket/dir`,
+as a TPU VM's MODEL_DIR) go through TensorFlow's file system layer
+(`tf.io.gfile`); local paths through the OS. On several hosts only the leader
+(process 0) writes result files: the others compute the same results (see
+hpo.distributed).
+"""
 
 import contextlib
 import fcntl
 import json
 import os
 import tempfile
+import uuid
 from typing import Any
 
 
+def is_url(path: str) -> bool:
+    return "://" in str(path)
+
+
+def _gfile():
+    import tensorflow as tf
+    return tf.io.gfile
+
+
+def abspath(path: str) -> str:
+    """An absolute local path (~ expanded); a URL as it is."""
+    return str(path) if is_url(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def exists(path: str) -> bool:
+    return _gfile().exists(path) if is_url(path) else os.path.exists(path)
+
+
+def isfile(path: str) -> bool:
+    if is_url(path):
+        return _gfile().exists(path) and not _gfile().isdir(path)
+    return os.path.isfile(path)
+
+
+def isdir(path: str) -> bool:
+    return _gfile().isdir(path) if is_url(path) else os.path.isdir(path)
+
+
+def read_text(path: str) -> str:
+    if is_url(path):
+        with _gfile().GFile(path, "r") as f:
+            return f.read()
+    with open(path, encoding="utf-8", newline="") as f:
+        return f.read()
+
+
 def write_text(path: str, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename."""
+    """Writes `text` to `path` through a temporary file and a rename (the leader only)."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    from hpo import distributed
+    if not distributed.is_leader():
+        return
+    if is_url(path):
+        gfile = _gfile()
+        gfile.makedirs(path.rsplit("/", 1)[0])
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with gfile.GFile(tmp, "wb") as f:
+            f.write(data)
+        gfile.rename(tmp, path, overwrite=True)
+        return
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -28,10 +88,9 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def read_json(path: str, default: Any = None) -> Any:
-    if not os.path.exists(path):
+    if not exists(path):
         return default
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(read_text(path))
 
 
 def _jsonable(x: Any) -> Any:
@@ -43,7 +102,14 @@ def _jsonable(x: Any) -> Any:
 @contextlib.contextmanager
 def locked(path: str):
     """An exclusive lock on `path`.lock while the block runs (several processes
-    may add records to one file, or create one Optuna database, at once)."""
+    may add records to one file, or create one Optuna database, at once).
+
+    Object stores have no locks: there, one job writes a MODEL_DIR (several
+    jobs share an Optuna study through a database server instead).
+    """
+    if is_url(path):
+        yield
+        return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -6,12 +6,12 @@ temporary file in its directory and renamed into place.
 """
 
 import csv
+import io
 import math
 import os
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from hpo import table
+from hpo import io as hpo_io, table
 
 PLOTS_DIR = "plots"
 TRAJECTORIES_FILE = "hparam_trajectories.png"
@@ -36,17 +36,9 @@ def _figure(panels: int):
 
 
 def _save(fig, out_path: str) -> str:
-    directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    hpo_io.write_bytes(out_path, png.getvalue())
     return out_path
 
 
@@ -60,10 +52,9 @@ def _log_if_wide(ax, axis: str, values: Sequence[float]) -> None:
 
 def read_schedule(path: Optional[str]) -> Optional[Tuple[List[float], Dict[str, List[float]]]]:
     """(steps, {name: values}) of a learned-schedule CSV (`step,<names...>`), None if unreadable."""
-    if not path or not os.path.isfile(path):
+    if not path or not hpo_io.isfile(path):
         return None
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(hpo_io.read_text(path))))
     if not rows or "step" not in rows[0]:
         return None
     names = [k for k in rows[0] if k != "step"]

@@ -20,7 +20,11 @@ def load(model_dir: str) -> List[Dict]:
 
 
 def add(model_dir: str, record: Dict) -> None:
-    """Adds `record` to MODEL_DIR/comparison.json (atomically), replacing the same run's row."""
+    """Adds `record` to MODEL_DIR/comparison.json (atomically), replacing the same run's row.
+    On several hosts the leader writes it."""
+    from hpo import distributed
+    if not distributed.is_leader():
+        return
     path = os.path.join(model_dir, COMPARISON_FILE)
     with hpo_io.locked(path):
         records = [r for r in hpo_io.read_json(path, default=[]) if record_key(r) != record_key(record)]
@@ -43,9 +47,14 @@ def as_float(value) -> float:
 
 
 def finished(experiment, strategy: str, seed: int, run_dir: str) -> Dict:
-    """The record of a run that has finished (a re-run neither retrains nor duplicates it), or None."""
-    done = find(experiment.model_dir, task=experiment.task, strategy=strategy, seed=seed, run_dir=run_dir)
-    return done if done is not None and done.get("train_steps") == experiment.train_steps else None
+    """The record of a run that has finished (a re-run neither retrains nor duplicates it), or None.
+    The leader reads it, so that every host makes the same decision."""
+    from hpo import distributed
+    done = None
+    if distributed.is_leader():
+        done = find(experiment.model_dir, task=experiment.task, strategy=strategy, seed=seed, run_dir=run_dir)
+        done = done if done is not None and done.get("train_steps") == experiment.train_steps else None
+    return distributed.broadcast(done)
 
 
 def run_record(experiment, strategy: str, seed: int, run_dir: str, *, history: Sequence[Dict],

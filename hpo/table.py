@@ -59,7 +59,7 @@ def load_records(model_dirs: ModelDirs) -> List[Dict]:
     """Every record of the model dirs, tagged with its dir. Missing input is a UserError."""
     dirs, out = as_list(model_dirs), []
     for model_dir in dirs:
-        out.extend({**r, MODEL_DIR_FIELD: os.path.abspath(model_dir)} for r in _read_comparison(model_dir))
+        out.extend({**r, MODEL_DIR_FIELD: hpo_io.abspath(model_dir)} for r in _read_comparison(model_dir))
     if not out:
         raise UserError(f"no result records in {', '.join(dirs)}")
     return out
@@ -67,9 +67,9 @@ def load_records(model_dirs: ModelDirs) -> List[Dict]:
 
 def _read_comparison(model_dir: str) -> List[Dict]:
     path = os.path.join(model_dir, hpo_records.COMPARISON_FILE)
-    if not os.path.isdir(model_dir):
+    if not hpo_io.isdir(model_dir):
         raise UserError(f"no such model dir: {model_dir}")
-    if not os.path.isfile(path):
+    if not hpo_io.isfile(path):
         raise UserError(f"no {hpo_records.COMPARISON_FILE} in {model_dir} (nothing has run there)")
     try:
         loaded = hpo_io.read_json(path)
@@ -322,16 +322,15 @@ def _references_path(hyp_path: Optional[str]) -> Optional[str]:
     if not hyp_path:
         return None
     for path in (os.path.splitext(hyp_path)[0] + ".ref", os.path.join(os.path.dirname(hyp_path), "test.ref")):
-        if os.path.isfile(path):
+        if hpo_io.isfile(path):
             return path
     return None
 
 
 def _read_lines(path: Optional[str]) -> Optional[List[str]]:
-    if not path or not os.path.isfile(path):
+    if not path or not hpo_io.isfile(path):
         return None
-    with open(path, encoding="utf-8", newline="") as f:
-        text = f.read()
+    text = hpo_io.read_text(path)
     if not text:
         return []
     # split on "\n" only: str.splitlines would also split on characters inside a sentence.

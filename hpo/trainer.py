@@ -19,7 +19,7 @@ import optax
 from clu import metric_writers
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from hpo import optim
+from hpo import distributed, optim
 from hpo.checkpoints import Checkpointer
 from hpo.progress import progress_bar
 
@@ -79,10 +79,15 @@ def eval_step(params, batch: Batch, *, model):
 
 
 class DataParallel:
-    """Replicated state, batches split over all local devices along the batch axis."""
+    """Replicated state, batches split over all devices (of every host) along the batch axis.
+
+    On several hosts every host holds the same global batch and feeds its own
+    devices their rows of it, so a run trains on the same batches whatever the
+    number of hosts; evaluation runs on each host's copy of the parameters.
+    """
 
     def __init__(self, devices=None):
-        devices = np.asarray(devices if devices is not None else jax.local_devices())
+        devices = np.asarray(devices if devices is not None else jax.devices())
         self.mesh = Mesh(devices, ("data",))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.batch = NamedSharding(self.mesh, PartitionSpec("data"))
@@ -92,10 +97,24 @@ class DataParallel:
         return self.mesh.size
 
     def put_state(self, state):
-        return jax.device_put(state, self.replicated)
+        return self._put(state, self.replicated)
 
     def put_batch(self, batch):
-        return jax.device_put(batch, self.batch)
+        return self._put(batch, self.batch)
+
+    @staticmethod
+    def _put(tree, sharding):
+        if jax.process_count() == 1:
+            return jax.device_put(tree, sharding)
+        return jax.tree.map(lambda x: jax.make_array_from_callback(np.shape(x), sharding,
+                                                                   lambda index: np.asarray(x)[index]), tree)
+
+    @staticmethod
+    def local(tree):
+        """This host's copy of a replicated tree (on one host: the tree itself)."""
+        if jax.process_count() == 1:
+            return tree
+        return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
 
     def jit_step(self, fn: StepFn):
         """jit a (state, batch) -> (state, metrics) function; the old state is donated."""
@@ -131,16 +150,15 @@ class Trainer:
             state, meta = restored
             elapsed, history = meta["elapsed_seconds"], meta["eval_history"]
         state = self.parallel.put_state(state)
-        step = int(state.step)
+        step = int(self.parallel.local(state.step))
         jitted = self.parallel.jit_step(step_fn)
-        train_writer = metric_writers.SummaryWriter(f"{self.run_dir}/train")
-        eval_writer = metric_writers.SummaryWriter(f"{self.run_dir}/eval")
+        train_writer, eval_writer = (_summary_writer(f"{self.run_dir}/{name}") for name in ("train", "eval"))
         start = time.time()
 
         def save():
             meta = {"elapsed_seconds": elapsed + time.time() - start, "eval_history": history,
-                    "data_position": int(state.step)}
-            checkpointer.save(int(state.step), state, meta)
+                    "data_position": step}
+            checkpointer.save(step, state, meta)
 
         try:
             with progress_bar("train", total=self.train_steps, completed=step) as bar:
@@ -155,11 +173,11 @@ class Trainer:
                         bar.note(f"loss {values['loss']:.3f}")
                     last = step == self.train_steps
                     if evaluate and (last or (self.eval_every and step % self.eval_every == 0)):
-                        scores = evaluate(state)
+                        scores = evaluate(state.replace(params=self.parallel.local(state.params)))
                         history.append({"step": step, **scores})
                         eval_writer.write_scalars(step, scores)
                         if on_eval:
-                            on_eval(step, scores)
+                            distributed.call_on_leader(on_eval, step, scores)
                     if last or step % self.checkpoint_every == 0:
                         save()
             train_writer.flush()
@@ -168,7 +186,12 @@ class Trainer:
             checkpointer.close()
             train_writer.close()
             eval_writer.close()
-        return FitResult(state, elapsed + time.time() - start, history)
+        return FitResult(self.parallel.local(state), elapsed + time.time() - start, history)
+
+
+def _summary_writer(directory: str):
+    # TensorBoard summaries from the leader only; the other hosts' are the same.
+    return metric_writers.SummaryWriter(directory) if distributed.is_leader() else metric_writers.MultiWriter([])
 
 
 @dataclasses.dataclass

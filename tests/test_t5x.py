@@ -34,6 +34,17 @@ hpo_partitioning.HostMeshPartitioner:
 """
 
 
+@pytest.fixture(autouse=True)
+def gin_registry():
+    """T5X's gin files register T5X's configurables (dynamic registration); a later builtin
+    parse in this process would find `DatasetConfig` and `T5Config` ambiguous. Forget them."""
+    import gin.config
+    registry, inverse = gin.config._REGISTRY.copy(), dict(gin.config._INVERSE_REGISTRY)
+    yield
+    gin.config._REGISTRY, gin.config._INVERSE_REGISTRY = registry, inverse
+    gin.clear_config()
+
+
 def _hpo(*args, env=None, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "hpo.cli.main", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kwargs)

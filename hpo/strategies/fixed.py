@@ -1,12 +1,11 @@
 """The fixed strategy: one run with constant or replayed hyper-parameter values."""
 
-import os
 from typing import Callable, Dict, Mapping, Tuple
 
 import gin
 import jax.numpy as jnp
 
-from hpo import records
+from hpo import io as hpo_io, records
 from hpo.errors import UserError
 from hpo.strategies.base import Strategy
 
@@ -61,7 +60,7 @@ class Fixed(Strategy):
         return at, self._replay_info(schedule)
 
     def _replay_info(self, schedule) -> Dict:
-        return {"replay": {"file": os.path.abspath(self.replay), "mode": self.replay_mode,
+        return {"replay": {"file": hpo_io.abspath(self.replay), "mode": self.replay_mode,
                            "hparams": sorted(schedule)}}
 
     def run(self, experiment, seed: int, run_dir: str = None, **kwargs) -> Dict:

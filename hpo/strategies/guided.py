@@ -130,10 +130,9 @@ def write_schedule(path: str, names, trajectory: np.ndarray) -> None:
 
 
 def read_schedule(path: str) -> Dict[str, np.ndarray]:
-    if not os.path.isfile(path):
+    if not hpo_io.isfile(path):
         raise UserError(f"schedule file not found: {path}")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(hpo_io.read_text(path))))
     if not rows or "step" not in rows[0]:
         raise UserError(f"{path}: not a learned-schedule CSV (needs a 'step' column and rows)")
     return {k: np.array([float(r[k]) for r in rows], np.float32) for k in rows[0] if k != "step"}

@@ -19,7 +19,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
 from optuna.trial import TrialState
 
-from hpo import io as hpo_io
+from hpo import distributed, io as hpo_io
 from hpo.errors import UserError
 from hpo.strategies.base import Strategy
 from hpo.strategies.fixed import Fixed
@@ -58,6 +58,9 @@ class OptunaSearch(Strategy):
         self.startup_trials = startup_trials  # random trials before TPE or GP model the space
 
     def study(self, experiment, seed: int) -> optuna.Study:
+        if self.storage_url is None and hpo_io.is_url(experiment.model_dir):
+            raise UserError(f"optuna: MODEL_DIR {experiment.model_dir} is not a local directory, where the "
+                            f"default SQLite study would live: give OptunaSearch.storage (e.g. a PostgreSQL URL)")
         url = self.storage_url or f"sqlite:///{os.path.join(experiment.model_dir, 'optuna', 'study.db')}"
         # Workers that start together on a new SQLite file would race to create its tables.
         lock = url[len("sqlite:///"):] if url.startswith("sqlite:///") else os.path.join(experiment.model_dir, "optuna")
@@ -88,6 +91,8 @@ class OptunaSearch(Strategy):
         if self.objective not in experiment.evaluation.objectives:
             raise UserError(f"optuna: objective '{self.objective}' is not measured by this experiment "
                             f"(choose from {', '.join(experiment.evaluation.objectives)})")
+        if not distributed.is_leader():
+            return self._follow(experiment, seed)
         study = self.study(experiment, seed)
         start = time.time()
 
@@ -100,6 +105,7 @@ class OptunaSearch(Strategy):
             values = self.suggest(trial)
             run_dir = experiment.run_dir(self.name, seed, f"trial_{trial.number}")
             trial.set_user_attr("run_dir", os.path.relpath(run_dir, experiment.model_dir))
+            distributed.broadcast({"values": values, "run_dir": run_dir})  # other hosts train it with us
 
             def report(step, scores):
                 trial.set_user_attr("steps_run", step)
@@ -132,7 +138,30 @@ class OptunaSearch(Strategy):
         if _count(study) < self.n_trials:
             study.optimize(objective, callbacks=[callback], catch=(Exception,), gc_after_trial=True)
         self._wait_for_other_workers(study)
-        return self._record(experiment, seed, study, time.time() - start)
+        distributed.broadcast(None)  # no more trials
+        try:
+            record = self._record(experiment, seed, study, time.time() - start)
+        except UserError as e:
+            distributed.broadcast({"error": str(e)})
+            raise
+        return distributed.broadcast({"record": record})["record"]
+
+    def _follow(self, experiment, seed: int) -> Dict:
+        """A host other than the leader: trains every trial the leader starts, in step with it,
+        and returns the leader's record. The leader alone talks to the study."""
+        while True:
+            trial = distributed.broadcast(None)
+            if trial is None:
+                break
+            try:
+                Fixed(hparams=trial["values"]).run(experiment, seed, run_dir=trial["run_dir"],
+                                                   on_eval=lambda step, scores: None, write_record=False)
+            except Exception:  # noqa: BLE001  (pruned or failed: the leader records it and goes on)
+                pass
+        outcome = distributed.broadcast(None)
+        if "error" in outcome:
+            raise UserError(outcome["error"])
+        return outcome["record"]
 
     def _wait_for_other_workers(self, study) -> None:
         """Another worker may still be running the last trials: the record should include them

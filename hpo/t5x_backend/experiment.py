@@ -23,7 +23,7 @@ from t5x import trainer as trainer_lib
 from t5x import utils
 
 from hpo import evaluate as hpo_evaluate
-from hpo import hyper, io as hpo_io, records
+from hpo import distributed, hyper, io as hpo_io, records
 from hpo.data import pipeline, tasks
 from hpo.errors import UserError
 from hpo.evaluate import Translation
@@ -55,7 +55,7 @@ class T5xExperiment:
                             f"such as t5x/configs/runs/pretrain.gin, or hpo's t5x/translation.gin)")
         self.model = self.train_args["model"]
         self.data_cfg: utils.DatasetConfig = self.train_args["train_dataset_cfg"]
-        self.model_dir = os.path.abspath(os.path.expanduser(self.train_args["model_dir"]))
+        self.model_dir = hpo_io.abspath(self.train_args["model_dir"])
         self.train_steps = int(self.train_args["total_steps"])
         if self.train_steps <= 0:
             raise UserError(f"TRAIN_STEPS must be positive, got {self.train_steps}")
@@ -156,8 +156,7 @@ class T5xExperiment:
             _, train_state = t5x_train.train(**args)
         finally:
             hpo_io.write_json(wall_file, {"seconds": earlier + time.time() - start})
-        if report.stopped is not None:
-            raise report.stopped
+        distributed.stop_everywhere(report.stopped)  # Optuna pruned the trial (the leader decides)
         trainer = made["trainer"]
         scores = self._score(model, train_state, trainer._train_state_axes, run_dir)  # noqa: SLF001
         record = records.run_record(

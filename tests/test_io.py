@@ -1,0 +1,49 @@
+"""Result files on local disks and on object stores (TensorFlow's ram:// file system stands in
+for gs://, through the same tf.io.gfile calls)."""
+
+import pytest
+
+from hpo import distributed, io as hpo_io, records
+
+
+def test_text_and_json_on_a_url():
+    path = "ram://hpo-io-test/run/record.json"
+    hpo_io.write_json(path, {"a": [1, 2]})
+    assert hpo_io.exists(path) and hpo_io.isfile(path) and hpo_io.isdir("ram://hpo-io-test/run")
+    assert hpo_io.read_json(path) == {"a": [1, 2]}
+    hpo_io.write_text(path, "replaced\n")
+    assert hpo_io.read_text(path) == "replaced\n"
+    assert hpo_io.read_json("ram://hpo-io-test/missing.json", default=[]) == []
+
+
+def test_records_in_a_model_dir_on_a_url():
+    model_dir = "ram://hpo-io-test/model"
+    records.add(model_dir, {"task": "t", "strategy": "fixed", "seed": 0, "run_dir": "fixed/seed0", "x": 1})
+    records.add(model_dir, {"task": "t", "strategy": "fixed", "seed": 0, "run_dir": "fixed/seed0", "x": 2})
+    assert records.load(model_dir) == [{"task": "t", "strategy": "fixed", "seed": 0, "run_dir": "fixed/seed0",
+                                        "x": 2}]
+
+
+def test_urls_stay_urls():
+    assert hpo_io.abspath("gs://bucket/dir") == "gs://bucket/dir"
+    assert hpo_io.abspath("relative").startswith("/")
+
+
+def test_only_the_leader_writes(tmp_path, monkeypatch):
+    monkeypatch.setattr(distributed, "is_leader", lambda: False)
+    hpo_io.write_text(str(tmp_path / "x.txt"), "no")
+    records.add(str(tmp_path), {"task": "t"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_local_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    hpo_io.write_json(str(path), [1])
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(hpo_io.os, "replace", broken)
+    with pytest.raises(OSError):
+        hpo_io.write_json(str(path), [2])
+    assert hpo_io.read_json(str(path)) == [1] and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]

@@ -1,0 +1,134 @@
+"""Several hosts, one run: two processes on JAX's distributed runtime (CPU, gloo), each with
+two CPU devices, for the built-in engine and for T5X; the TPU VM script's dry run."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _hpo(*args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "hpo.cli.main", "run", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def _on_two_hosts(*args):
+    """(leader's stdout, follower's stdout) of `hpo run --multihost ARGS` on two processes."""
+    address = f"127.0.0.1:{_free_port()}"
+    hosts = [_hpo("--multihost", f"--coordinator_address={address}", "--process_count=2",
+                  f"--process_index={i}", *args, env=TWO_DEVICES) for i in (0, 1)]
+    outs = []
+    for host in hosts:
+        out, err = host.communicate(timeout=900)
+        assert host.returncode == 0, err[-3000:]
+        outs.append(out)
+    return outs
+
+
+def _records(model_dir):
+    return {r["strategy"]: r for r in json.load(open(os.path.join(model_dir, "comparison.json")))}
+
+
+def test_builtin_engine_on_two_hosts_equals_one_host_with_as_many_devices(tmp_path):
+    two, one = str(tmp_path / "two-hosts"), str(tmp_path / "one-host")
+    single = _hpo("--strategy=fixed,guided", "--gin_file=test.gin", f"--model_dir={one}",
+                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    leader, follower = _on_two_hosts("--strategy=fixed,guided,optuna", "--gin_file=test.gin",
+                                     "--gin.OptunaSearch.n_trials=2", f"--model_dir={two}")
+    _, err = single.communicate(timeout=900)
+    assert single.returncode == 0, err[-3000:]
+    assert "| fixed |" in leader and follower == ""  # the leader alone prints and writes
+    many, few = _records(two), _records(one)
+    for strategy in ("fixed", "guided"):
+        assert many[strategy]["devices"] == few[strategy]["devices"] == "4xcpu"
+        # Every host feeds its devices their rows of the same global batch: the same run.
+        assert many[strategy]["dev_loss"] == pytest.approx(few[strategy]["dev_loss"], rel=1e-5)
+        assert many[strategy]["test_bleu"] == pytest.approx(few[strategy]["test_bleu"], abs=1e-6)
+    np.testing.assert_allclose(many["guided"]["learned_schedule"]["learning_rate"]["final"],
+                               few["guided"]["learned_schedule"]["learning_rate"]["final"], rtol=1e-5)
+    # Optuna's trials ran on both hosts in step; the leader alone asked the study for them.
+    optuna = many["optuna"]
+    assert [t["state"] for t in optuna["trials"]] == ["COMPLETE", "COMPLETE"] and optuna["train_runs"] == 2
+
+
+def test_t5x_guided_on_two_hosts(tmp_path):
+    model_dir = str(tmp_path / "t5x")
+    leader, follower = _on_two_hosts("--backend=t5x", "--gin_file=t5x/test.gin", "--strategy=guided",
+                                     f"--model_dir={model_dir}")
+    assert "| guided [t5x] |" in leader and follower == ""
+    guided = _records(model_dir)["guided"]
+    # T5X's CPU mesh: one row of devices per process.
+    assert guided["devices"] == "4xcpu" and guided["t5x"]["mesh"] == {"data": 2, "model": 2}
+    assert np.isfinite(guided["dev_loss"]) and guided["learned_schedule"]["learning_rate"]["final"] != 1.0
+    assert len(open(os.path.join(model_dir, guided["schedule_file"])).read().splitlines()) == 5
+
+
+def test_multihost_flags_must_come_together(capsys):
+    from hpo.cli.main import main
+    assert main(["run", "--multihost", "--process_count=2"]) == 2
+    assert "all of --coordinator_address" in capsys.readouterr().err
+    assert main(["run", "--process_index=1"]) == 2
+    assert "need --multihost" in capsys.readouterr().err
+
+
+# --- the TPU VM script ------------------------------------------------------------------------
+
+TPU_VM = os.path.join(REPO, "experiments", "tpu_vm.sh")
+
+
+def test_tpu_vm_script_dry_run_prints_every_step():
+    out = subprocess.run(
+        [TPU_VM, "--dry_run", "--tpu", "hpo-v4", "--zone", "us-central2-b", "--model_dir", "gs://bucket/hpo",
+         "--storage", "postgresql://hpo:pw@10.1.2.3:5432/hpo", "--", "--strategy=fixed,guided,optuna",
+         "--gin_file=t5x/examples/t5/t5_1_1/small.gin"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if not line.startswith("#")]
+    assert lines[0] == "gcloud compute tpus tpu-vm describe hpo-v4 --zone=us-central2-b"
+    assert lines[1] == ("gcloud compute tpus tpu-vm create hpo-v4 --zone=us-central2-b "
+                        "--accelerator-type=v4-32 --version=tpu-ubuntu2204-base")
+    assert lines[2].startswith(f"git -C {REPO} archive")
+    assert lines[3].startswith("gcloud compute tpus tpu-vm scp") and "--worker=all" in lines[3]
+    assert "--worker=all" in lines[4] and "make setup-t5x" in lines[4] and "jax[tpu]" in lines[4]
+    run = lines[5]
+    assert run.startswith("gcloud compute tpus tpu-vm ssh hpo-v4 --worker=all --zone=us-central2-b '--command=")
+    for part in (".venv/bin/hpo run --multihost --backend=t5x --model_dir=gs://bucket/hpo",
+                 "--gin.OptunaSearch.storage=postgresql://hpo:pw@10.1.2.3:5432/hpo",
+                 "--strategy=fixed,guided,optuna --gin_file=t5x/examples/t5/t5_1_1/small.gin"):
+        assert part in run, run
+    assert len(lines) == 6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tpu", "x", "--zone", "z"], "usage"),
+    (["--tpu", "x", "--zone", "z", "--model_dir", "/local"], "must be a gs:// path"),
+    (["--tpu", "x", "--zone", "z", "--model_dir", "gs://b", "--backend", "jax"], "must be t5x or builtin"),
+    (["--frobnicate"], "unknown argument"),
+])
+def test_tpu_vm_script_bad_input(args, message):
+    out = subprocess.run([TPU_VM, "--dry_run", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and message in out.stderr
+
+
+def test_experiment_scripts_pass_shellcheck():
+    import shutil
+    # Debian's package on the PATH, or the same program from PyPI beside this Python.
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=os.path.dirname(sys.executable))
+    assert shellcheck, "shellcheck is not installed (Debian: apt-get install shellcheck; make test installs it)"
+    scripts = sorted(os.path.join(REPO, "experiments", f) for f in os.listdir(os.path.join(REPO, "experiments"))
+                     if f.endswith(".sh"))
+    out = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout
