@@ -47,7 +47,7 @@ def test_builtin_engine_on_two_hosts_equals_one_host_with_as_many_devices(tmp_pa
     single = _hpo("--strategy=fixed,guided", "--gin_file=test.gin", f"--model_dir={one}",
                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     leader, follower = _on_two_hosts("--strategy=fixed,guided,optuna", "--gin_file=test.gin",
-                                     "--gin.OptunaSearch.n_trials=2", f"--model_dir={two}")
+                                     "--gin.OptunaSearch.n_trials=1", f"--model_dir={two}")
     _, err = single.communicate(timeout=900)
     assert single.returncode == 0, err[-3000:]
     assert "| fixed |" in leader and follower == ""  # the leader alone prints and writes
@@ -61,7 +61,7 @@ def test_builtin_engine_on_two_hosts_equals_one_host_with_as_many_devices(tmp_pa
                                few["guided"]["learned_schedule"]["learning_rate"]["final"], rtol=1e-5)
     # Optuna's trials ran on both hosts in step; the leader alone asked the study for them.
     optuna = many["optuna"]
-    assert [t["state"] for t in optuna["trials"]] == ["COMPLETE", "COMPLETE"] and optuna["train_runs"] == 2
+    assert [t["state"] for t in optuna["trials"]] == ["COMPLETE"] and optuna["train_runs"] == 1
 
 
 def test_t5x_guided_on_two_hosts(tmp_path):

@@ -9,7 +9,6 @@ import functools
 
 from hpo import experiment as experiment_module
 from hpo.models import decoding
-from hpo.strategies import fixed as fixed_module
 from hpo.strategies.fixed import Fixed
 
 
@@ -25,7 +24,7 @@ def test_train_eval_and_decode_steps_are_traced_once(tiny_experiment, monkeypatc
     # Evaluations at steps 2 and 4; 12 dev sentences make a full and a padded eval batch.
     exp = tiny_experiment("TRAIN_STEPS = 4", "Experiment.eval_every = 2", "Experiment.dev_eval_examples = 12")
     counts = {"train": 0, "eval": 0, "decode": 0}
-    monkeypatch.setattr(fixed_module, "train_step", _counting(fixed_module.train_step, counts, "train"))
+    monkeypatch.setattr(experiment_module, "train_step", _counting(experiment_module.train_step, counts, "train"))
     monkeypatch.setattr(experiment_module, "eval_step", _counting(experiment_module.eval_step, counts, "eval"))
     monkeypatch.setattr(decoding, "greedy_decode", _counting(decoding.greedy_decode, counts, "decode"))
     record = Fixed().run(exp, seed=0)

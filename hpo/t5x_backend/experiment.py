@@ -154,6 +154,9 @@ class T5xExperiment:
         start = time.time()
         try:
             _, train_state = t5x_train.train(**args)
+        except ValueError as e:  # T5X's word for a configuration it cannot run (vocabulary, periods, sizes)
+            raise UserError(f"T5X: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") \
+                from e
         finally:
             hpo_io.write_json(wall_file, {"seconds": earlier + time.time() - start})
         distributed.stop_everywhere(report.stopped)  # Optuna pruned the trial (the leader decides)
