@@ -32,5 +32,9 @@ def tiny_experiment(tmp_path):
 def compilation_cache(tmp_path_factory):
     """Runs in the suite compile the same tiny computations again and again: cache them."""
     import jax
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax-cache")))
+    path = str(tmp_path_factory.mktemp("jax-cache"))
+    jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # `hpo run` subprocesses share it (JAX reads its options from the environment too).
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"

@@ -34,7 +34,8 @@ def _on_two_hosts(*args):
     for host in hosts:
         out, err = host.communicate(timeout=900)
         assert host.returncode == 0, err[-3000:]
-        outs.append(out)
+        # gloo, the CPU collectives library, prints its connections on stdout.
+        outs.append("".join(line for line in out.splitlines(keepends=True) if not line.startswith("[Gloo]")))
     return outs
 
 
@@ -44,23 +45,22 @@ def _records(model_dir):
 
 def test_builtin_engine_on_two_hosts_equals_one_host_with_as_many_devices(tmp_path):
     two, one = str(tmp_path / "two-hosts"), str(tmp_path / "one-host")
-    single = _hpo("--strategy=fixed,guided", "--gin_file=test.gin", f"--model_dir={one}",
+    single = _hpo("--strategy=guided", "--gin_file=test.gin", f"--model_dir={one}",
                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-    leader, follower = _on_two_hosts("--strategy=fixed,guided,optuna", "--gin_file=test.gin",
+    leader, follower = _on_two_hosts("--strategy=guided,optuna", "--gin_file=test.gin",
                                      "--gin.OptunaSearch.n_trials=1", f"--model_dir={two}")
     _, err = single.communicate(timeout=900)
     assert single.returncode == 0, err[-3000:]
-    assert "| fixed |" in leader and follower == ""  # the leader alone prints and writes
-    many, few = _records(two), _records(one)
-    for strategy in ("fixed", "guided"):
-        assert many[strategy]["devices"] == few[strategy]["devices"] == "4xcpu"
-        # Every host feeds its devices their rows of the same global batch: the same run.
-        assert many[strategy]["dev_loss"] == pytest.approx(few[strategy]["dev_loss"], rel=1e-5)
-        assert many[strategy]["test_bleu"] == pytest.approx(few[strategy]["test_bleu"], abs=1e-6)
-    np.testing.assert_allclose(many["guided"]["learned_schedule"]["learning_rate"]["final"],
-                               few["guided"]["learned_schedule"]["learning_rate"]["final"], rtol=1e-5)
-    # Optuna's trials ran on both hosts in step; the leader alone asked the study for them.
-    optuna = many["optuna"]
+    assert "| guided |" in leader and follower == ""  # the leader alone prints and writes
+    many, few = _records(two)["guided"], _records(one)["guided"]
+    assert many["devices"] == few["devices"] == "4xcpu"
+    # Every host feeds its devices their rows of the same global batch: the same run.
+    assert many["dev_loss"] == pytest.approx(few["dev_loss"], rel=1e-5)
+    assert many["test_bleu"] == pytest.approx(few["test_bleu"], abs=1e-6)
+    np.testing.assert_allclose(many["learned_schedule"]["learning_rate"]["final"],
+                               few["learned_schedule"]["learning_rate"]["final"], rtol=1e-5)
+    # Optuna's trial ran on both hosts in step; the leader alone asked the study for it.
+    optuna = _records(two)["optuna"]
     assert [t["state"] for t in optuna["trials"]] == ["COMPLETE"] and optuna["train_runs"] == 1
 
 
