@@ -339,7 +339,12 @@ def _read_lines(path: Optional[str]) -> Optional[List[str]]:
 
 def paired_bootstrap_p(baseline: Sequence[str], system: Sequence[str], references: Sequence[str],
                        name: str = "system") -> float:
-    """sacrebleu's paired bootstrap test of BLEU (seeded by SACREBLEU_SEED, 12345 by default)."""
+    """sacrebleu's paired bootstrap test of BLEU (seeded by SACREBLEU_SEED, 12345 by default).
+
+    Identical outputs differ in nothing: p = 1 (sacrebleu's estimate would be 1 / (samples + 1)).
+    """
+    if list(baseline) == list(system):
+        return 1.0
     from sacrebleu.metrics import BLEU
     from sacrebleu.significance import PairedTest
     test = PairedTest(named_systems=[(BASELINE, list(baseline)), (name, list(system))],

@@ -390,3 +390,10 @@ def test_cli_table_prints_both_tables(tmp_path, capsys):
     assert main(["table", model_dir]) == 0
     printed = capsys.readouterr().out
     assert "### BLEU" in printed and "### GLUE" in printed and "| GLUE average |" in printed
+
+
+def test_identical_outputs_are_not_significantly_different():
+    from hpo.table import paired_bootstrap_p
+    hyps, refs = ["a b c", "d e"], ["a b c", "d f"]
+    assert paired_bootstrap_p(hyps, hyps, refs) == 1.0
+    assert paired_bootstrap_p(hyps, ["x y z", "d e"], refs) < 1.0

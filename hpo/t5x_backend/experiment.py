@@ -61,7 +61,11 @@ class T5xExperiment:
             raise UserError(f"TRAIN_STEPS must be positive, got {self.train_steps}")
         if not isinstance(self.data_cfg.mixture_or_task_name, str):
             raise UserError("T5X configuration: train_dataset_cfg.mixture_or_task_name must name a task")
-        tasks.get_task(self.task)  # hpo's task families register themselves by name
+        task = tasks.get_task(self.task)  # hpo's task families register themselves by name
+        missing_splits = {"dev", "test"} - set(task.splits)
+        if missing_splits:  # T5 pretraining -> GLUE runs on the built-in engine only, for now
+            raise UserError(f"--backend=t5x scores translation tasks on their dev and test splits; task "
+                            f"'{self.task}' has no {' or '.join(sorted(missing_splits))} split")
         trainer_cls = self.train_args.get("trainer_cls")
         # A trainer class of the user's own: fixed runs may use it as it is; hpo cannot step it.
         self.user_trainer = None if _is_t5x_trainer(trainer_cls) else trainer_cls
