@@ -290,7 +290,7 @@ def test_guided_on_a_task_without_a_guide_split(capsys, tmp_path, monkeypatch):
         feature = seqio.Feature(vocabulary)
         source = seqio.FunctionDataSource(
             lambda split, shuffle_files, seed=None: tf.data.Dataset.from_tensors({"inputs": "a", "targets": "b"}),
-            splits=("train", "validation"))
+            splits=("train", "dev", "test"))
         if "no_guide" not in seqio.TaskRegistry.names():
             seqio.TaskRegistry.add("no_guide", source=source, preprocessors=[seqio.preprocessors.tokenize],
                                    output_features={"inputs": feature, "targets": feature})
@@ -305,3 +305,8 @@ def test_guided_on_a_task_without_a_guide_split(capsys, tmp_path, monkeypatch):
 def test_a_guide_batch_of_another_size(capsys, tmp_path):
     _fails(capsys, tmp_path, *T5X, "--strategy=guided", "--gin.Guided.guide_batch_size=4",
            match="as large as the training batch")
+
+
+def test_a_task_t5x_cannot_score(capsys, tmp_path):
+    _fails(capsys, tmp_path, *T5X, "--gin.MIXTURE_OR_TASK_NAME=synthetic_pretraining",
+           match="has no test split")
