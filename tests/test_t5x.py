@@ -211,14 +211,17 @@ def test_t5x_hypergradients_equal_finite_differences(tmp_path):
 
     raw = state.param_states.tuner["raw"]
     _, metrics = jax.jit(trainer.step)(state, combined)
-    h = 2e-2  # float32: large enough for the difference to stand well above rounding
+    h = 2e-2  # T5X's network keeps float32 parameters: a step well above rounding
     for name in specs:
         reported = float(metrics[f"hypergrad/{name}"].compute())
         up = float(guide_loss({**raw, name: raw[name] + h}))
         down = float(guide_loss({**raw, name: raw[name] - h}))
         fd = (up - down) / (2 * h)
-        assert fd != 0.0, name
-        assert reported == pytest.approx(fd, rel=2e-2), (name, reported, fd)
+        # The estimate's own error: float32 rounding of the two losses (a few ulps of the loss,
+        # summed over many tokens), divided by 2h; plus 2% for the O(h^2) truncation.
+        rounding = 8 * np.finfo(np.float32).eps * max(abs(up), abs(down)) / (2 * h)
+        assert abs(fd) > 3 * rounding, (name, fd, rounding)  # the check below can tell a wrong gradient
+        assert abs(reported - fd) <= 2e-2 * abs(fd) + rounding, (name, reported, fd, rounding)
 
 
 # --- bad input: one line, exit status 2, nothing written --------------------------------------
