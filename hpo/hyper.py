@@ -198,4 +198,5 @@ def init_tuner(specs: Mapping[str, HparamSpec], inits: Mapping[str, float], meta
     raw = {k: jnp.asarray(specs[k].inverse(inits[k]), jnp.float32) for k in specs}
     return {"raw": raw, "meta_state": meta_tx.init(raw),
             "nonfinite": {k: jnp.zeros([], jnp.int32) for k in specs},
-            "trajectory": jnp.zeros((train_steps, len(specs)), jnp.float32)}
+            # NaN rows: steps this run has not taken (all before an initial checkpoint's step, on T5X).
+            "trajectory": jnp.full((train_steps, len(specs)), jnp.nan, jnp.float32)}

@@ -33,19 +33,24 @@ class Fixed(Strategy):
 
     def values(self, experiment) -> Dict[str, float]:
         # Replayed values start at the schedule's first; they must exist in the optimizer state.
-        overrides = {**{k: float(v[0]) for k, v in self._schedule().items()}, **self.hparams}
+        _, schedule = self._schedule()
+        overrides = {**{k: float(v[0]) for k, v in schedule.items()}, **self.hparams}
         for name in overrides:
             experiment.check_settable(name, "fixed")
         return {**experiment.base_hparams(), **{k: float(v) for k, v in overrides.items()}}
 
-    def _schedule(self) -> Dict:
+    def _schedule(self) -> Tuple[int, Dict]:
+        """(the step of the schedule's first row, its values per hyper-parameter)."""
         from hpo.strategies.guided import read_schedule  # the guided strategy writes the format
-        return read_schedule(self.replay) if self.replay else {}
+        if not self.replay:
+            return 0, {}
+        schedule = read_schedule(self.replay)
+        return int(schedule.pop("step")[0]), schedule
 
     def step_values(self, experiment) -> Tuple[Callable, Dict]:
         """A function step -> the values that step trains with, plus a description for the record."""
         values = {k: jnp.asarray(v, jnp.float32) for k, v in self.values(experiment).items()}
-        schedule = self._schedule()
+        first, schedule = self._schedule()
         if not schedule:
             return (lambda step: values), {}
         if self.replay_mode != "schedule":
@@ -54,8 +59,8 @@ class Fixed(Strategy):
             return (lambda step: values), self._replay_info(schedule)
         tables = {k: jnp.asarray(v) for k, v in schedule.items()}
 
-        def at(step):
-            return {**values, **{k: t[jnp.minimum(step, len(t) - 1)] for k, t in tables.items()}}
+        def at(step):  # before its first row the schedule's first value holds, past its end the last
+            return {**values, **{k: t[jnp.clip(step - first, 0, len(t) - 1)] for k, t in tables.items()}}
 
         return at, self._replay_info(schedule)
 

@@ -84,8 +84,8 @@ class Guided(Strategy):
         run_dir = experiment.run_dir(self.name, seed)
 
         def record_extra(tuner):
-            trajectory = np.asarray(jax.device_get(tuner["trajectory"]))
-            write_schedule(os.path.join(run_dir, SCHEDULE_FILE), names, trajectory)
+            steps, trajectory = taken(np.asarray(jax.device_get(tuner["trajectory"])))
+            write_schedule(os.path.join(run_dir, SCHEDULE_FILE), names, trajectory, steps)
             return {"hparams": {**tuning.fixed_values, **{k: float(trajectory[-1, i]) for i, k in enumerate(names)}},
                     "learned_schedule": summarise(names, trajectory),
                     "nonfinite_hypergrad_steps": {k: int(v) for k, v in jax.device_get(tuner["nonfinite"]).items()},
@@ -113,19 +113,26 @@ class Guided(Strategy):
                         f"number of steps, got {refresh!r}")
 
 
+def taken(trajectory: np.ndarray):
+    """(step numbers, rows) of the steps the run took: a run started from a T5X
+    checkpoint of step N (fine-tuning) has no values for steps 0..N-1."""
+    steps = np.flatnonzero(~np.isnan(trajectory).any(axis=1))
+    return steps, trajectory[steps]
+
+
 def summarise(names, trajectory: np.ndarray) -> Dict[str, Dict[str, float]]:
     return {k: {"init": float(trajectory[0, i]), "final": float(trajectory[-1, i]),
                 "mean": float(trajectory[:, i].mean()), "min": float(trajectory[:, i].min()),
                 "max": float(trajectory[:, i].max())} for i, k in enumerate(names)}
 
 
-def write_schedule(path: str, names, trajectory: np.ndarray) -> None:
+def write_schedule(path: str, names, trajectory: np.ndarray, steps: Sequence[int]) -> None:
     """The learned schedule as CSV: one row per step, the values that step used."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["step", *names])
-    for step, row in enumerate(trajectory):
-        writer.writerow([step, *(repr(float(v)) for v in row)])
+    for step, row in zip(steps, trajectory):
+        writer.writerow([int(step), *(repr(float(v)) for v in row)])
     hpo_io.write_text(path, out.getvalue())
 
 
@@ -135,4 +142,7 @@ def read_schedule(path: str) -> Dict[str, np.ndarray]:
     rows = list(csv.DictReader(io.StringIO(hpo_io.read_text(path))))
     if not rows or "step" not in rows[0]:
         raise UserError(f"{path}: not a learned-schedule CSV (needs a 'step' column and rows)")
-    return {k: np.array([float(r[k]) for r in rows], np.float32) for k in rows[0] if k != "step"}
+    try:  # "step": the step each row was taken at (a fine-tuning run's start at its checkpoint's)
+        return {k: np.array([float(r[k]) for r in rows], np.int32 if k == "step" else np.float32) for k in rows[0]}
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: a value is not a number") from None

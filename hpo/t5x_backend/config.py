@@ -31,13 +31,14 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str], user_search_paths: 
     require()
     import t5x.train
     import hpo.registry  # noqa: F401  (hpo's configurables: tasks, strategies)
-    from hpo.t5x_backend import data, optim  # noqa: F401  (hpo's T5X-side helpers and partition rules)
+    # hpo's T5X-side configurables (T5xExperiment, the optax optimizer, tasks' vocabularies) and partition rules.
+    from hpo.t5x_backend import data, experiment, optim  # noqa: F401
     sys.modules["__main__"].train = t5x.train.train  # what `train_script.train` names in T5X run configs
     gin.clear_config()
     for path in search_paths(user_search_paths):
         gin.add_config_file_search_path(path)
     try:
         gin.parse_config_files_and_bindings(list(gin_files or DEFAULT_FILES), list(bindings), finalize_config=False)
-    except (ValueError, SyntaxError, KeyError, IOError, TypeError, ImportError, AttributeError) as e:
+    except (ValueError, SyntaxError, KeyError, IOError, TypeError, ImportError, AttributeError, NameError) as e:
         raise UserError(f"gin (T5X): {hpo_config.one_line(e)}") from e
     return gin.config_str()

@@ -67,10 +67,10 @@ def tuner_of(train_state):
 
 
 def with_tuner(train_state, tuner):
-    return _with_param_states(train_state, train_state.param_states._replace(tuner=tuner))
+    return with_param_states(train_state, train_state.param_states._replace(tuner=tuner))
 
 
-def _with_param_states(train_state, param_states):
+def with_param_states(train_state, param_states):
     optimizer = train_state._optimizer  # noqa: SLF001  (T5X's train state offers no setter)
     return train_state.replace(_optimizer=optimizer.replace(state=optimizer.state.replace(param_states=param_states)))
 
@@ -116,7 +116,7 @@ def set_values(train_state, names: Dict[str, str], values: Dict[str, Any], learn
         if value is not None:
             hyperparams[theirs] = jax.numpy.asarray(value, hyperparams[theirs].dtype)
     leaves[index] = injected._replace(hyperparams=hyperparams)
-    return _with_param_states(train_state, jax.tree_util.tree_unflatten(treedef, leaves))
+    return with_param_states(train_state, jax.tree_util.tree_unflatten(treedef, leaves))
 
 
 def check_settable(optimizer_def, name: str, who: str) -> None:
