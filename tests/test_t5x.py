@@ -8,6 +8,7 @@ commits); these tests import it unconditionally, so a missing T5X fails them.
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,6 +158,78 @@ def test_guided_resumes_after_a_kill_with_the_same_schedule(runs, tmp_path):
     np.testing.assert_allclose(_schedule(resumed_dir, resumed), _schedule(model_dir, whole), rtol=1e-6)
     assert resumed["dev_loss"] == pytest.approx(whole["dev_loss"], rel=1e-6)
     assert len(json.load(open(os.path.join(resumed_dir, "comparison.json")))) == 1
+
+
+# T5X's own finetune.gin with hpo's translation tasks, at test.gin's sizes.
+FINETUNE = """
+from __gin__ import dynamic_registration
+import __main__ as train_script
+from t5x.examples.t5 import network
+from hpo.data import tasks
+
+include 't5x/examples/t5/t5_1_1/tiny.gin'
+include 't5x/configs/runs/finetune.gin'
+include 't5x/optax_adafactor.gin'
+include 't5x/translation_tasks.gin'
+
+network.T5Config.dtype = 'float32'
+DROPOUT_RATE = 0.0
+BATCH_SIZE = 8
+EVAL_PERIOD = 2
+TASK_FEATURE_LENGTHS = {'inputs': 16, 'targets': 16}
+train_script.train.eval_steps = 2
+tasks.synthetic_translation_task.num_train = 400
+tasks.synthetic_translation_task.num_dev = 16
+tasks.synthetic_translation_task.num_test = 16
+tasks.synthetic_translation_task.vocab_size = 300
+"""
+
+
+def test_finetuning_a_t5x_checkpoint_with_every_strategy(runs, tmp_path):
+    """T5X's finetune.gin from a checkpoint without an input pipeline (as public T5X checkpoints
+    are): the parameters are the checkpoint's, steps count from its step, guided's schedule too."""
+    model_dir, _ = runs
+    pretrained = _records(model_dir)["fixed"]
+    initial = tmp_path / "pretrained" / "checkpoint_4"
+    shutil.copytree(os.path.join(model_dir, pretrained["run_dir"], "checkpoint_4"), initial,
+                    ignore=shutil.ignore_patterns("dataset"))
+    gin_file = tmp_path / "finetune.gin"
+    gin_file.write_text(FINETUNE)
+    finetuned_dir = str(tmp_path / "finetuned")
+    _finish(_hpo("run", "--backend=t5x", f"--gin_file={gin_file}", f"--gin.INITIAL_CHECKPOINT_PATH={initial}",
+                 "--gin.TRAIN_STEPS=6", "--strategy=fixed,guided", "--gin.Fixed.hparams={'learning_rate': 0.0}",
+                 f"--model_dir={finetuned_dir}"))
+    records = _records(finetuned_dir)
+    for record in records.values():
+        assert record["train_steps"] == 2 and [h["step"] for h in record["dev_history"]] == [6]
+    # At a learning rate of 0 the parameters stay the checkpoint's: the same dev loss as pretraining's last.
+    assert records["fixed"]["dev_loss"] == pytest.approx(pretrained["dev_loss"], rel=1e-5)
+    assert records["guided"]["dev_loss"] != pytest.approx(pretrained["dev_loss"], rel=1e-5)
+    with open(os.path.join(finetuned_dir, records["guided"]["schedule_file"])) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [4, 5] and float(rows[0]["learning_rate"]) == pytest.approx(1.0)
+    assert records["guided"]["compute_steps"] == 4.0
+
+
+def test_t5_pretraining_scored_on_glue_with_every_strategy(tmp_path):
+    """T5X pretraining (span corruption) with each strategy, each model then fine-tuned by a
+    second T5X run and scored on GLUE dev: GLUE rows, as on the built-in engine."""
+    out = _finish(_hpo("run", "--backend=t5x", "--gin_file=t5x/test_glue.gin", "--strategy=fixed,guided,optuna",
+                       f"--model_dir={tmp_path}"))
+    records = _records(str(tmp_path))
+    assert sorted(records) == ["fixed", "guided", "optuna"]
+    for strategy, record in records.items():
+        assert record["backend"] == "t5x" and record["benchmark"] == "glue"
+        assert sorted(record["glue"]) == ["cola", "stsb"] and record["glue_synthetic"] is True
+        assert all(r["num_examples"] == 16 for r in record["glue"].values())
+        assert np.isfinite(record["glue_average"]) and np.isfinite(record["dev_loss"])
+        assert record["finetune"]["train_steps"] == 2 and record["wall_seconds"] > record["finetune"]["wall_seconds"]
+        run = os.path.join(str(tmp_path), record["run_dir"])
+        assert "checkpoint_2" in os.listdir(os.path.join(run, "finetune"))  # T5X's own fine-tuning run
+        assert len(open(os.path.join(run, "glue", "synthetic_cola.dev.pred")).read().splitlines()) == 16
+        assert f"| {strategy} [t5x] |" in out
+    assert records["optuna"]["study"]["objective"] == "dev_loss"
+    assert records["guided"]["learned_schedule"]["learning_rate"]["final"] != 1.0
 
 
 def test_t5x_hypergradients_equal_finite_differences(tmp_path):
@@ -313,3 +386,18 @@ def test_a_guide_batch_of_another_size(capsys, tmp_path):
 def test_a_task_t5x_cannot_score(capsys, tmp_path):
     _fails(capsys, tmp_path, *T5X, "--gin.MIXTURE_OR_TASK_NAME=synthetic_pretraining",
            match="has no test split")
+
+
+def test_an_initial_checkpoint_that_is_not_one(capsys, tmp_path):
+    gin_file = tmp_path / "finetune.gin"
+    gin_file.write_text(FINETUNE)
+    _fails(capsys, tmp_path, "--backend=t5x", f"--gin_file={gin_file}", f"--gin.INITIAL_CHECKPOINT_PATH={tmp_path}",
+           "--gin.TRAIN_STEPS=6", match="is not a T5X checkpoint directory")
+
+
+def test_train_steps_that_end_before_the_initial_checkpoint(capsys, tmp_path):
+    gin_file = tmp_path / "finetune.gin"
+    gin_file.write_text(FINETUNE)
+    _fails(capsys, tmp_path, "--backend=t5x", f"--gin_file={gin_file}",
+           f"--gin.INITIAL_CHECKPOINT_PATH={tmp_path / 'checkpoint_10'}", "--gin.TRAIN_STEPS=6",
+           match="counts the initial checkpoint's steps (10)")

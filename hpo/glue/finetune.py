@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import os
-from typing import Dict, Mapping, Sequence
+from typing import Callable, Dict, Mapping, Sequence
 
 import gin
 import jax
@@ -80,24 +80,31 @@ class GlueFinetuning:
                           checkpoint_every=experiment.checkpoint_every, log_every=experiment.log_every)
         tuned = trainer.fit(state, lambda s, b: step(s, b, values),
                             lambda start: pipeline.train_batches(data, seed=seed, start_batch=start))
-        scores = {name: self._score_task(experiment, tuned.state.params, name, run_dir)
-                  for name in self.task_names()}
-        by_variant = {glue.variant(name): result for name, result in scores.items()}
+        def predict(data, inputs):
+            return translate(experiment.model, tuned.state.params, inputs, pipeline.vocabulary(data),
+                             data.task_feature_lengths["targets"], self.decode,
+                             label=f"decode {data.mixture_or_task_name}")
+
+        return {**self.scores(predict, run_dir, tuned.wall_seconds),
+                "wall_seconds": fit.wall_seconds + tuned.wall_seconds}
+
+    def scores(self, predict: Callable, run_dir: str, finetune_seconds: float) -> Dict:
+        """Record fields of a fine-tuned model, whichever engine fine-tuned it: each task's dev
+        split decoded by `predict(data, inputs)` (its predictions kept) and scored."""
+        by_variant = {glue.variant(name): self._score_task(predict, name, run_dir) for name in self.task_names()}
         return {
             "glue": by_variant,
             "glue_average": metrics.glue_average({k: v["score"] for k, v in by_variant.items()}),
-            "glue_synthetic": all(glue.is_synthetic(name) for name in scores),
+            "glue_synthetic": all(v["synthetic"] for v in by_variant.values()),
             "finetune": {"tasks": self.task_names(), "train_steps": self.train_steps,
                          "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                         "optimizer": self.optimizer.name, "wall_seconds": tuned.wall_seconds},
-            "wall_seconds": fit.wall_seconds + tuned.wall_seconds,
+                         "optimizer": self.optimizer.name, "wall_seconds": finetune_seconds},
         }
 
-    def _score_task(self, experiment, params, name: str, run_dir: str) -> Dict:
+    def _score_task(self, predict: Callable, name: str, run_dir: str) -> Dict:
         data = dataclasses.replace(self.data(), mixture_or_task_name=name)
         inputs, _, references = pipeline.eval_examples(data, "dev", self.dev_examples)
-        predictions = translate(experiment.model, params, inputs, pipeline.vocabulary(data),
-                                data.task_feature_lengths["targets"], self.decode, label=f"decode {name}")
+        predictions = predict(data, inputs)
         hpo_io.write_text(os.path.join(run_dir, "glue", f"{name}.dev.pred"),
                           "".join(p + "\n" for p in predictions))
         return {**metrics.score_task(glue.variant(name), predictions, references), "task": name,

@@ -75,15 +75,21 @@ def translate(model, partitioner, train_state, train_state_axes, data: pipeline.
               split: str, batch_size: int) -> Tuple[List[str], List[str]]:
     """(hypotheses, references) of `split`, decoded as T5X's inference does."""
     inputs, _, references = pipeline.eval_examples(data, split)
-    length = data.task_feature_lengths["targets"]
+    hypotheses = decode(model, partitioner, train_state, train_state_axes, inputs, pipeline.vocabulary(data),
+                        data.task_feature_lengths["targets"], batch_size, label=f"decode {split}")
+    return hypotheses, references
+
+
+def decode(model, partitioner, train_state, train_state_axes, inputs: np.ndarray, vocabulary, length: int,
+           batch_size: int, label: str = "decode") -> List[str]:
+    """Detokenised outputs for encoder inputs [N, L], from T5X's partitioned inference
+    (`utils.get_infer_fn` over the model's `predict_batch`)."""
     zeros = np.zeros((len(inputs), length), np.int32)
     features = {"encoder_input_tokens": inputs, "decoder_input_tokens": zeros,
                 "decoder_target_tokens": zeros, "decoder_loss_weights": zeros}
     infer = utils.get_infer_fn(model.predict_batch, batch_size, train_state_axes, partitioner)
     dataset = tf.data.Dataset.from_tensor_slices(features).enumerate()
-    with progress_bar(f"decode {split}", total=len(inputs)) as bar:
+    with progress_bar(label, total=len(inputs)) as bar:
         outputs = infer(dataset, train_state=train_state, rng=jax.random.PRNGKey(0))
         bar.advance(len(inputs))
-    vocabulary = pipeline.vocabulary(data)
-    hypotheses = [vocabulary.decode(evaluate.until_eos(np.asarray(tokens))) for _, tokens in outputs]
-    return hypotheses, references
+    return [vocabulary.decode(evaluate.until_eos(np.asarray(tokens))) for _, tokens in outputs]

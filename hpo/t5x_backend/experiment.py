@@ -6,7 +6,11 @@ T5X's `train()` with the user's gin configuration and a few things hpo sets:
 the run's directory (`MODEL_DIR/t5x/<strategy>/seed<N>`), the seed, hpo's
 trainer (T5X's, taking the strategy's values), checkpointed input pipelines
 (a resumed run sees the same batches), and an action that collects T5X's
-evaluations. Then dev and test are decoded with T5X's inference and scored.
+evaluations. A run configured to start from an initial checkpoint (T5X's
+`finetune.gin`) starts there (`initial`). Then dev and test are decoded with
+T5X's inference and scored or, with `T5xExperiment.evaluation =
+@GlueFinetuning()`, the pretrained model is fine-tuned on GLUE by another T5X
+run and scored there (`glue`).
 """
 
 import copy
@@ -27,19 +31,21 @@ from hpo import distributed, hyper, io as hpo_io, records
 from hpo.data import pipeline, tasks
 from hpo.errors import UserError
 from hpo.evaluate import Translation
-from hpo.t5x_backend import data, optim as t5x_optim
+from hpo.t5x_backend import data, initial, optim as t5x_optim
 from hpo.t5x_backend.evaluate import EvalReport, translate
 from hpo.t5x_backend.trainer import GuidedTrainer, ValuesTrainer
 
 WALL_FILE = "hpo-wall.json"  # seconds spent by earlier, interrupted invocations of a run
 
 
+@gin.configurable
 class T5xExperiment:
+    """`evaluation`: how a finished run is scored — `Translation()` (default: BLEU on dev and
+    test) or `GlueFinetuning()` (T5 pretraining scored by GLUE fine-tuning, in `glue`)."""
     backend = "t5x"
-    # What Optuna may select on and how a record is summarised; T5X runs are scored below.
-    evaluation = Translation()
 
-    def __init__(self):
+    def __init__(self, evaluation=None):
+        self.evaluation = evaluation or Translation()
         try:  # gin builds the model, partitioner and datasets configured for `train`
             self.train_args = dict(gin.get_bindings(t5x_train.train))
             self.trainer_args = dict(gin.get_bindings(trainer_lib.Trainer))
@@ -56,16 +62,23 @@ class T5xExperiment:
         self.model = self.train_args["model"]
         self.data_cfg: utils.DatasetConfig = self.train_args["train_dataset_cfg"]
         self.model_dir = hpo_io.abspath(self.train_args["model_dir"])
-        self.train_steps = int(self.train_args["total_steps"])
+        # T5X counts steps from the initial checkpoint's (fine-tuning): the run ends at `total_steps`.
+        self.first_step = initial.initial_step(getattr(self.train_args.get("checkpoint_cfg"), "restore", None))
+        relative = self.train_args.get("relative_steps")
+        self.total_steps = self.first_step + int(relative) if relative else int(self.train_args["total_steps"])
+        self.train_steps = self.total_steps - self.first_step  # the steps a run takes
         if self.train_steps <= 0:
-            raise UserError(f"TRAIN_STEPS must be positive, got {self.train_steps}")
+            raise UserError(f"TRAIN_STEPS must be positive, got {self.train_steps}" if not self.first_step else
+                            f"TRAIN_STEPS ({self.total_steps}) counts the initial checkpoint's steps "
+                            f"({self.first_step}) on T5X: it must be larger")
         if not isinstance(self.data_cfg.mixture_or_task_name, str):
             raise UserError("T5X configuration: train_dataset_cfg.mixture_or_task_name must name a task")
         task = tasks.get_task(self.task)  # hpo's task families register themselves by name
-        missing_splits = {"dev", "test"} - set(task.splits)
-        if missing_splits:  # T5 pretraining -> GLUE runs on the built-in engine only, for now
+        needed = {"dev", "test"} if self.evaluation.benchmark == "bleu" else set()
+        if needed - set(task.splits):
             raise UserError(f"--backend=t5x scores translation tasks on their dev and test splits; task "
-                            f"'{self.task}' has no {' or '.join(sorted(missing_splits))} split")
+                            f"'{self.task}' has no {' or '.join(sorted(needed - set(task.splits)))} split "
+                            f"(T5 pretraining: T5xExperiment.evaluation = @GlueFinetuning())")
         trainer_cls = self.train_args.get("trainer_cls")
         # A trainer class of the user's own: fixed runs may use it as it is; hpo cannot step it.
         self.user_trainer = None if _is_t5x_trainer(trainer_cls) else trainer_cls
@@ -118,8 +131,8 @@ class T5xExperiment:
                             f"({self.batch_size}), not {tuning.guide_batch_size}: T5X feeds one batch shape")
         data.require_guide_split(self.task)
         model = copy.copy(self.model)
-        model.optimizer_def = t5x_optimizers.OptaxWrapper(
-            t5x_optim.carrying_tuner(optimizer_def.optax_optimizer, tuning.init(self.train_steps)))
+        model.optimizer_def = t5x_optimizers.OptaxWrapper(  # the schedule is indexed by T5X's step
+            t5x_optim.carrying_tuner(optimizer_def.optax_optimizer, tuning.init(self.total_steps)))
         trainer = _bound(GuidedTrainer, tuning=tuning)
         return self._train(strategy, seed, trainer, model=model,
                            get_dataset_fn=data.guided_dataset_fn(tuning.guide_refresh_every), **kwargs)
@@ -137,22 +150,55 @@ class T5xExperiment:
         model = model or self.model
         history = []
         infer_cfg = self.train_args.get("infer_eval_dataset_cfg")
-        report = EvalReport(self.task, history, self.train_steps, on_eval, calls_on_infer=infer_cfg is not None)
+        if on_eval is not None and self.first_step:  # strategies count the steps of the run
+            on_eval = lambda step, scores, report=on_eval: report(step - self.first_step, scores)  # noqa: E731
+        report = EvalReport(self.task, history, self.total_steps, on_eval, calls_on_infer=infer_cfg is not None)
+        start = initial.from_initial_checkpoint(getattr(self.train_args.get("checkpoint_cfg"), "restore", None),
+                                                self.model.optimizer_def)
+        overrides = {"actions": report.actions(), "train_dataset_cfg": self._seeded(self.data_cfg, seed),
+                     "train_state_initializer_cls": initial.initializer(start)}
+        if get_dataset_fn is not None:
+            overrides["get_dataset_fn"] = get_dataset_fn
+        trainer, train_state, wall = self.run_t5x(run_dir, seed, trainer_cls, model, self.total_steps, **overrides)
+        distributed.stop_everywhere(report.stopped)  # Optuna pruned the trial (the leader decides)
+        num_params = _num_params(train_state.params)
+        tuner = train_state.param_states.tuner if isinstance(train_state.param_states, t5x_optim.TunedState) \
+            else None
+        extra = record_extra(_local(tuner)) if record_extra else {}
+        if self.evaluation.benchmark == "glue":
+            from hpo.t5x_backend import glue
+            scores = glue.finetune_and_score(self, train_state, run_dir, seed)
+            scores["wall_seconds"] = wall + scores["finetune"]["wall_seconds"]
+        else:
+            scores = self._score(model, train_state, trainer._train_state_axes, run_dir)  # noqa: SLF001
+        record = records.run_record(
+            self, strategy, seed, rel, history=history, wall_seconds=wall,
+            step_cost=step_cost, num_params=num_params, scores=scores)
+        record["t5x"] = self._description()
+        record.update(extra)
+        if write_record:
+            records.add(self.model_dir, record)
+        return record
+
+    def run_t5x(self, run_dir: str, seed: int, trainer_cls, model, total_steps: int, trainer_args=None,
+                **overrides):
+        """One call of T5X's `train()` with the user's configuration, `overrides` and what hpo
+        sets for every run; (trainer, final train state, seconds spent over all invocations).
+        `trainer_args` (default: the user's `Trainer` bindings) go to hpo's trainers."""
         made = {}
+        trainer_args = self.trainer_args if trainer_args is None else trainer_args
 
         def make_trainer(**kwargs):
             if trainer_cls is self.user_trainer:
                 made["trainer"] = trainer_cls(**kwargs)
             else:
-                made["trainer"] = trainer_cls(**kwargs, **self.trainer_args, train_steps=self.train_steps)
+                made["trainer"] = trainer_cls(**kwargs, **trainer_args, train_steps=total_steps)
             return made["trainer"]
 
         args = {**self.train_args, "model": model, "model_dir": run_dir, "random_seed": seed,
-                "trainer_cls": make_trainer, "train_dataset_cfg": self._seeded(self.data_cfg, seed),
+                "trainer_cls": make_trainer, "total_steps": total_steps, "relative_steps": None,
                 "checkpoint_cfg": _checkpointing_data(self.train_args.get("checkpoint_cfg")),
-                "actions": report.actions(), "concurrent_metrics": False}
-        if get_dataset_fn is not None:
-            args["get_dataset_fn"] = get_dataset_fn
+                "concurrent_metrics": False, **overrides}
         wall_file = os.path.join(run_dir, WALL_FILE)
         earlier = (hpo_io.read_json(wall_file, default={}) or {}).get("seconds", 0.0)
         start = time.time()
@@ -163,19 +209,7 @@ class T5xExperiment:
                 from e
         finally:
             hpo_io.write_json(wall_file, {"seconds": earlier + time.time() - start})
-        distributed.stop_everywhere(report.stopped)  # Optuna pruned the trial (the leader decides)
-        trainer = made["trainer"]
-        scores = self._score(model, train_state, trainer._train_state_axes, run_dir)  # noqa: SLF001
-        record = records.run_record(
-            self, strategy, seed, rel, history=history, wall_seconds=earlier + time.time() - start,
-            step_cost=step_cost, num_params=_num_params(train_state.params), scores=scores)
-        tuner = train_state.param_states.tuner if isinstance(train_state.param_states, t5x_optim.TunedState) \
-            else None
-        record["t5x"] = self._description()
-        record.update(record_extra(_local(tuner)) if record_extra else {})
-        if write_record:
-            records.add(self.model_dir, record)
-        return record
+        return made["trainer"], train_state, earlier + time.time() - start
 
     def _seeded(self, cfg: utils.DatasetConfig, seed: int) -> utils.DatasetConfig:
         # T5X's run configs leave the training data's seed to the clock; a run is a function of its seed.
@@ -219,10 +253,12 @@ def _bound(cls, **fixed):
 
 
 def _checkpointing_data(checkpoint_cfg):
-    """The user's checkpoint settings, plus the input pipeline's position (exact resume)."""
+    """The user's checkpoint settings, plus the input pipeline's position (exact resume); an
+    initial checkpoint is restored by hpo (`initial`), not by T5X."""
     if checkpoint_cfg is None or checkpoint_cfg.save is None:
         raise UserError("T5X configuration: utils.CheckpointConfig.save is not set; runs must checkpoint "
                         "to resume (T5X's run configs set it)")
+    checkpoint_cfg = initial.without_initial(checkpoint_cfg)
     return dataclasses.replace(checkpoint_cfg, save=dataclasses.replace(checkpoint_cfg.save, save_dataset=True))
 
 
