@@ -1,6 +1,9 @@
 """Shared test set-up: a private data cache and quiet TensorFlow."""
 
 import os
+import shutil
+import subprocess
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -38,3 +41,30 @@ def compilation_cache(tmp_path_factory):
     # `hpo run` subprocesses share it (JAX reads its options from the environment too).
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A private PostgreSQL server (Debian's PostgreSQL 15 on the PATH) on a Unix socket in a temp
+    dir, as the `postgres` user when the tests run as root (the server refuses root); its URL."""
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = tempfile.mkdtemp(prefix="hpo-pg-")
+    data, sockets = os.path.join(root, "data"), os.path.join(root, "sockets")
+    os.makedirs(sockets)
+    if as_postgres:
+        shutil.chown(root, "postgres")
+        shutil.chown(sockets, "postgres")
+
+    def run(*command):
+        out = subprocess.run([*as_postgres, *command], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, f"{command[0]}: {out.stdout[-1500:]} {out.stderr[-1500:]}"
+
+    run("initdb", "-D", data, "--auth=trust", "-U", "postgres")
+    run("pg_ctl", "-D", data, "-w", "-l", os.path.join(root, "server.log"), "-o",
+        f"-k {sockets} -c listen_addresses='' -c max_connections=50", "start")
+    try:
+        run("createdb", "-h", sockets, "-U", "postgres", "hpo")
+        yield f"postgresql://postgres@/hpo?host={sockets}"
+    finally:
+        run("pg_ctl", "-D", data, "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)

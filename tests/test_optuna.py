@@ -88,8 +88,10 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_experiment, fake
     assert record["hparams"]["learning_rate"] == 2.0
 
 
-def test_two_processes_share_one_sqlite_study(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_two_processes_share_one_study(tmp_path, database, request):
+    storage = (f"sqlite:///{tmp_path / 'shared.db'}" if database == "sqlite"
+               else request.getfixturevalue("postgres_url"))
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {os.path.dirname(__file__)!r})
