@@ -89,7 +89,7 @@ def _cache_compilations() -> None:
     """Keep compiled programs on disk (unless JAX_COMPILATION_CACHE_DIR says where): runs,
     trials and resumed runs that build the same steps skip compiling them again."""
     import jax
-    from hpo.data.tasks import data_dir
+    from hpo.data.registry import data_dir
     if not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", os.path.join(data_dir(), "jax-cache"))
 

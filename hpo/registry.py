@@ -4,5 +4,5 @@ from hpo import experiment, optim  # noqa: F401
 from hpo.data import pipeline, tasks  # noqa: F401
 from hpo.models import seq2seq  # noqa: F401
 from hpo import strategies  # noqa: F401
-from hpo.data import glue, pretraining  # noqa: F401
+from hpo.data import glue, pretraining, registry, shared_vocabulary  # noqa: F401
 from hpo.glue import finetune  # noqa: F401

@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hpo import config as config_lib
-from hpo.data import glue, pipeline, synthetic, synthetic_glue, tasks
+from hpo.data import catalog, glue, pipeline, synthetic, synthetic_glue
 from hpo.errors import UserError
 from hpo.glue import formats
 
@@ -124,7 +124,7 @@ def test_tsv_task_reads_train_and_dev(tmp_path):
     _write(tmp_path, relative, text)
     _write(tmp_path, "QQP/train.tsv", text.replace("Why?", "Who?"))
     config_lib.parse(["test.gin"], [f"glue_tsv_task.directory = '{tmp_path}'"])
-    task = tasks.get_task("glue_tsv_qqp")
+    task = catalog.get_task("glue_tsv_qqp")
     assert _texts(task, "dev") == expected
     assert _texts(task, "train")[1] == ("qqp question1: Who? question2: When?", "not_duplicate")
     assert task.num_input_examples("train") == 2
@@ -164,7 +164,7 @@ def test_tfds_glue_under_mock_data(name, tfds_name, dev):
     config_lib.parse(["test.gin"], [])
     benchmark = glue.glue_benchmark(name)
     with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
-        task = tasks.get_task(name)
+        task = catalog.get_task(name)
         raw = list(task.source.get_dataset("dev", shuffle=False).as_numpy_iterator())
         tfds_dev = list(tfds.load(tfds_name, split=dev).as_numpy_iterator())
         got = _texts(task, "dev")
@@ -260,15 +260,15 @@ def test_synthetic_task_cached_in_official_layout_and_batched(data_dir):
     batch = next(pipeline.train_batches(config))
     assert batch["encoder_input_tokens"].shape == (4, LENGTHS["inputs"])
     assert "encoder_segment_ids" in batch  # packed
-    task = tasks.get_task("synthetic_sst2")
+    task = catalog.get_task("synthetic_sst2")
     path = os.path.join(data_dir, "synthetic_glue", "seed0-train60-dev10", "SST-2", "train.tsv")
     assert open(path).readline() == "sentence\tlabel\n"
     dev = _texts(task, "dev")
     want = synthetic_glue.generate("sst2", 0, 60, 10)["dev"]
     assert dev == [(f"sst2 sentence: {ex['sentence']}", formats.LABELS["sst2"][ex["label"]]) for ex in want]
     vocab = task.output_features["targets"].vocabulary
-    from hpo.data import pretraining
-    assert vocab is pretraining.t5_vocabulary() and vocab.extra_ids == 100
+    from hpo.data import shared_vocabulary
+    assert vocab is shared_vocabulary.t5_vocabulary() and vocab.extra_ids == 100
 
 
 # --- Names ---------------------------------------------------------------------------
@@ -286,9 +286,9 @@ def test_task_names_benchmarks_and_synthetic_flag():
         for variant, name in zip(variants, glue.glue_task_names(source, variants)):
             assert glue.glue_benchmark(name) == variant.split("_")[0]
             assert glue.is_synthetic(name) == (source == "synthetic")
-            assert tasks._builder_for(name) is not None
+            assert glue.builder_for(name) is not None
     assert glue.glue_benchmark("glue_tsv_mnli_mismatched") == "mnli"
     with pytest.raises(UserError, match="not a GLUE task"):
         glue.glue_benchmark("synthetic_translation")
     with pytest.raises(UserError, match="unknown task 'glue_wnli'"):
-        tasks.get_task("glue_wnli")
+        catalog.get_task("glue_wnli")

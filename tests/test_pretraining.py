@@ -9,7 +9,7 @@ import seqio
 import tensorflow_datasets as tfds
 
 from hpo import config as config_lib
-from hpo.data import pipeline, pretraining, span_corruption, tasks
+from hpo.data import catalog, pipeline, pretraining, shared_vocabulary, span_corruption
 from hpo.errors import UserError
 
 LENGTHS = {"inputs": 64, "targets": 16}
@@ -133,7 +133,7 @@ def test_synthetic_task_through_the_pipeline(data_dir):
                                     "synthetic_pretraining_task.num_dev = 12"])
     config = pipeline.DatasetConfig("synthetic_pretraining", {"inputs": 16, "targets": 16}, batch_size=4)
     vocab = pipeline.vocabulary(config)
-    assert vocab is pretraining.t5_vocabulary()  # one object for every task
+    assert vocab is shared_vocabulary.t5_vocabulary()  # one object for every task
     batch = next(pipeline.train_batches(config, seed=1))
     assert batch["encoder_input_tokens"].shape == (4, 16) and "encoder_segment_ids" in batch  # packed
     assert np.any(batch["encoder_input_tokens"] == vocab.vocab_size - 1)  # sentinels reach the model
@@ -150,7 +150,7 @@ def test_c4_under_mock_data():
     # The installed TFDS code builds C4 3.1.0; 3.0.1 would be read from prepared files.
     config_lib.parse(["test.gin"], ["c4_task.tfds_name = 'c4/en:3.1.0'", "c4_task.guide_fraction = 0.02"])
     with tfds.testing.mock_data(num_examples=20, policy=tfds.testing.MockPolicy.USE_CODE):
-        task = tasks.get_task("c4_span_corruption")
+        task = catalog.get_task("c4_span_corruption")
         # Mock data has no split sizes: a small buffer keeps seqio from reading 10000 examples.
         config = pipeline.DatasetConfig("c4_span_corruption", {"inputs": 16, "targets": 16}, batch_size=4,
                                         shuffle_buffer_size=16)
@@ -167,19 +167,19 @@ def test_c4_under_mock_data():
 
 
 def test_vocabulary_covers_glue_and_is_shared(tmp_path):
-    vocab = pretraining.t5_vocabulary()
-    assert vocab is pretraining.t5_vocabulary() and vocab.extra_ids == 100
+    vocab = shared_vocabulary.t5_vocabulary()
+    assert vocab is shared_vocabulary.t5_vocabulary() and vocab.extra_ids == 100
     assert vocab.vocab_size <= 2000 + 100 and vocab.eos_id == EOS and vocab.pad_id == 0
-    texts = pretraining.glue_targets() + ["mrpc sentence1: A dog ran. sentence2: It's 3:45!",
+    texts = shared_vocabulary.glue_targets() + ["mrpc sentence1: A dog ran. sentence2: It's 3:45!",
                                           string.printable.strip()]
     for text in texts:
         ids = vocab.encode(text)
         assert vocab.unk_id not in ids and vocab.decode(ids) == text
-    assert "5.0" in pretraining.glue_targets() and "not_entailment" in pretraining.glue_targets()
-    own = pretraining.t5_vocabulary(path=vocab.sentencepiece_model_file, extra_ids=10)
+    assert "5.0" in shared_vocabulary.glue_targets() and "not_entailment" in shared_vocabulary.glue_targets()
+    own = shared_vocabulary.t5_vocabulary(path=vocab.sentencepiece_model_file, extra_ids=10)
     assert own.vocab_size == vocab.vocab_size - 90
     with pytest.raises(UserError, match="not found"):
-        pretraining.t5_vocabulary(path=str(tmp_path / "missing.model"))
+        shared_vocabulary.t5_vocabulary(path=str(tmp_path / "missing.model"))
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -24,7 +24,9 @@ import seqio
 import tensorflow as tf
 
 from hpo import io as hpo_io
-from hpo.data import pretraining, synthetic_glue, tasks
+from hpo.data import synthetic_glue
+from hpo.data.registry import add_text_task, data_dir
+from hpo.data.shared_vocabulary import t5_vocabulary
 from hpo.errors import UserError
 from hpo.glue import formats
 
@@ -100,7 +102,7 @@ def glue_tfds_task(name: str, tfds_data_dir: str = None, tfds_version: str = "2.
     source = seqio.TfdsDataSource(tfds_name=f"glue/{benchmark}:{tfds_version}",
                                   splits={"train": "train", "dev": dev}, tfds_data_dir=tfds_data_dir)
     to_text = functools.partial(tfds_to_text, benchmark=benchmark)
-    return tasks._register(name, source, pretraining.t5_vocabulary(), preprocessors=[to_text])
+    return add_text_task(name, source, t5_vocabulary(), preprocessors=[to_text])
 
 
 def tfds_to_text(dataset: tf.data.Dataset, benchmark: str) -> tf.data.Dataset:
@@ -184,7 +186,7 @@ def _tsv_task(name: str, directory: str, variant: str) -> seqio.Task:
 
     source = seqio.FunctionDataSource(dataset_fn, splits=SPLITS,
                                       num_input_examples={split: len(p) for split, p in pairs.items()})
-    return tasks._register(name, source, pretraining.t5_vocabulary())
+    return add_text_task(name, source, t5_vocabulary())
 
 
 def read_tsv(path: str, variant: str) -> List[Tuple[str, str]]:
@@ -264,7 +266,7 @@ def synthetic_glue_task(name: str, seed: int = 0, num_train: int = 2000, num_dev
         if value <= 0:
             raise UserError(f"synthetic_glue_task.{key} must be positive, got {value}")
     variant = name[len(PREFIXES["synthetic"]):]
-    directory = os.path.join(tasks.data_dir(), "synthetic_glue", f"seed{seed}-train{num_train}-dev{num_dev}")
+    directory = os.path.join(data_dir(), "synthetic_glue", f"seed{seed}-train{num_train}-dev{num_dev}")
     paths = tsv_paths(directory, variant)
     if not all(os.path.isfile(p) for p in paths.values()):
         splits = synthetic_glue.generate(variant, seed, num_train, num_dev)

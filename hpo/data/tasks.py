@@ -1,7 +1,8 @@
 """Translation tasks as seqio tasks, each with train / guide / dev / test splits.
 
-`get_task(name)` is the single entry point. Besides tasks already in seqio's
-registry it knows three families, each built from gin-configurable settings:
+`builder_for(name)` says which of its three families builds a task name
+(`catalog.get_task` is the entry point for every task); each is built from
+gin-configurable settings:
 
 - `synthetic_translation`: the embedded language pair, generated from a seed
   on first use and cached with its SentencePiece vocabulary (no download);
@@ -18,7 +19,7 @@ import functools
 import hashlib
 import os
 import re
-from typing import Callable, Dict, Sequence, Union
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import gin
 import seqio
@@ -26,60 +27,21 @@ import tensorflow as tf
 
 from hpo import bleu, io as hpo_io
 from hpo.data import synthetic, vocab as vocab_lib
+from hpo.data.registry import SPLITS, VALIDATION, add_text_task, data_dir, guide_every, guide_percent
 from hpo.errors import UserError
 
-SPLITS = ("train", "guide", "dev", "test")
-# T5X's run configs evaluate on 'validation': there it is another name for dev.
-VALIDATION = "validation"
 PathOrPair = Union[str, Sequence[str]]
 
 
-@gin.configurable
-def data_dir(path: str = None) -> str:
-    """Where generated corpora and vocabularies are cached."""
-    path = path or os.environ.get("HPO_DATA_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hpo")
-    return os.path.abspath(path)
-
-
-def get_task(name: str) -> seqio.Task:
-    """The seqio task (or mixture) called `name`, built and registered if it is one of ours."""
-    builder = _builder_for(name)
-    if builder is not None:
-        return builder(name)
-    if name in seqio.TaskRegistry.names() or name in seqio.MixtureRegistry.names():
-        return seqio.get_mixture_or_task(name)
-    raise UserError(f"unknown task '{name}' (built in: synthetic_translation, parallel_corpus, "
-                    f"wmtYY_xxyy such as wmt14_deen, synthetic_pretraining, c4_span_corruption; "
-                    f"GLUE: glue_<task>, glue_tsv_<task>, synthetic_<cola|sst2|mrpc|stsb>; "
-                    f"or a seqio task registered by an imported module)")
-
-
-def _builder_for(name: str) -> Callable[[str], seqio.Task]:
+def builder_for(name: str) -> Optional[Callable[[str], seqio.Task]]:
+    """The function that builds translation task `name`, or None if it is not one."""
     if name == "synthetic_translation":
         return synthetic_translation_task
     if name == "parallel_corpus":
         return parallel_corpus_task
     if re.fullmatch(r"wmt\d\d_[a-z]{4}", name):
         return wmt_task
-    if name in ("synthetic_pretraining", "c4_span_corruption"):
-        from hpo.data import pretraining  # imports this module
-        return {"synthetic_pretraining": pretraining.synthetic_pretraining_task,
-                "c4_span_corruption": pretraining.c4_task}[name]
-    from hpo.data import glue  # imports this module
-    return glue.builder_for(name)
-
-
-def _register(name: str, source: seqio.DataSource, vocabulary: seqio.Vocabulary,
-              preprocessors: Sequence = (), metric_fns: Sequence = ()) -> seqio.Task:
-    # Re-registering keeps a task in step with the current gin config.
-    if name in seqio.TaskRegistry.names():
-        seqio.TaskRegistry.remove(name)
-    feature = seqio.Feature(vocabulary, add_eos=True)
-    return seqio.TaskRegistry.add(
-        name, source=source,
-        preprocessors=[*preprocessors, seqio.preprocessors.tokenize,
-                       seqio.preprocessors.append_eos_after_trim],
-        output_features={"inputs": feature, "targets": feature}, metric_fns=list(metric_fns))
+    return None
 
 
 # Translation tasks are scored with sacrebleu, also by seqio's evaluator (T5X's inference evaluation).
@@ -116,7 +78,7 @@ def synthetic_translation_task(name: str = "synthetic_translation", seed: int = 
     vocabulary = vocab_lib.cached_vocabulary(
         os.path.join(directory, f"spm{vocab_size}.model"), _train_text(files["train"]), vocab_size)
     counts = {"train": num_train, "dev": num_dev, "test": num_test}
-    return _register(name, _file_source(files, guide_fraction, counts), vocabulary,
+    return add_text_task(name, _file_source(files, guide_fraction, counts), vocabulary,
                      metric_fns=TRANSLATION_METRICS)
 
 
@@ -140,7 +102,7 @@ def parallel_corpus_task(name: str = "parallel_corpus", train: PathOrPair = gin.
         vocabulary = vocab_lib.cached_vocabulary(path, _train_text(train), vocab_size)
     else:
         vocabulary = vocab_lib.load_vocabulary(vocab)
-    return _register(name, _file_source(files, guide_fraction, counts), vocabulary,
+    return add_text_task(name, _file_source(files, guide_fraction, counts), vocabulary,
                      metric_fns=TRANSLATION_METRICS)
 
 
@@ -197,7 +159,7 @@ def _read_pairs(spec: PathOrPair) -> tf.data.Dataset:
 
 def _file_source(files: Dict[str, PathOrPair], guide_fraction: float,
                  counts: Dict[str, int]) -> seqio.DataSource:
-    every = _guide_every(guide_fraction)
+    every = guide_every(guide_fraction)
     guide = -(-counts["train"] // every)  # indices 0, every, 2 * every, ...
     sizes = {**counts, "train": counts["train"] - guide, "guide": guide, VALIDATION: counts["dev"]}
 
@@ -212,12 +174,6 @@ def _file_source(files: Dict[str, PathOrPair], guide_fraction: float,
 
     # Known sizes let the pipeline size its shuffle buffer (seqio's in-memory cache stays off).
     return seqio.FunctionDataSource(dataset_fn, splits=(*SPLITS, VALIDATION), num_input_examples=sizes)
-
-
-def _guide_every(guide_fraction: float) -> int:
-    if not 0 < guide_fraction < 1:
-        raise UserError(f"guide_fraction must be in (0, 1), got {guide_fraction}")
-    return max(2, round(1 / guide_fraction))
 
 
 # --- TFDS WMT pairs -------------------------------------------------------------------
@@ -238,9 +194,7 @@ def wmt_task(name: str, vocab: str = None, vocab_size: int = 32000, vocab_exampl
         raise UserError(f"task '{name}': one side of a WMT pair must be English (e.g. wmt14_deen)")
     config = f"{source if target == 'en' else target}-en"
     tfds_name = f"wmt{year}_translate/{config}:{tfds_version}"
-    pct = round(guide_fraction * 100, 6)
-    if not 0 < pct < 100:
-        raise UserError(f"guide_fraction must be in (0, 1), got {guide_fraction}")
+    pct = guide_percent(guide_fraction)
     default_eval = ({"dev": "validation[:50%]", "test": "validation[50%:]"} if year == "19"
                     else {"dev": "validation", "test": "test"})
     split_map = {"train": f"train[{pct}%:]", "guide": f"train[:{pct}%]", **default_eval, **(splits or {})}
@@ -253,7 +207,7 @@ def wmt_task(name: str, vocab: str = None, vocab_size: int = 32000, vocab_exampl
     else:
         vocabulary = vocab_lib.load_vocabulary(vocab)
     to_pair = functools.partial(_select_pair, source=source, target=target)
-    return _register(name, source_ds, vocabulary, preprocessors=[to_pair], metric_fns=TRANSLATION_METRICS)
+    return add_text_task(name, source_ds, vocabulary, preprocessors=[to_pair], metric_fns=TRANSLATION_METRICS)
 
 
 def _select_pair(dataset, source, target):

@@ -20,7 +20,7 @@ import jax
 import seqio
 
 from hpo import io as hpo_io, optim
-from hpo.data import glue, pipeline, tasks as tasks_lib
+from hpo.data import catalog, glue, pipeline
 from hpo.evaluate import translate
 from hpo.glue import metrics
 from hpo.models.seq2seq import DecodeConfig
@@ -79,7 +79,7 @@ class GlueFinetuning:
         trainer = Trainer(os.path.join(run_dir, "finetune"), self.train_steps,
                           checkpoint_every=experiment.checkpoint_every, log_every=experiment.log_every)
         tuned = trainer.fit(state, lambda s, b: step(s, b, values),
-                            lambda start: pipeline.train_batches(data, seed=seed, start_batch=start))
+                            lambda: pipeline.train_batches(data, seed=seed))
         def predict(data, inputs):
             return translate(experiment.model, tuned.state.params, inputs, pipeline.vocabulary(data),
                              data.task_feature_lengths["targets"], self.decode,
@@ -122,7 +122,7 @@ def _mixture(names: Sequence[str]) -> str:
     name = f"hpo_glue_mixture_{key}"
     rates = []
     for task_name in names:
-        task = tasks_lib.get_task(task_name)  # builds and registers it
+        task = catalog.get_task(task_name)  # builds and registers it
         try:
             rates.append((task_name, float(task.num_input_examples("train"))))
         except (KeyError, ValueError, TypeError):  # TFDS without split metadata (mock data)

@@ -9,17 +9,16 @@ training batches with batches of the task's guide split (keys prefixed
 import dataclasses
 
 import seqio
-import tensorflow as tf
 from t5x import utils
 
-from hpo.data import tasks
+from hpo.data import catalog, pipeline
 from hpo.errors import UserError
 from hpo.t5x_backend.trainer import GUIDE
 
 
 def vocabulary(task: str) -> seqio.Vocabulary:
     """The task's vocabulary (T5X configs: `VOCABULARY = @hpo_data.vocabulary()`)."""
-    return tasks.get_task(task).output_features["targets"].vocabulary
+    return catalog.get_task(task).output_features["targets"].vocabulary
 
 
 def padded_vocab_size(task: str, multiple: int = 128) -> int:
@@ -28,7 +27,7 @@ def padded_vocab_size(task: str, multiple: int = 128) -> int:
 
 
 def require_guide_split(task_name: str) -> None:
-    task = tasks.get_task(task_name)
+    task = catalog.get_task(task_name)
     for sub in seqio.get_subtasks(task):
         if "guide" not in sub.splits:
             raise UserError(f"guided: task '{sub.name}' has no 'guide' split (splits: {', '.join(sub.splits)}); "
@@ -45,11 +44,7 @@ def guided_dataset_fn(refresh_every: int):
                                   continue_from_last_checkpoint)
         guide = utils.get_dataset(dataclasses.replace(cfg, split="guide"), shard_id, num_shards,
                                   feature_converter_cls, num_epochs=None)
-        if refresh_every:  # guide batch i serves steps i*refresh_every ... (i+1)*refresh_every - 1
-            guide = guide.flat_map(lambda b: tf.data.Dataset.from_tensors(b).repeat(refresh_every))
-        else:
-            guide = guide.take(1).cache().repeat()
-        return tf.data.Dataset.zip((train, guide)).map(
+        return pipeline.with_guide(train, guide, refresh_every).map(
             lambda t, g: {**t, **{GUIDE + k: v for k, v in g.items()}})
 
     return get_dataset

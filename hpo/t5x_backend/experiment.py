@@ -28,7 +28,7 @@ from t5x import utils
 
 from hpo import evaluate as hpo_evaluate
 from hpo import distributed, hyper, io as hpo_io, records
-from hpo.data import pipeline, tasks
+from hpo.data import catalog, pipeline
 from hpo.errors import UserError
 from hpo.evaluate import Translation
 from hpo.t5x_backend import data, initial, optim as t5x_optim
@@ -73,7 +73,7 @@ class T5xExperiment:
                             f"({self.first_step}) on T5X: it must be larger")
         if not isinstance(self.data_cfg.mixture_or_task_name, str):
             raise UserError("T5X configuration: train_dataset_cfg.mixture_or_task_name must name a task")
-        task = tasks.get_task(self.task)  # hpo's task families register themselves by name
+        task = catalog.get_task(self.task)  # hpo's task families register themselves by name
         needed = {"dev", "test"} if self.evaluation.benchmark == "bleu" else set()
         if needed - set(task.splits):
             raise UserError(f"--backend=t5x scores translation tasks on their dev and test splits; task "
