@@ -3,7 +3,9 @@
 The ideal is about 1 + g for a guide batch g times the training batch (one
 extra forward and backward pass on the guide batch; the vector-Jacobian
 product through the optimizer update is elementwise). Targets: ≤ 1.20 at
-g = 1/4 and ≤ 1.9 at g = 1.
+g = 1/4 and ≤ 1.9 at g = 1. With `update_every` k only every k-th step takes the
+guide pass: the ideal is 1 + g / k (target ≤ 1.05 at k = 16, g = 1), timed over
+windows of k steps.
 """
 
 import functools
@@ -28,30 +30,34 @@ def _batch(rng, size, length, vocab):
             "decoder_loss_weights": np.ones((size, length), np.float32)}
 
 
-def _timed(step, state, batch):
+def _timed(step, state, batches):
     start = time.perf_counter()
-    state, metrics = step(state, batch)
+    for batch in batches:
+        state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     return time.perf_counter() - start, state
 
 
-def _paired(plain, plain_state, guided, guided_state, train, guide, repeats):
-    """Plain and guided steps in turn (A B A B ...), so machine noise hits both alike."""
-    _, plain_state = _timed(plain, plain_state, train[0])  # compile both
-    _, guided_state = _timed(guided, guided_state, {"train": train[0], "guide": guide})
+def _paired(plain, plain_state, guided, guided_state, train, guide, repeats, window=1):
+    """Plain and guided windows of `window` steps in turn (A B A B ...), so machine noise
+    hits both alike."""
+    _, plain_state = _timed(plain, plain_state, train[:1])  # compile both
+    _, guided_state = _timed(guided, guided_state, [{"train": train[0], "guide": guide}])
     plain_times, guided_times = [], []
     for i in range(repeats):
-        batch = train[i % len(train)]
-        t, plain_state = _timed(plain, plain_state, batch)
+        batches = [train[(i + j) % len(train)] for j in range(window)]
+        t, plain_state = _timed(plain, plain_state, batches)
         plain_times.append(t)
-        t, guided_state = _timed(guided, guided_state, {"train": batch, "guide": guide})
+        t, guided_state = _timed(guided, guided_state, [{"train": b, "guide": guide} for b in batches])
         guided_times.append(t)
     ratios = [g / p for g, p in zip(guided_times, plain_times)]
     return statistics.median(plain_times), statistics.median(guided_times), statistics.median(ratios)
 
 
-def guided_step_ratios(gin_files=("default.gin",), repeats=20, guide_fractions=(0.25, 1.0)):
-    """{'plain_step_s': ..., 'guided_step_s@g': ..., 'ratio@g': ...} for the configured model."""
+def guided_step_ratios(gin_files=("default.gin",), repeats=20, guide_fractions=(0.25, 1.0),
+                       cadences=(4, 16)):
+    """{'plain_step_s': ..., 'guided_step_s@g': ..., 'ratio@g': ..., 'ratio@update_every=k': ...}
+    for the configured model (the cadences with g = 1)."""
     config.parse(list(gin_files), ["MODEL_DIR = '/tmp/hpo-bench'", "T5Config.dropout_rate = 0.0"])
     exp = Experiment()
     model, size = exp.model, exp.data.batch_size
@@ -70,16 +76,21 @@ def guided_step_ratios(gin_files=("default.gin",), repeats=20, guide_fractions=(
     specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"]}
     meta = optax.adam(3e-3)
     fixed = {k: v for k, v in values.items() if k not in specs}
-    tuning = hyper.Tuning(specs=specs, fixed_values=fixed, meta_tx=meta)
-    guided = par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=exp.schedule,
-                                            tuning=tuning))
-    for g in guide_fractions:
+    def paired(g, update_every=1, repeats=repeats):
+        tuning = hyper.Tuning(specs=specs, fixed_values=fixed, meta_tx=meta, update_every=update_every)
+        guided = par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=exp.schedule,
+                                                tuning=tuning))
         guide = par.put_batch(_batch(rng, max(1, int(size * g)), length, vocab))
-        tuner = hyper.init_tuner(specs, {"learning_rate": 1.0}, meta, repeats + 2)
+        tuner = hyper.init_tuner(specs, {"learning_rate": 1.0}, meta, (repeats + 1) * update_every + 1)
         gstate = par.put_state(init_state(model, tx, 0, exp.data.task_feature_lengths, tuner))
         fresh = init_state(model, tx, 0, exp.data.task_feature_lengths)  # steps donate their input state
-        plain_s, guided_s, ratio = _paired(plain, par.put_state(fresh), guided, gstate, train, guide, repeats)
+        return _paired(plain, par.put_state(fresh), guided, gstate, train, guide, repeats, window=update_every)
+
+    for g in guide_fractions:
+        plain_s, guided_s, ratio = paired(g)
         out[f"plain_step_s@g={g}"] = plain_s
         out[f"guided_step_s@g={g}"] = guided_s
         out[f"ratio@g={g}"] = ratio
+    for k in cadences:  # windows of k steps: fewer of them for the same time
+        out[f"ratio@update_every={k}"] = paired(1.0, k, repeats=max(3, 2 * repeats // k))[2]
     return out

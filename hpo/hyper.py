@@ -123,39 +123,52 @@ class Tuning:
         """The tuner state: raw values, meta-optimizer state, counters and the schedule so far."""
         return init_tuner(self.specs, {k: s.init for k, s in self.specs.items()}, self.meta_tx, train_steps)
 
-    def step(self, tuner, step, lookahead: Callable):
+    def step(self, tuner, step, train: Callable, guide_loss_of: Callable):
         """The method's step, whatever trains the model (the built-in engine or T5X).
 
-        `lookahead(values)` takes the training update with the hyper-parameter
-        values `values` and returns (guide loss of the updated model, aux): it
-        is differentiated with respect to the raw values through that update,
-        θ_t and the optimizer state being constants (one-step truncation). The
-        meta-optimizer moves the raw values every `update_every` steps.
+        `train(values)` takes the training update with the hyper-parameter
+        values `values` and returns aux (the updated model, ...);
+        `guide_loss_of(aux)` is the guide loss of the updated model. Every
+        `update_every` steps that loss is differentiated with respect to the
+        raw values through the update, θ_t and the optimizer state being
+        constants (one-step truncation), and the meta-optimizer moves them;
+        the steps between are `train(values)` alone, with no guide pass
+        (compute 1 + g / update_every plain steps), and log the last guide
+        loss and hyper-gradients.
 
         Returns (guide loss, aux, values the step used, new tuner, sanitised hyper-gradients).
         """
         specs = self.specs
 
-        def objective(raw):
-            values = {**self.fixed_values, **activate_all(specs, raw)}
-            guide, aux = lookahead(values)
-            return guide, (aux, values)
+        def values_of(raw):
+            return {**self.fixed_values, **activate_all(specs, raw)}
 
-        (guide, (aux, values)), grads = jax.value_and_grad(objective, has_aux=True)(tuner["raw"])
-        nonfinite = {k: tuner["nonfinite"][k] + (~jnp.isfinite(grads[k])).astype(jnp.int32) for k in specs}
-        grads = sanitize(grads, self.bound, self.clip)
-        updates, meta_state = self.meta_tx.update(grads, tuner["meta_state"], tuner["raw"])
-        stepped = optax.apply_updates(tuner["raw"], updates)
-        due = step % self.update_every == 0
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(due, n, o), new, old)  # noqa: E731
-        new_tuner = {
-            "raw": keep(stepped, tuner["raw"]),
-            "meta_state": keep(meta_state, tuner["meta_state"]),
-            "nonfinite": nonfinite,  # steps whose hyper-gradient was NaN/inf (then sanitised): shown in the record
-            # The learned schedule: the values each step was taken with.
-            "trajectory": tuner["trajectory"].at[step].set(jnp.stack([values[k] for k in specs])),
-        }
-        return guide, aux, values, new_tuner, grads
+        def tuned(tuner):
+            def objective(raw):
+                values = values_of(raw)
+                aux = train(values)
+                return guide_loss_of(aux), (aux, values)
+
+            (guide, (aux, values)), grads = jax.value_and_grad(objective, has_aux=True)(tuner["raw"])
+            nonfinite = {k: tuner["nonfinite"][k] + (~jnp.isfinite(grads[k])).astype(jnp.int32) for k in specs}
+            grads = sanitize(grads, self.bound, self.clip)
+            updates, meta_state = self.meta_tx.update(grads, tuner["meta_state"], tuner["raw"])
+            return aux, values, {
+                **tuner, "raw": optax.apply_updates(tuner["raw"], updates), "meta_state": meta_state,
+                "nonfinite": nonfinite,  # steps whose hyper-gradient was NaN/inf (then sanitised): in the record
+                "last": {"guide_loss": guide, "hypergrad": grads}}
+
+        def plain(tuner):
+            values = values_of(tuner["raw"])
+            return train(values), values, tuner
+
+        if self.update_every == 1:
+            aux, values, tuner = tuned(tuner)
+        else:  # one branch runs: off-steps skip the guide pass and its gradient
+            aux, values, tuner = jax.lax.cond(step % self.update_every == 0, tuned, plain, tuner)
+        # The learned schedule: the values each step was taken with.
+        tuner = {**tuner, "trajectory": tuner["trajectory"].at[step].set(jnp.stack([values[k] for k in specs]))}
+        return tuner["last"]["guide_loss"], aux, values, tuner, tuner["last"]["hypergrad"]
 
 
 def guide_loss(raw, state, batch, *, model, tx, schedule, specs, fixed_values):
@@ -180,8 +193,10 @@ def guided_update(state, batch, *, model, tx, schedule, tuning: Tuning):
     Under jit with a data-sharded batch the guide loss is the global mean, so
     its gradient is already averaged across devices.
     """
-    lookahead = functools.partial(_lookahead, state=state, batch=batch, model=model, tx=tx, schedule=schedule)
-    guide, (params, opt_state, loss), values, tuner, grads = tuning.step(state.tuner, state.step, lookahead)
+    train = functools.partial(apply_update, state, batch["train"], model=model, tx=tx, schedule=schedule)
+    guide_loss_of = lambda aux: model.mean_loss(aux[0], batch["guide"], train=False)  # noqa: E731
+    guide, (params, opt_state, loss), values, tuner, grads = tuning.step(state.tuner, state.step, train,
+                                                                         guide_loss_of)
     metrics = {"loss": loss, **step_metrics(guide, values, grads, schedule(state.step))}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, tuner=tuner), metrics
 
@@ -198,5 +213,8 @@ def init_tuner(specs: Mapping[str, HparamSpec], inits: Mapping[str, float], meta
     raw = {k: jnp.asarray(specs[k].inverse(inits[k]), jnp.float32) for k in specs}
     return {"raw": raw, "meta_state": meta_tx.init(raw),
             "nonfinite": {k: jnp.zeros([], jnp.int32) for k in specs},
+            # What the last tuned step measured, logged on the steps between (update_every > 1).
+            "last": {"guide_loss": jnp.full([], jnp.nan, jnp.float32),
+                     "hypergrad": {k: jnp.zeros([], jnp.float32) for k in specs}},
             # NaN rows: steps this run has not taken (all before an initial checkpoint's step, on T5X).
             "trajectory": jnp.full((train_steps, len(specs)), jnp.nan, jnp.float32)}

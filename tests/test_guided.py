@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import DiesAt
 from hpo import hyper, optim
 from hpo.models.seq2seq import Seq2SeqModel
 from hpo.models.t5 import T5Config
@@ -138,6 +139,44 @@ def test_nan_and_inf_hypergradients_leave_values_finite_and_training_going():
     assert {k: int(v) for k, v in state.tuner["nonfinite"].items()} == {"learning_rate": 2, "beta1": 2}
 
 
+def test_between_updates_every_step_is_a_plain_training_step():
+    """update_every=3: steps 0, 3, ... take the guide pass and move the values; the steps
+    between are plain training steps with the current values."""
+    model = _model()
+    tx = optim.make_optimizer(optim.OptimizerConfig(name="adam"))
+    specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"]}
+    meta = optax.adam(0.05)
+    fixed = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "label_smoothing": 0.0}
+    tuning = hyper.Tuning(specs=specs, fixed_values=fixed, meta_tx=meta, update_every=3)
+    schedule = lambda s: jnp.float32(1e-3)  # noqa: E731
+    step = jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=schedule, tuning=tuning))
+    plain = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule))
+
+    def run(guide, steps=6):
+        state = init_state(model, tx, 0, LENGTHS, hyper.init_tuner(specs, {"learning_rate": 1.0}, meta, steps))
+        logged = []
+        for i in range(steps):
+            before = state
+            state, metrics = step(state, {"train": _batch(i), "guide": guide})
+            logged.append(float(metrics["guide_loss"]))
+            if i % 3:  # an off-step equals a plain step with the values it used
+                values = {**fixed, "learning_rate": state.tuner["trajectory"][i, 0]}
+                expected, _ = plain(before.replace(tuner={}), _batch(i), values)
+                for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected.params)):
+                    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        return state, logged
+
+    state, logged = run(_batch(100))
+    lr = np.asarray(state.tuner["trajectory"][:, 0])
+    # The values each step used: moved by steps 0 and 3 alone.
+    assert lr[0] == pytest.approx(1.0) and lr[1] == lr[2] == lr[3] != lr[0] and lr[4] == lr[5] != lr[3]
+    assert logged[1] == logged[2] == logged[0] and logged[4] == logged[5] == logged[3] != logged[0]
+    poisoned = _batch(100)
+    poisoned["decoder_loss_weights"] = poisoned["decoder_loss_weights"] * np.nan
+    state, _ = run(poisoned)  # the NaN hyper-gradient is met on the two tuned steps alone
+    assert int(state.tuner["nonfinite"]["learning_rate"]) == 2
+
+
 def test_adafactor_decay_rate_hypergradient_is_finite_on_factored_weights():
     model = Seq2SeqModel(T5Config(vocab_size=256, emb_dim=128, num_heads=2, head_dim=64, mlp_dim=256,
                                   num_encoder_layers=1, num_decoder_layers=1))
@@ -167,18 +206,16 @@ def test_resume_mid_run_continues_the_trajectory_exactly(tiny_experiment, tmp_pa
     from hpo.data import pipeline
     exp = _guided_experiment(tiny_experiment)
     whole = Guided().run(exp, seed=0)
-    real = pipeline.train_batches
+    real = pipeline.train_and_guide_batches
 
-    def dies_at_step_3(config, *args, split="train", **kwargs):
-        for i, batch in enumerate(real(config, *args, split=split, **kwargs)):
-            if split == "train" and i == 3 and kwargs.get("start_batch", 0) == 0:
-                raise KeyboardInterrupt
-            yield batch
+    def dies_at_step_3(*args, **kwargs):
+        return DiesAt(real(*args, **kwargs), at=3)
 
     other = _guided_experiment(tiny_experiment, f"MODEL_DIR = '{tmp_path / 'resumed'}'")
-    monkeypatch.setattr(pipeline, "train_batches", dies_at_step_3)
+    monkeypatch.setattr(pipeline, "train_and_guide_batches", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         Guided().run(other, seed=0)
+    monkeypatch.setattr(pipeline, "train_and_guide_batches", real)
     resumed = Guided().run(other, seed=0)
     assert resumed["learned_schedule"] == whole["learned_schedule"]
     assert resumed["dev_loss"] == whole["dev_loss"]

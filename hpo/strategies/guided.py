@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from hpo import hyper, io as hpo_io
-from hpo.data import tasks
+from hpo.data import catalog
 from hpo.errors import UserError
 from hpo.strategies.base import Strategy
 
@@ -34,7 +34,8 @@ class Guided(Strategy):
     {'learning_rate': {'steepness': 2.0}}; `meta_optimizer` names an optax
     optimizer; `guide_batch_size` None means the training batch size;
     `guide_refresh` is 'fixed' (one batch for the run, the reference's default),
-    'step', 'epoch', or a number of steps; values change every `update_every` steps.
+    'step', 'epoch', or a number of steps; values change every `update_every` steps,
+    and only those steps take a guide pass (the others are plain training steps).
     """
 
     name = "guided"
@@ -95,7 +96,7 @@ class Guided(Strategy):
 
         return experiment.train_guided(
             self.name, seed, tuning, run_dir=run_dir, record_extra=record_extra,
-            step_cost=1.0 + tuning.guide_batch_size / experiment.batch_size)
+            step_cost=1.0 + tuning.guide_batch_size / experiment.batch_size / tuning.update_every)
 
     def _refresh_every(self, experiment) -> int:
         refresh = self.settings["guide_refresh"]
@@ -105,7 +106,7 @@ class Guided(Strategy):
             return 1
         if refresh == "epoch":
             # Steps per pass over the training split (an upper bound when examples are packed).
-            examples = sum(1 for _ in tasks.get_task(experiment.task).source.get_dataset("train"))
+            examples = sum(1 for _ in catalog.get_task(experiment.task).source.get_dataset("train"))
             return max(1, examples // experiment.batch_size)
         if isinstance(refresh, int) and refresh > 0:
             return refresh

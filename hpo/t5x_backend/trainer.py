@@ -124,14 +124,14 @@ class GuidedTrainer(ValuesTrainer):
         train = {k: v for k, v in batch.items() if not k.startswith(GUIDE)}
         guide = {k[len(GUIDE):]: v for k, v in batch.items() if k.startswith(GUIDE)}
 
-        def lookahead(values):
-            updated, metrics = self.update(train_state, train, values)
-            total, weight = cross_entropy(self._model, updated.params, guide)
-            return total / jnp.maximum(weight, 1.0), (updated, metrics)
+        def guide_loss_of(aux):
+            total, weight = cross_entropy(self._model, aux[0].params, guide)
+            return total / jnp.maximum(weight, 1.0)
 
         step = _step_number(train_state)
         guide_loss, (updated, metrics), values, tuner, grads = self._tuning.step(
-            t5x_optim.tuner_of(train_state), step, lookahead)
+            t5x_optim.tuner_of(train_state), step, functools.partial(self.update, train_state, train),
+            guide_loss_of)
         logged = hyper.step_metrics(guide_loss, values, grads, self._learning_rate_fn(step))
         del logged["learning_rate"]  # apply_grads logs the rate the step used
         metrics.update(_averages(logged))
