@@ -54,7 +54,7 @@ def _child(run_dir: str, steps: int, gin_files: Sequence[str], bindings: Sequenc
     trainer = Trainer(run_dir, steps, checkpoint_every=max(1, steps // 2), log_every=max(1, steps // 4))
     step_fn, tx = engine_step_fn(exp)
     state = init_state(exp.model, tx, 0, exp.data.task_feature_lengths)
-    trainer.fit(state, step_fn, lambda start: pipeline.train_batches(exp.data, start_batch=start))
+    trainer.fit(state, step_fn, lambda: pipeline.train_batches(exp.data))
     stats = jax.devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     # Linux reports ru_maxrss in KiB (macOS in bytes).

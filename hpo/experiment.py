@@ -100,8 +100,8 @@ class Experiment:
                                  tuning=tuning)
         return self.train_and_evaluate(
             strategy, seed, step, tx, tuner=tuning.init(self.train_steps),
-            batches=lambda start: pipeline.train_and_guide_batches(
-                self.data, seed, start, tuning.guide_batch_size, tuning.guide_refresh_every), **kwargs)
+            batches=lambda: pipeline.train_and_guide_batches(
+                self.data, seed, tuning.guide_batch_size, tuning.guide_refresh_every), **kwargs)
 
     def train_and_evaluate(self, strategy: str, seed: int, step_fn, tx, *, run_dir: str = None,
                            batches: Callable = None, tuner=None, on_eval=None,
@@ -120,7 +120,7 @@ class Experiment:
             return done
         lengths = dict(self.data.task_feature_lengths)
         state = init_state(self.model, tx, seed, lengths, tuner)
-        batches = batches or (lambda start: pipeline.train_batches(self.data, seed=seed, start_batch=start))
+        batches = batches or (lambda: pipeline.train_batches(self.data, seed=seed))
         trainer = Trainer(run_dir, self.train_steps, checkpoint_every=self.checkpoint_every,
                           log_every=self.log_every, eval_every=self.eval_every)
         result = trainer.fit(state, step_fn, batches, evaluate=self._dev_evaluator(), on_eval=on_eval)

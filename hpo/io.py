@@ -45,6 +45,17 @@ def isdir(path: str) -> bool:
     return _gfile().isdir(path) if is_url(path) else os.path.isdir(path)
 
 
+def listdir(path: str) -> list:
+    return _gfile().listdir(path) if is_url(path) else os.listdir(path)
+
+
+def remove(path: str) -> None:
+    if is_url(path):
+        _gfile().remove(path)
+    else:
+        os.remove(path)
+
+
 def read_text(path: str) -> str:
     if is_url(path):
         with _gfile().GFile(path, "r") as f:

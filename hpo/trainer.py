@@ -133,17 +133,19 @@ class Trainer:
     keep_checkpoints: int = 2
     parallel: DataParallel = dataclasses.field(default_factory=DataParallel)
 
-    def fit(self, state: TrainState, step_fn: StepFn,
-            batches: Callable[[int], Iterator[Batch]],
+    def fit(self, state: TrainState, step_fn: StepFn, batches: Callable[[], Iterator[Batch]],
             evaluate: Optional[Callable[[TrainState], Dict[str, float]]] = None,
             on_eval: Optional[Callable[[int, Dict[str, float]], None]] = None) -> "FitResult":
         """Trains until `train_steps`, resuming from the newest checkpoint in run_dir.
 
-        `batches(start)` yields the batches from step `start` on; `evaluate`
-        (dev metrics) runs every `eval_every` steps and at the end, and its
-        result goes to the summaries and to `on_eval` (e.g. Optuna pruning).
+        `batches()` is the run's stream of batches from its start, with
+        `save(path)` and `restore(path)` (`pipeline.Batches`): a checkpoint saves
+        its position beside the state. `evaluate` (dev metrics) runs every
+        `eval_every` steps and at the end, and its result goes to the summaries
+        and to `on_eval` (e.g. Optuna pruning).
         """
-        checkpointer = Checkpointer(f"{self.run_dir}/checkpoints", self.keep_checkpoints)
+        checkpointer = Checkpointer(f"{self.run_dir}/checkpoints", self.keep_checkpoints,
+                                    data_directory=f"{self.run_dir}/data-checkpoints")
         restored = checkpointer.restore_latest(state)
         elapsed, history = 0.0, []
         if restored is not None:
@@ -154,15 +156,17 @@ class Trainer:
         jitted = self.parallel.jit_step(step_fn)
         train_writer, eval_writer = (_summary_writer(f"{self.run_dir}/{name}") for name in ("train", "eval"))
         start = time.time()
+        data = batches()
+        if restored is not None:
+            checkpointer.restore_data(step, data)
 
         def save():
             meta = {"elapsed_seconds": elapsed + time.time() - start, "eval_history": history,
                     "data_position": step}
-            checkpointer.save(step, state, meta)
+            checkpointer.save(step, state, meta, data)
 
         try:
             with progress_bar("train", total=self.train_steps, completed=step) as bar:
-                data = batches(step)
                 while step < self.train_steps:
                     state, metrics = jitted(state, self.parallel.put_batch(next(data)))
                     step += 1

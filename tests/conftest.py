@@ -18,6 +18,17 @@ def data_dir(tmp_path_factory):
     yield path
 
 
+# The longest test files first, so that `pytest -n 2` (make test) does not end waiting on one of
+# them; within a file the order is unchanged.
+LONGEST_FIRST = ("test_t5x.py", "test_multihost.py", "test_t5x_glue.py", "test_guided.py", "test_glue_finetune.py",
+                 "test_cli.py", "test_optuna.py", "test_trainer.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture
 def tiny_experiment(tmp_path):
     """An Experiment from configs/test.gin in a fresh model dir."""
@@ -68,3 +79,26 @@ def postgres_url():
     finally:
         run("pg_ctl", "-D", data, "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+class DiesAt:
+    """A stream of batches (`pipeline.Batches`) whose process dies when it is asked for batch
+    number `at`: KeyboardInterrupt, as from a kill, after the checkpoints written before."""
+
+    def __init__(self, batches, at: int):
+        self._batches, self._at, self._served = batches, at, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._served == self._at:
+            raise KeyboardInterrupt
+        self._served += 1
+        return next(self._batches)
+
+    def save(self, path):
+        self._batches.save(path)
+
+    def restore(self, path):
+        self._batches.restore(path)

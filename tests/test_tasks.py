@@ -6,7 +6,7 @@ import seqio
 import tensorflow_datasets as tfds
 
 from hpo import config as config_lib
-from hpo.data import pipeline, tasks
+from hpo.data import catalog, pipeline, tasks
 from hpo.errors import UserError
 
 LENGTHS = {"inputs": 16, "targets": 16}
@@ -74,13 +74,13 @@ def test_bad_local_files_are_user_errors(tmp_path, problem, match):
 
 def test_unknown_task_is_a_user_error():
     with pytest.raises(UserError, match="unknown task 'no_such_task'"):
-        tasks.get_task("no_such_task")
+        catalog.get_task("no_such_task")
 
 
 def test_tfds_wmt_task_under_mock_data():
     config_lib.parse(["test.gin"], ["wmt_task.vocab_size = 200", "wmt_task.vocab_examples = 40"])
     with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
-        task = tasks.get_task("wmt14_deen")
+        task = catalog.get_task("wmt14_deen")
         config = pipeline.DatasetConfig("wmt14_deen", LENGTHS, batch_size=4, pack=False)
         batch = next(pipeline.train_batches(config))
         assert batch["encoder_input_tokens"].shape == (4, 16)
@@ -96,12 +96,37 @@ def test_wmt_name_must_include_english():
         tasks.wmt_task("wmt14_defr")
 
 
-def test_train_batches_resume_where_they_stopped():
+def test_train_batches_resume_where_they_stopped(tmp_path):
     config_lib.parse(["test.gin"], [])
     config = pipeline.DatasetConfig("synthetic_translation", LENGTHS, batch_size=4)
     first = pipeline.train_batches(config, seed=3)
-    seen = [next(first) for _ in range(5)]
-    resumed = next(pipeline.train_batches(config, seed=3, start_batch=3))
-    for key in seen[3]:
-        np.testing.assert_array_equal(seen[3][key], resumed[key])
+    seen = [next(first) for _ in range(3)]
+    first.save(str(tmp_path / "position"))
+    seen += [next(first) for _ in range(2)]
+    resumed = pipeline.train_batches(config, seed=3)  # a new process: the stream from its start
+    resumed.restore(str(tmp_path / "position"))
+    for expected in seen[3:]:
+        got = next(resumed)
+        for key in expected:
+            np.testing.assert_array_equal(expected[key], got[key])
     assert "encoder_segment_ids" in seen[0]  # packed
+
+
+def test_guide_batches_resume_where_they_stopped(tmp_path):
+    """Training and guide batches resume together; guide batch i serves steps 2i and 2i + 1."""
+    config_lib.parse(["test.gin"], [])
+    config = pipeline.DatasetConfig("synthetic_translation", LENGTHS, batch_size=4)
+    first = pipeline.train_and_guide_batches(config, seed=3, guide_size=2, refresh_every=2)
+    seen = [next(first) for _ in range(3)]
+    first.save(str(tmp_path / "position"))
+    seen += [next(first) for _ in range(3)]
+    resumed = pipeline.train_and_guide_batches(config, seed=3, guide_size=2, refresh_every=2)
+    resumed.restore(str(tmp_path / "position"))
+    for expected in seen[3:]:
+        got = next(resumed)
+        for part in ("train", "guide"):
+            for key in expected[part]:
+                np.testing.assert_array_equal(expected[part][key], got[part][key])
+    guides = [s["guide"]["decoder_target_tokens"] for s in seen]
+    assert guides[0].shape[0] == 2 and np.array_equal(guides[2], guides[3])
+    assert not np.array_equal(guides[1], guides[2]) and np.array_equal(guides[0], guides[1])

@@ -7,6 +7,7 @@ import textwrap
 
 import numpy as np
 
+from conftest import DiesAt
 from hpo.data import pipeline
 from hpo.strategies.fixed import Fixed
 
@@ -17,11 +18,8 @@ def test_resume_after_a_kill_gives_the_same_loss_as_an_uninterrupted_run(tiny_ex
 
     real = pipeline.train_batches
 
-    def killed_after_three(config, *args, **kwargs):
-        for i, batch in enumerate(real(config, *args, **kwargs)):
-            if i == 3:
-                raise KeyboardInterrupt  # the process dies after step 3; the last checkpoint is step 2
-            yield batch
+    def killed_after_three(config, *args, **kwargs):  # the process dies after step 3; the last checkpoint is step 2
+        return DiesAt(real(config, *args, **kwargs), at=3)
 
     other = tiny_experiment("TRAIN_STEPS = 6", "Experiment.checkpoint_every = 2",
                             f"MODEL_DIR = '{tmp_path / 'interrupted'}'")

@@ -1,15 +1,14 @@
 """Batches for training and examples for evaluation, from seqio tasks."""
 
 import dataclasses
-import itertools
-from typing import Iterator, List, Mapping, Tuple
+from typing import List, Mapping, Tuple
 
 import gin
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from hpo.data import tasks
+from hpo.data import catalog
 from hpo.errors import UserError
 
 # tf.data only feeds the host: keep TensorFlow off the accelerators JAX uses
@@ -41,17 +40,36 @@ class DatasetConfig:
 
 
 def vocabulary(config: DatasetConfig) -> seqio.Vocabulary:
-    return tasks.get_task(config.mixture_or_task_name).output_features["targets"].vocabulary
+    return catalog.get_task(config.mixture_or_task_name).output_features["targets"].vocabulary
 
 
-def train_batches(config: DatasetConfig, split: str = "train", seed: int = 0,
-                  start_batch: int = 0, batch_size: int = None) -> Iterator[Mapping[str, np.ndarray]]:
-    """Endless shuffled batches of `split` in the encoder-decoder feature layout.
+class Batches:
+    """An endless stream of numpy batches from a tf.data pipeline, whose position is saved
+    and restored with tf.data's own iterator checkpoints: resuming at step 100,000 costs
+    what it costs at step 100, and gives exactly the batches an uninterrupted run sees."""
 
-    The order is a function of `seed` alone, so a resumed run skips
-    `start_batch` batches and sees exactly what an uninterrupted run would.
-    """
-    task = tasks.get_task(config.mixture_or_task_name)
+    def __init__(self, dataset: tf.data.Dataset):
+        self._iterator = iter(dataset)
+        self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return tf.nest.map_structure(lambda t: t.numpy(), next(self._iterator))
+
+    def save(self, path: str) -> None:
+        self._checkpoint.write(path)
+
+    def restore(self, path: str) -> None:
+        self._checkpoint.read(path).assert_consumed()
+
+
+def train_dataset(config: DatasetConfig, split: str = "train", seed: int = 0,
+                  batch_size: int = None) -> tf.data.Dataset:
+    """Endless shuffled batches of `split` in the encoder-decoder feature layout; the order
+    is a function of `seed` alone."""
+    task = catalog.get_task(config.mixture_or_task_name)
     lengths = dict(config.task_feature_lengths)
     # seqio shuffles after repeating: a buffer larger than the split would
     # make it read the split many times over before the first batch.
@@ -62,27 +80,31 @@ def train_batches(config: DatasetConfig, split: str = "train", seed: int = 0,
     ds = task.get_dataset(sequence_length=lengths, split=split, shuffle=True, seed=seed,
                           num_epochs=None, try_in_mem_cache=False, **options)
     ds = seqio.EncDecFeatureConverter(pack=config.pack)(ds, lengths)
-    ds = ds.batch(batch_size or config.batch_size, drop_remainder=True)
-    ds = ds.skip(start_batch).prefetch(tf.data.AUTOTUNE)
-    return ds.as_numpy_iterator()
+    return ds.batch(batch_size or config.batch_size, drop_remainder=True)
 
 
-def train_and_guide_batches(config: DatasetConfig, seed: int, start: int, guide_size: int,
-                            refresh_every: int) -> Iterator[Mapping[str, Mapping[str, np.ndarray]]]:
-    """{"train", "guide"} batches from step `start` on, for the guided strategy.
+def train_batches(config: DatasetConfig, split: str = "train", seed: int = 0, batch_size: int = None) -> Batches:
+    """`train_dataset` as a checkpointable stream of numpy batches."""
+    return Batches(train_dataset(config, split, seed, batch_size).prefetch(tf.data.AUTOTUNE))
 
-    The guide batch comes from the guide split and is replaced every
-    `refresh_every` steps (0: one batch for the whole run); like the training
-    batches it is a function of the seed and the step alone.
-    """
-    train = train_batches(config, seed=seed, start_batch=start)
-    guides = train_batches(config, split="guide", seed=seed, batch_size=guide_size,
-                           start_batch=start // refresh_every if refresh_every else 0)
-    guide = next(guides)
-    for step in itertools.count(start):
-        if refresh_every and step > start and step % refresh_every == 0:
-            guide = next(guides)
-        yield {"train": next(train), "guide": guide}
+
+def with_guide(train: tf.data.Dataset, guide: tf.data.Dataset, refresh_every: int) -> tf.data.Dataset:
+    """(training batch, guide batch) pairs: guide batch i serves steps i*refresh_every ...
+    (i+1)*refresh_every - 1; refresh_every 0: the first guide batch serves the whole run.
+    One pipeline, so one checkpoint holds both positions (both backends use it)."""
+    if refresh_every:
+        guide = guide.flat_map(lambda batch: tf.data.Dataset.from_tensors(batch).repeat(refresh_every))
+    else:
+        guide = guide.take(1).cache().repeat()
+    return tf.data.Dataset.zip((train, guide))
+
+
+def train_and_guide_batches(config: DatasetConfig, seed: int, guide_size: int, refresh_every: int) -> Batches:
+    """{"train", "guide"} batches for the guided strategy: the guide batch comes from the guide
+    split and, like the training batches, is a function of the seed and the step alone."""
+    pairs = with_guide(train_dataset(config, seed=seed),
+                       train_dataset(config, split="guide", seed=seed, batch_size=guide_size), refresh_every)
+    return Batches(pairs.map(lambda t, g: {"train": t, "guide": g}).prefetch(tf.data.AUTOTUNE))
 
 
 def _split_size(task: seqio.Task, split: str):
@@ -95,7 +117,7 @@ def _split_size(task: seqio.Task, split: str):
 def eval_examples(config: DatasetConfig, split: str, limit: int = None
                   ) -> Tuple[np.ndarray, List[str], List[str]]:
     """(encoder inputs [N, L] padded, source texts, reference texts) of `split`, in order."""
-    task = tasks.get_task(config.mixture_or_task_name)
+    task = catalog.get_task(config.mixture_or_task_name)
     lengths = dict(config.task_feature_lengths)
     ds = task.get_dataset(sequence_length=lengths, split=split, shuffle=False, num_epochs=1,
                           seed=EVAL_SEED, try_in_mem_cache=False)
@@ -118,7 +140,7 @@ def eval_batches(config: DatasetConfig, split: str, limit: int = None) -> List[M
     The last batch is padded with all-zero rows (zero loss weight) so every
     batch has one shape and the eval step compiles once.
     """
-    task = tasks.get_task(config.mixture_or_task_name)
+    task = catalog.get_task(config.mixture_or_task_name)
     lengths = dict(config.task_feature_lengths)
     ds = task.get_dataset(sequence_length=lengths, split=split, shuffle=False, num_epochs=1,
                           seed=EVAL_SEED, try_in_mem_cache=False)
