@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from hpo.models import decoding
 from hpo.models.decoding import beam_search, greedy_decode
 from hpo.models.t5 import T5Config, Transformer
 
@@ -153,3 +154,29 @@ def test_beam_log_prob_at_least_greedy(random_params):
     assert np.mean(beam_lp >= greedy_lp - 1e-4) >= 0.9, (beam_lp, greedy_lp)
     assert beam_lp.sum() > greedy_lp.sum()
     assert eos_seen > 0  # the comparison covered finished beams, not only truncated ones
+
+
+def test_cached_step_logits_equal_the_full_decoder_pass(random_params):
+    """Incremental decoding (one token a step, key/value cache) computes the logits of a whole
+    teacher-forced pass, position by position."""
+    for params, seed in zip(random_params, (8, 9)):
+        enc = random_inputs(seed)
+        seqs = np.asarray(greedy_decode(MODEL, params, enc, DEC_LEN, cache=False))
+        full = MODEL.apply({"params": params}, enc, shift_right(seqs))
+        encoded = MODEL.apply({"params": params}, enc, method=Transformer.encode)
+        cache = decoding._init_cache(MODEL, params, encoded, enc, DEC_LEN)
+        for t in range(DEC_LEN):
+            logits, cache = decoding._cached_step_logits(MODEL, params, cache, encoded, enc, seqs, t, DEC_LEN)
+            np.testing.assert_allclose(logits, full[:, t], atol=1e-5, rtol=1e-5)
+
+
+def test_cached_and_uncached_decoding_give_the_same_tokens(random_params, trained):
+    params, enc, tgt = trained
+    cases = [(params, enc), (params, random_inputs(6)), (random_params[0], random_inputs(7))]
+    for params, enc in cases:
+        np.testing.assert_array_equal(greedy_decode(MODEL, params, enc, DEC_LEN, cache=True),
+                                      greedy_decode(MODEL, params, enc, DEC_LEN, cache=False))
+        for beam_size, alpha in ((4, 0.6), (2, 1.0)):  # length penalty on
+            np.testing.assert_array_equal(
+                beam_search(MODEL, params, enc, DEC_LEN, beam_size=beam_size, alpha=alpha, cache=True),
+                beam_search(MODEL, params, enc, DEC_LEN, beam_size=beam_size, alpha=alpha, cache=False))

@@ -67,11 +67,11 @@ class Seq2SeqModel:
         total, weight = self.loss(params, batch, rng, label_smoothing, train)
         return total / jnp.maximum(weight, 1.0)
 
-    @functools.partial(jax.jit, static_argnames=("self", "max_len", "method", "beam_size", "alpha"))
+    @functools.partial(jax.jit, static_argnames=("self", "max_len", "method", "beam_size", "alpha", "cache"))
     def predict(self, params, encoder_input_tokens, max_len: int, method: str = "greedy",
-                beam_size: int = 4, alpha: float = 0.6):
-        """Output token ids [B, max_len], zero after EOS."""
+                beam_size: int = 4, alpha: float = 0.6, cache: bool = True):
+        """Output token ids [B, max_len], zero after EOS (`cache`: incremental decoding)."""
         if method == "beam":
             return decoding.beam_search(self.module, params, encoder_input_tokens, max_len,
-                                        beam_size=beam_size, alpha=alpha)
-        return decoding.greedy_decode(self.module, params, encoder_input_tokens, max_len)
+                                        beam_size=beam_size, alpha=alpha, cache=cache)
+        return decoding.greedy_decode(self.module, params, encoder_input_tokens, max_len, cache=cache)

@@ -97,10 +97,11 @@ class RelativePositionBias(nn.Module):
     bidirectional: bool
 
     @nn.compact
-    def __call__(self, q_len: int, k_len: int) -> Array:
+    def __call__(self, q_len: int, k_len: int, q_offset=0) -> Array:
+        """Queries at positions q_offset ... q_offset + q_len - 1 (one, when decoding step by step)."""
         cfg = self.config
         # Positions from arange: cross-segment pairs in packed rows are masked anyway.
-        rel = jnp.arange(k_len)[None, :] - jnp.arange(q_len)[:, None]
+        rel = jnp.arange(k_len)[None, :] - (jnp.arange(q_len)[:, None] + q_offset)
         buckets = relative_position_bucket(
             rel, self.bidirectional, cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance
         )
@@ -114,12 +115,21 @@ class RelativePositionBias(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """Bias-free multi-head attention; `bias` holds masks and position biases."""
+    """Bias-free multi-head attention; `bias` holds masks and position biases.
+
+    Incremental decoding (`decode`, as in T5X) keeps keys and values in the "cache"
+    collection, created by a pass over the whole (max length) decoder input:
+    self-attention writes the key and value of the one query at `position` into
+    its cache and attends over all of it (`bias` masks what is not generated
+    yet); cross-attention (`cross`) computes the encoder's keys and values on
+    that first pass only.
+    """
 
     config: T5Config
+    cross: bool = False
 
     @nn.compact
-    def __call__(self, inputs_q, inputs_kv, bias, deterministic: bool):
+    def __call__(self, inputs_q, inputs_kv, bias, deterministic: bool, decode: bool = False, position=None):
         cfg = self.config
         dense = lambda name, init=_kernel_init(): nn.DenseGeneral(
             (cfg.num_heads, cfg.head_dim), use_bias=False, kernel_init=init, name=name, **_dtypes(cfg)
@@ -127,8 +137,19 @@ class MultiHeadAttention(nn.Module):
         # As in T5X, the 1/sqrt(head_dim) scaling is folded into the query init.
         query_init = lambda *a: _kernel_init()(*a) * cfg.head_dim**-0.5
         q = dense("query", query_init)(inputs_q)
-        k = dense("key")(inputs_kv)
-        v = dense("value")(inputs_kv)
+        if decode and self.cross:
+            k = self.variable("cache", "cross_key", lambda: dense("key")(inputs_kv)).value
+            v = self.variable("cache", "cross_value", lambda: dense("value")(inputs_kv)).value
+        else:
+            k = dense("key")(inputs_kv)
+            v = dense("value")(inputs_kv)
+        if decode and not self.cross:
+            cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+            cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+            if position is not None:  # one step: write this query's key and value at `position`
+                cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k, (0, position, 0, 0))
+                cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, (0, position, 0, 0))
+                k, v = cached_k.value, cached_v.value
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(_wide(cfg)) + bias
         weights = jax.nn.softmax(logits).astype(q.dtype)  # softmax in float32
         weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=deterministic)
@@ -177,13 +198,14 @@ class DecoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, y, encoded, self_bias, cross_bias, deterministic: bool):
+    def __call__(self, y, encoded, self_bias, cross_bias, deterministic: bool, decode=False, position=None):
         cfg = self.config
         h = _norm(cfg, "pre_self_attention_layer_norm")(y)
-        h = MultiHeadAttention(cfg, name="self_attention")(h, h, self_bias, deterministic)
+        h = MultiHeadAttention(cfg, name="self_attention")(h, h, self_bias, deterministic, decode, position)
         y = y + _dropout(cfg)(h, deterministic=deterministic)
         h = _norm(cfg, "pre_cross_attention_layer_norm")(y)
-        h = MultiHeadAttention(cfg, name="encoder_decoder_attention")(h, encoded, cross_bias, deterministic)
+        h = MultiHeadAttention(cfg, cross=True, name="encoder_decoder_attention")(
+            h, encoded, cross_bias, deterministic, decode)
         y = y + _dropout(cfg)(h, deterministic=deterministic)
         h = _norm(cfg, "pre_mlp_layer_norm")(y)
         h = MlpBlock(cfg, name="mlp")(h, deterministic)
@@ -214,15 +236,19 @@ class Decoder(nn.Module):
     shared_embedding: nn.Module
 
     @nn.compact
-    def __call__(self, encoded, tokens, self_mask_bias, cross_bias, deterministic: bool):
+    def __call__(self, encoded, tokens, self_mask_bias, cross_bias, deterministic: bool, decode=False,
+                 position=None):
+        """`position` (incremental decoding): `tokens` is the one token at that position,
+        attending over the cache's keys (`self_mask_bias` is [.., 1, max_len])."""
         cfg = self.config
         y = self.shared_embedding(tokens.astype(jnp.int32))
         y = _dropout(cfg)(y, deterministic=deterministic)
         self_bias = self_mask_bias + RelativePositionBias(cfg, False, name="relpos_bias")(
-            tokens.shape[1], tokens.shape[1]
+            tokens.shape[1], self_mask_bias.shape[-1], 0 if position is None else position
         )
         for i in range(cfg.num_decoder_layers):
-            y = DecoderLayer(cfg, name=f"layers_{i}")(y, encoded, self_bias, cross_bias, deterministic)
+            y = DecoderLayer(cfg, name=f"layers_{i}")(y, encoded, self_bias, cross_bias, deterministic, decode,
+                                                      position)
         y = _norm(cfg, "decoder_norm")(y)
         y = _dropout(cfg)(y, deterministic=deterministic)
         if cfg.logits_via_embedding:
@@ -280,7 +306,18 @@ class Transformer(nn.Module):
         encoder_segment_ids=None,
         decoder_segment_ids=None,
         enable_dropout: bool = False,
+        decode: bool = False,
+        decode_position=None,
+        max_decode_len: int = None,
     ):
+        """Logits of the decoder inputs. `decode`: incremental decoding with a "cache"
+        collection, created by a pass over [B, max_decode_len] inputs; then each pass is one
+        token [B, 1] at `decode_position` of the generated sequence (max_decode_len long)."""
+        if decode_position is not None:  # keys: the cache's max_decode_len positions, those up to here real
+            self_mask = (jnp.arange(max_decode_len) <= decode_position)[None, None, None, :]
+            cross_mask = nn.make_attention_mask(jnp.ones_like(decoder_input_tokens, bool), encoder_input_tokens > 0)
+            return self.decoder(encoded, decoder_input_tokens, _to_bias(self_mask), _to_bias(cross_mask), True,
+                                decode, decode_position)
         self_mask = nn.make_causal_mask(decoder_input_tokens)
         if decoder_target_tokens is not None:
             # Padding comes from targets: the start token 0 in the inputs is not padding.
@@ -298,6 +335,7 @@ class Transformer(nn.Module):
             _to_bias(self_mask),
             _to_bias(cross_mask),
             self._deterministic(enable_dropout),
+            decode,
         )
 
     def __call__(
