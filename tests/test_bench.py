@@ -11,6 +11,7 @@ from bench import run  # bench/ is on pytest's pythonpath (pyproject.toml)
 from bench.data_wait import data_wait
 from bench.decode_speed import decode_speed
 from bench.memory import training_memory
+from bench.resume import resume_times
 from bench.throughput import experiment, peak_flops, train_flops_per_example, train_throughput
 
 TINY = ["test.gin"]
@@ -60,6 +61,12 @@ def test_data_wait_is_a_fraction_of_the_step():
     assert r["step_s"] > 0 and r["data_wait_ms_per_step"] >= 0
 
 
+def test_resume_times_at_two_positions():
+    r = resume_times(TINY, positions=(2, 6))
+    for n in (2, 6):
+        assert r[f"restore_s@{n}"] > 0 and r[f"skip_s@{n}"] > 0 and r[f"checkpoint_mib@{n}"] > 0
+
+
 def test_training_memory_of_a_subprocess_run():
     r = training_memory(TINY, steps=2, share_compilation_cache=True)
     assert r["steps"] == 2
@@ -76,3 +83,7 @@ def test_run_writes_json_and_rejects_bad_options(tmp_path, capsys):
     assert "machine: " in capsys.readouterr().out
     assert run.main([str(out), "--sizes", "huge"]) == 2
     assert run.main([str(out), "--skip", "everything"]) == 2
+    if jax.devices()[0].platform == "cpu":  # the accelerator benchmark says there is none
+        capsys.readouterr()
+        assert run.main([str(out), "--accelerator"]) == 2
+        assert "no GPU or TPU" in capsys.readouterr().err

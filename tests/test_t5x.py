@@ -211,27 +211,6 @@ def test_finetuning_a_t5x_checkpoint_with_every_strategy(runs, tmp_path):
     assert records["guided"]["compute_steps"] == 4.0
 
 
-def test_t5_pretraining_scored_on_glue_with_every_strategy(tmp_path):
-    """T5X pretraining (span corruption) with each strategy, each model then fine-tuned by a
-    second T5X run and scored on GLUE dev: GLUE rows, as on the built-in engine."""
-    out = _finish(_hpo("run", "--backend=t5x", "--gin_file=t5x/test_glue.gin", "--strategy=fixed,guided,optuna",
-                       f"--model_dir={tmp_path}"))
-    records = _records(str(tmp_path))
-    assert sorted(records) == ["fixed", "guided", "optuna"]
-    for strategy, record in records.items():
-        assert record["backend"] == "t5x" and record["benchmark"] == "glue"
-        assert sorted(record["glue"]) == ["cola", "stsb"] and record["glue_synthetic"] is True
-        assert all(r["num_examples"] == 16 for r in record["glue"].values())
-        assert np.isfinite(record["glue_average"]) and np.isfinite(record["dev_loss"])
-        assert record["finetune"]["train_steps"] == 2 and record["wall_seconds"] > record["finetune"]["wall_seconds"]
-        run = os.path.join(str(tmp_path), record["run_dir"])
-        assert "checkpoint_2" in os.listdir(os.path.join(run, "finetune"))  # T5X's own fine-tuning run
-        assert len(open(os.path.join(run, "glue", "synthetic_cola.dev.pred")).read().splitlines()) == 16
-        assert f"| {strategy} [t5x] |" in out
-    assert records["optuna"]["study"]["objective"] == "dev_loss"
-    assert records["guided"]["learned_schedule"]["learning_rate"]["final"] != 1.0
-
-
 def test_t5x_hypergradients_equal_finite_differences(tmp_path):
     """The guided step through T5X's update (learning rate, Adafactor's decay rate and label
     smoothing, the last second order through T5X's custom-gradient cross-entropy)."""
@@ -360,9 +339,9 @@ def test_guided_on_a_task_without_a_guide_split(capsys, tmp_path, monkeypatch):
     (tmp_path / "no_guide.py").write_text(textwrap.dedent("""
         import seqio
         import tensorflow as tf
-        from hpo.data import tasks
+        from hpo.data import catalog
 
-        vocabulary = tasks.get_task("synthetic_translation").output_features["targets"].vocabulary
+        vocabulary = catalog.get_task("synthetic_translation").output_features["targets"].vocabulary
         feature = seqio.Feature(vocabulary)
         source = seqio.FunctionDataSource(
             lambda split, shuffle_files, seed=None: tf.data.Dataset.from_tensors({"inputs": "a", "targets": "b"}),
