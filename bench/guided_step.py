@@ -9,6 +9,7 @@ windows of k steps.
 """
 
 import functools
+import itertools
 import statistics
 import time
 
@@ -78,11 +79,18 @@ def guided_step_ratios(gin_files=("default.gin",), repeats=20, guide_fractions=(
     fixed = {k: v for k, v in values.items() if k not in specs}
     def paired(g, update_every=1, repeats=repeats):
         tuning = hyper.Tuning(specs=specs, fixed_values=fixed, meta_tx=meta, update_every=update_every)
-        guided = par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=exp.schedule,
-                                                tuning=tuning))
+        tuned, between = (par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx,
+                                                         schedule=exp.schedule, tuning=tuning, tune=tune))
+                          for tune in (True, False))
         guide = par.put_batch(_batch(rng, max(1, int(size * g)), length, vocab))
-        tuner = hyper.init_tuner(specs, {"learning_rate": 1.0}, meta, (repeats + 1) * update_every + 1)
+        tuner = hyper.init_tuner(specs, {"learning_rate": 1.0}, meta, (repeats + 1) * update_every + 2)
         gstate = par.put_state(init_state(model, tx, 0, exp.data.task_feature_lengths, tuner))
+        if update_every > 1:  # as the Trainer does: the program each step takes, chosen on the host
+            _, gstate = _timed(between, gstate, [{"train": train[0], "guide": guide}])  # compile it
+            steps = itertools.count(1)
+            guided = lambda state, batch: (tuned if tuning.due(next(steps)) else between)(state, batch)  # noqa: E731
+        else:
+            guided = tuned
         fresh = init_state(model, tx, 0, exp.data.task_feature_lengths)  # steps donate their input state
         return _paired(plain, par.put_state(fresh), guided, gstate, train, guide, repeats, window=update_every)
 
@@ -92,5 +100,5 @@ def guided_step_ratios(gin_files=("default.gin",), repeats=20, guide_fractions=(
         out[f"guided_step_s@g={g}"] = guided_s
         out[f"ratio@g={g}"] = ratio
     for k in cadences:  # windows of k steps: fewer of them for the same time
-        out[f"ratio@update_every={k}"] = paired(1.0, k, repeats=max(3, 2 * repeats // k))[2]
+        out[f"ratio@update_every={k}"] = paired(1.0, k, repeats=max(10, 2 * repeats // k))[2]
     return out

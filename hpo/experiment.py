@@ -21,7 +21,7 @@ from hpo.errors import UserError
 from hpo.evaluate import Translation
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.models.t5 import T5Config, num_params
-from hpo.trainer import Trainer, TrainState, eval_step, init_state, train_step
+from hpo.trainer import StepSchedule, Trainer, TrainState, eval_step, init_state, train_step
 
 gin.external_configurable(T5Config, module="hpo")
 
@@ -98,6 +98,8 @@ class Experiment:
         tx = optim.make_optimizer(self.optimizer, tuning.initial_values())
         step = functools.partial(hyper.guided_update, model=self.model, tx=tx, schedule=self.schedule,
                                  tuning=tuning)
+        if tuning.update_every > 1:  # tuned steps and the plain steps between: two programs
+            step = StepSchedule((step, functools.partial(step, tune=False)), lambda t: 0 if tuning.due(t) else 1)
         return self.train_and_evaluate(
             strategy, seed, step, tx, tuner=tuning.init(self.train_steps),
             batches=lambda: pipeline.train_and_guide_batches(

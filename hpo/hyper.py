@@ -123,18 +123,24 @@ class Tuning:
         """The tuner state: raw values, meta-optimizer state, counters and the schedule so far."""
         return init_tuner(self.specs, {k: s.init for k, s in self.specs.items()}, self.meta_tx, train_steps)
 
-    def step(self, tuner, step, train: Callable, guide_loss_of: Callable):
+    def due(self, step: int) -> bool:
+        """Whether step `step` (a host int) is a tuned step: `step(..., tune=True)`."""
+        return step % self.update_every == 0
+
+    def step(self, tuner, step, train: Callable, guide_loss_of: Callable, tune: bool = True):
         """The method's step, whatever trains the model (the built-in engine or T5X).
 
         `train(values)` takes the training update with the hyper-parameter
         values `values` and returns aux (the updated model, ...);
-        `guide_loss_of(aux)` is the guide loss of the updated model. Every
-        `update_every` steps that loss is differentiated with respect to the
-        raw values through the update, θ_t and the optimizer state being
-        constants (one-step truncation), and the meta-optimizer moves them;
-        the steps between are `train(values)` alone, with no guide pass
-        (compute 1 + g / update_every plain steps), and log the last guide
-        loss and hyper-gradients.
+        `guide_loss_of(aux)` is the guide loss of the updated model. On a tuned
+        step (`tune`, every `update_every` steps: `due(step)`) that loss is
+        differentiated with respect to the raw values through the update, θ_t
+        and the optimizer state being constants (one-step truncation), and the
+        meta-optimizer moves them. The steps between (`tune=False`) are
+        `train(values)` alone, with no guide pass (compute 1 + g / update_every
+        plain steps), and log the last guide loss and hyper-gradients. The
+        engines compile the two kinds as two programs and pick one on the host
+        (a lax.cond inside one program cost about 3% per step on CPU).
 
         Returns (guide loss, aux, values the step used, new tuner, sanitised hyper-gradients).
         """
@@ -162,10 +168,7 @@ class Tuning:
             values = values_of(tuner["raw"])
             return train(values), values, tuner
 
-        if self.update_every == 1:
-            aux, values, tuner = tuned(tuner)
-        else:  # one branch runs: off-steps skip the guide pass and its gradient
-            aux, values, tuner = jax.lax.cond(step % self.update_every == 0, tuned, plain, tuner)
+        aux, values, tuner = tuned(tuner) if tune else plain(tuner)
         # The learned schedule: the values each step was taken with.
         tuner = {**tuner, "trajectory": tuner["trajectory"].at[step].set(jnp.stack([values[k] for k in specs]))}
         return tuner["last"]["guide_loss"], aux, values, tuner, tuner["last"]["hypergrad"]
@@ -187,8 +190,9 @@ def _lookahead(values, state, batch, *, model, tx, schedule):
     return guide, (params, opt_state, loss)
 
 
-def guided_update(state, batch, *, model, tx, schedule, tuning: Tuning):
-    """One guided step of the built-in engine on {"train": batch, "guide": batch}: (new state, metrics).
+def guided_update(state, batch, *, model, tx, schedule, tuning: Tuning, tune: bool = True):
+    """One guided step of the built-in engine on {"train": batch, "guide": batch}: (new state, metrics);
+    `tune=False`: a step between tuned ones (`Tuning.step`).
 
     Under jit with a data-sharded batch the guide loss is the global mean, so
     its gradient is already averaged across devices.
@@ -196,7 +200,7 @@ def guided_update(state, batch, *, model, tx, schedule, tuning: Tuning):
     train = functools.partial(apply_update, state, batch["train"], model=model, tx=tx, schedule=schedule)
     guide_loss_of = lambda aux: model.mean_loss(aux[0], batch["guide"], train=False)  # noqa: E731
     guide, (params, opt_state, loss), values, tuner, grads = tuning.step(state.tuner, state.step, train,
-                                                                         guide_loss_of)
+                                                                         guide_loss_of, tune)
     metrics = {"loss": loss, **step_metrics(guide, values, grads, schedule(state.step))}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, tuner=tuner), metrics
 

@@ -9,7 +9,7 @@ periodic evaluation and orbax checkpoints, and resumes where it stopped.
 
 import dataclasses
 import time
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 import flax
 import jax
@@ -122,6 +122,13 @@ class DataParallel:
                        out_shardings=(self.replicated, self.replicated), donate_argnums=0)
 
 
+class StepSchedule(NamedTuple):
+    """Step functions, each compiled once, and the one step t takes: `fns[which(t)]` (the
+    guided strategy's tuned steps and the plain steps between them)."""
+    fns: Sequence[StepFn]
+    which: Callable[[int], int]
+
+
 @dataclasses.dataclass
 class Trainer:
     """The loop: steps, progress, summaries, evaluation hooks and checkpoints."""
@@ -133,7 +140,7 @@ class Trainer:
     keep_checkpoints: int = 2
     parallel: DataParallel = dataclasses.field(default_factory=DataParallel)
 
-    def fit(self, state: TrainState, step_fn: StepFn, batches: Callable[[], Iterator[Batch]],
+    def fit(self, state: TrainState, step_fn: Union[StepFn, StepSchedule], batches: Callable[[], Iterator[Batch]],
             evaluate: Optional[Callable[[TrainState], Dict[str, float]]] = None,
             on_eval: Optional[Callable[[int, Dict[str, float]], None]] = None) -> "FitResult":
         """Trains until `train_steps`, resuming from the newest checkpoint in run_dir.
@@ -153,7 +160,8 @@ class Trainer:
             elapsed, history = meta["elapsed_seconds"], meta["eval_history"]
         state = self.parallel.put_state(state)
         step = int(self.parallel.local(state.step))
-        jitted = self.parallel.jit_step(step_fn)
+        steps = step_fn if isinstance(step_fn, StepSchedule) else StepSchedule((step_fn,), lambda t: 0)
+        jitted = [self.parallel.jit_step(fn) for fn in steps.fns]
         train_writer, eval_writer = (_summary_writer(f"{self.run_dir}/{name}") for name in ("train", "eval"))
         start = time.time()
         data = batches()
@@ -168,7 +176,7 @@ class Trainer:
         try:
             with progress_bar("train", total=self.train_steps, completed=step) as bar:
                 while step < self.train_steps:
-                    state, metrics = jitted(state, self.parallel.put_batch(next(data)))
+                    state, metrics = jitted[steps.which(step)](state, self.parallel.put_batch(next(data)))
                     step += 1
                     bar.advance()
                     if step % self.log_every == 0 or step == self.train_steps:

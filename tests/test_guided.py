@@ -149,7 +149,8 @@ def test_between_updates_every_step_is_a_plain_training_step():
     fixed = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "label_smoothing": 0.0}
     tuning = hyper.Tuning(specs=specs, fixed_values=fixed, meta_tx=meta, update_every=3)
     schedule = lambda s: jnp.float32(1e-3)  # noqa: E731
-    step = jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=schedule, tuning=tuning))
+    step_fns = {tune: jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=schedule,
+                                                tuning=tuning, tune=tune)) for tune in (True, False)}
     plain = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule))
 
     def run(guide, steps=6):
@@ -157,7 +158,7 @@ def test_between_updates_every_step_is_a_plain_training_step():
         logged = []
         for i in range(steps):
             before = state
-            state, metrics = step(state, {"train": _batch(i), "guide": guide})
+            state, metrics = step_fns[tuning.due(i)](state, {"train": _batch(i), "guide": guide})
             logged.append(float(metrics["guide_loss"]))
             if i % 3:  # an off-step equals a plain step with the values it used
                 values = {**fixed, "learning_rate": state.tuner["trajectory"][i, 0]}
@@ -175,6 +176,14 @@ def test_between_updates_every_step_is_a_plain_training_step():
     poisoned["decoder_loss_weights"] = poisoned["decoder_loss_weights"] * np.nan
     state, _ = run(poisoned)  # the NaN hyper-gradient is met on the two tuned steps alone
     assert int(state.tuner["nonfinite"]["learning_rate"]) == 2
+
+
+def test_a_guided_run_with_update_every_counts_its_compute(tiny_experiment):
+    exp = tiny_experiment("TRAIN_STEPS = 6", "Guided.update_every = 2", "Guided.meta_learning_rate = 0.05")
+    record = Guided().run(exp, seed=0)
+    lr = read_schedule(os.path.join(exp.model_dir, record["schedule_file"]))["learning_rate"]
+    assert lr[1] == lr[2] != lr[0] and lr[3] == lr[4] != lr[2] and lr[5] != lr[4]  # moved by steps 0, 2, 4
+    assert record["compute_steps"] == pytest.approx(6 * 1.5)  # a guide pass every other step
 
 
 def test_adafactor_decay_rate_hypergradient_is_finite_on_factored_weights():

@@ -6,6 +6,7 @@ commits); these tests import it unconditionally, so a missing T5X fails them.
 """
 
 import csv
+import functools
 import json
 import os
 import shutil
@@ -274,6 +275,24 @@ def test_t5x_hypergradients_equal_finite_differences(tmp_path):
         rounding = 8 * np.finfo(np.float32).eps * max(abs(up), abs(down)) / (2 * h)
         assert abs(fd) > 3 * rounding, (name, fd, rounding)  # the check below can tell a wrong gradient
         assert abs(reported - fd) <= 2e-2 * abs(fd) + rounding, (name, reported, fd, rounding)
+    # A step between tuned ones (update_every > 1) is T5X's update with the current values.
+    plain, _ = jax.jit(functools.partial(trainer.step, tune=False))(state, combined)
+    expected, _ = jax.jit(trainer.update)(state, train, {**tuning.fixed_values, **hyper.activate_all(specs, raw)})
+    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(expected.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(plain.param_states.tuner["raw"]["learning_rate"], raw["learning_rate"])
+
+
+def test_t5x_cadence_takes_tuned_steps_every_update_every_steps():
+    """T5X's loop calls one step function: hpo's picks the tuned or the plain program by step."""
+    import optax
+    from hpo import hyper
+    from hpo.t5x_backend.trainer import _Cadence
+    tuning = hyper.Tuning(specs={}, fixed_values={}, meta_tx=optax.adam(1e-2), update_every=3)
+    cadence = _Cadence(tuning, lambda state, batch: ("tuned", state), lambda state, batch: ("plain", state))
+    cadence.next_step = 4  # as after resuming at step 4
+    assert [cadence(step, None) for step in range(4, 11)] == [
+        ("plain", 4), ("plain", 5), ("tuned", 6), ("plain", 7), ("plain", 8), ("tuned", 9), ("plain", 10)]
 
 
 # --- bad input: one line, exit status 2, nothing written --------------------------------------

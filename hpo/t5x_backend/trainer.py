@@ -85,8 +85,11 @@ class ValuesTrainer(trainer_lib.Trainer):
 
     @functools.cached_property
     def _partitioned_train_step(self):
+        return self._partition_step(self.step)
+
+    def _partition_step(self, step_fn):
         return self._partitioner.partition(
-            self.step, in_axis_resources=(self._train_state_axes, self._partitioner.data_partition_spec),
+            step_fn, in_axis_resources=(self._train_state_axes, self._partitioner.data_partition_spec),
             out_axis_resources=(self._train_state_axes, None), donate_argnums=(0,))
 
     @functools.cached_property
@@ -120,7 +123,8 @@ class GuidedTrainer(ValuesTrainer):
         self._tuning = tuning
         super().__init__(*args, **kwargs)
 
-    def step(self, train_state, batch):
+    def step(self, train_state, batch, tune: bool = True):
+        """A tuned step, or with `tune=False` a plain one between tuned steps (`Tuning.step`)."""
         train = {k: v for k, v in batch.items() if not k.startswith(GUIDE)}
         guide = {k[len(GUIDE):]: v for k, v in batch.items() if k.startswith(GUIDE)}
 
@@ -131,11 +135,41 @@ class GuidedTrainer(ValuesTrainer):
         step = _step_number(train_state)
         guide_loss, (updated, metrics), values, tuner, grads = self._tuning.step(
             t5x_optim.tuner_of(train_state), step, functools.partial(self.update, train_state, train),
-            guide_loss_of)
+            guide_loss_of, tune)
         logged = hyper.step_metrics(guide_loss, values, grads, self._learning_rate_fn(step))
         del logged["learning_rate"]  # apply_grads logs the rate the step used
         metrics.update(_averages(logged))
         return t5x_optim.with_tuner(updated, tuner), metrics
+
+    def compile_train(self, batch) -> None:
+        super().compile_train(batch)
+        if self._tuning.update_every > 1:  # the plain steps between tuned ones: a second program
+            plain = self._partitioner.compile(self._partition_step(functools.partial(self.step, tune=False)),
+                                              self.train_state, batch)
+            self._compiled_train_step = _Cadence(self._tuning, self._compiled_train_step, plain)
+
+    def train(self, batch_iter, num_steps: int, start_step: int = None):
+        if self._tuning.update_every > 1 and not isinstance(self._compiled_train_step, _Cadence):
+            # T5X did not compile ahead (compile_train): both kinds compile on their first call.
+            self._compiled_train_step = _Cadence(self._tuning, self._partitioned_train_step, self._partition_step(
+                functools.partial(self.step, tune=False)))
+        if isinstance(self._compiled_train_step, _Cadence):
+            self._compiled_train_step.next_step = int(start_step if start_step is not None else self.train_state.step)
+        return super().train(batch_iter, num_steps, start_step)
+
+
+class _Cadence:
+    """T5X's train loop calls one step function: this one calls the tuned program on tuned steps
+    and the plain one between, counting steps on the host from `next_step`."""
+
+    def __init__(self, tuning: hyper.Tuning, tuned, plain):
+        self._tuning, self._tuned, self._plain = tuning, tuned, plain
+        self.next_step = 0
+
+    def __call__(self, train_state, batch):
+        step_fn = self._tuned if self._tuning.due(self.next_step) else self._plain
+        self.next_step += 1
+        return step_fn(train_state, batch)
 
 
 class _Counted:
