@@ -16,7 +16,7 @@ from typing import Dict, Mapping
 
 import gin
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo import distributed, io as hpo_io
@@ -66,7 +66,7 @@ class OptunaSearch(Strategy):
         lock = url[len("sqlite:///"):] if url.startswith("sqlite:///") else os.path.join(experiment.model_dir, "optuna")
         with hpo_io.locked(lock):
             storage = RDBStorage(url, heartbeat_interval=self.heartbeat, grace_period=2 * self.heartbeat,
-                                 heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1))
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
             model_based = dict(seed=seed, n_startup_trials=self.startup_trials)
             samplers = {"tpe": lambda: optuna.samplers.TPESampler(**model_based),
                         "gp": lambda: optuna.samplers.GPSampler(**model_based),
@@ -77,6 +77,11 @@ class OptunaSearch(Strategy):
                 study_name=self.study_name or default_study_name(experiment, seed), storage=storage,
                 sampler=samplers[self.sampler_name](), pruner=pruners[self.pruner_name](),
                 direction="maximize" if self.objective == "dev_bleu" else "minimize", load_if_exists=True)
+
+    def surplus(self, trial) -> bool:
+        """A trial past the study's total that is not a retry: two workers started one for the
+        last place, and it stands down (whatever state a busy storage left it in)."""
+        return trial.number >= self.n_trials and RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) is None
 
     def suggest(self, trial: optuna.Trial) -> Dict[str, float]:
         values = {}
@@ -99,8 +104,7 @@ class OptunaSearch(Strategy):
         def objective(trial):
             # Two workers may both start a trial for the last place; the later
             # one stands down (a retried trial keeps its place).
-            if trial.number >= self.n_trials and RetryFailedTrialCallback.retried_trial_number(trial) is None:
-                trial.set_user_attr("surplus", True)
+            if self.surplus(trial):
                 raise optuna.TrialPruned("surplus: the study already has its total")
             values = self.suggest(trial)
             run_dir = experiment.run_dir(self.name, seed, f"trial_{trial.number}")
@@ -172,7 +176,7 @@ class OptunaSearch(Strategy):
 
     def _record(self, experiment, seed, study, wall) -> Dict:
         trials = [t for t in study.get_trials(deepcopy=False)
-                  if t.state in FINISHED and not t.user_attrs.get("surplus")]
+                  if t.state in FINISHED and not self.surplus(t)]
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if not complete:
             reasons = {t.user_attrs.get("fail_reason", t.state.name) for t in trials}
