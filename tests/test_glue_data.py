@@ -12,6 +12,7 @@ from hpo import config as config_lib
 from hpo.data import catalog, glue, pipeline, synthetic, synthetic_glue
 from hpo.errors import UserError
 from hpo.glue import formats
+import tfds_runs
 
 LENGTHS = {"inputs": 48, "targets": 8}
 
@@ -154,29 +155,28 @@ def test_tfds_preprocessor_matches_formats():
     assert [t for _, t in got] == ["entailment", "not_entailment"]
 
 
-@pytest.mark.parametrize("name, tfds_name, dev", [
-    ("glue_cola", "glue/cola:2.0.0", "validation"),
-    ("glue_stsb", "glue/stsb:2.0.0", "validation"),
-    ("glue_mnli", "glue/mnli:2.0.0", "validation_matched"),
-    ("glue_mnli_mismatched", "glue/mnli:2.0.0", "validation_mismatched"),
-])
-def test_tfds_glue_under_mock_data(name, tfds_name, dev):
-    config_lib.parse(["test.gin"], [])
-    benchmark = glue.glue_benchmark(name)
+def test_tfds_glue_of_the_real_config_under_mock_data():
+    # Every GLUE task `hpo run --gin_file=t5/c4_glue.gin` fine-tunes on, with the TFDS name,
+    # config and version the run reads.
+    names = tfds_runs.run_task_names("t5/c4_glue.gin")[1:]
+    assert set(map(glue.variant, names)) == set(glue.VARIANTS)
     with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
-        task = catalog.get_task(name)
-        raw = list(task.source.get_dataset("dev", shuffle=False).as_numpy_iterator())
-        tfds_dev = list(tfds.load(tfds_name, split=dev).as_numpy_iterator())
-        got = _texts(task, "dev")
-        if name == "glue_cola":  # the trainer's path, once
-            config = pipeline.DatasetConfig(name, LENGTHS, batch_size=2, pack=False, shuffle_buffer_size=6)
-            batch = next(pipeline.train_batches(config))
-            assert batch["encoder_input_tokens"].shape == (2, LENGTHS["inputs"])
-    assert task.source.tfds_dataset.name == tfds_name and set(task.source.splits) == {"train", "dev"}
-    assert [ex["idx"] for ex in raw] == [ex["idx"] for ex in tfds_dev]  # dev is TFDS's `dev` split
-    want = [(formats.to_text(benchmark, {k: ex[k].decode() for k in formats.TEXT_FIELDS[benchmark]}),
-             formats.target_text(benchmark, ex["label"])) for ex in raw]
-    assert got == want and len(got) == 6
+        for name in names:
+            task = catalog.get_task(name)
+            benchmark = glue.glue_benchmark(name)
+            tfds_name = tfds_runs.assert_tfds_code_builds(task)
+            assert tfds_name.startswith(f"glue/{benchmark}:") and set(task.source.splits) == {"train", "dev"}
+            # Mock data gives every split the same examples: the split mapping is read from seqio.
+            dev = {"glue_mnli": "validation_matched",
+                   "glue_mnli_mismatched": "validation_mismatched"}.get(name, "validation")
+            assert task.source.tfds_dataset._map_split("dev") == dev, name
+            raw = list(task.source.get_dataset("dev", shuffle=False).as_numpy_iterator())
+            want = [(formats.to_text(benchmark, {k: ex[k].decode() for k in formats.TEXT_FIELDS[benchmark]}),
+                     formats.target_text(benchmark, ex["label"])) for ex in raw]
+            assert _texts(task, "dev") == want and len(want) == 6, name
+        # The trainer's path, once.
+        config = pipeline.DatasetConfig(names[0], LENGTHS, batch_size=2, pack=False, shuffle_buffer_size=6)
+        assert next(pipeline.train_batches(config))["encoder_input_tokens"].shape == (2, LENGTHS["inputs"])
 
 
 # --- Synthetic stand-ins -------------------------------------------------------------

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-import seqio
 import tensorflow_datasets as tfds
 
 from hpo import config as config_lib
 from hpo.data import catalog, pipeline, tasks
 from hpo.errors import UserError
+import tfds_runs
 
 LENGTHS = {"inputs": 16, "targets": 16}
 
@@ -77,17 +77,24 @@ def test_unknown_task_is_a_user_error():
         catalog.get_task("no_such_task")
 
 
-def test_tfds_wmt_task_under_mock_data():
-    config_lib.parse(["test.gin"], ["wmt_task.vocab_size = 200", "wmt_task.vocab_examples = 40"])
+@pytest.mark.parametrize("task_binding", [(), ("MIXTURE_OR_TASK_NAME = 'wmt14_deen'",)],
+                         ids=["wmt19_lten", "wmt14_deen"])  # as configured; another pair, as the README runs one
+def test_tfds_wmt_of_the_real_config_under_mock_data(task_binding):
+    # The task, and so the TFDS name, config and version, of `hpo run --gin_file=tasks/wmt19_lten.gin`;
+    # only the vocabulary is made small.
+    name = tfds_runs.run_task_names("tasks/wmt19_lten.gin", *task_binding, "wmt_task.vocab_size = 200",
+                                    "wmt_task.vocab_examples = 40")[0]
     with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
-        task = catalog.get_task("wmt14_deen")
-        config = pipeline.DatasetConfig("wmt14_deen", LENGTHS, batch_size=4, pack=False)
+        task = catalog.get_task(name)
+        year, pair = name[3:5], name[-4:-2]
+        assert tfds_runs.assert_tfds_code_builds(task).startswith(f"wmt{year}_translate/{pair}-en:")
+        # Mock data has no split sizes: a small buffer keeps seqio from reading 10000 examples.
+        config = pipeline.DatasetConfig(name, LENGTHS, batch_size=4, pack=False, shuffle_buffer_size=40)
         batch = next(pipeline.train_batches(config))
         assert batch["encoder_input_tokens"].shape == (4, 16)
         assert batch["decoder_target_tokens"].shape == (4, 16)
         assert np.all(batch["decoder_target_tokens"][:, 0] > 0)
-        assert len(_texts(task, "dev")) > 0 and len(_texts(task, "guide")) > 0
-    assert isinstance(task.source, seqio.TfdsDataSource)
+        assert all(len(_texts(task, split)) > 0 for split in ("guide", "dev", "test"))
     assert set(task.source.splits) == {*tasks.SPLITS, tasks.VALIDATION}
 
 

@@ -3,7 +3,7 @@
 - `synthetic_pretraining`: documents of the embedded English-like language
   (`hpo.data.synthetic`, source side), generated from a seed on first use and
   cached under data_dir() (no download);
-- `c4_span_corruption`: TFDS `c4`, as T5 pretrains, wherever TFDS has the
+- `c4_span_corruption`: TFDS `c4/en`, as T5 pretrains, wherever TFDS has the
   data prepared (it is never downloaded here).
 
 Both have splits train / guide / dev: the guide split (for the guided
@@ -96,13 +96,17 @@ def synthetic_pretraining_task(name: str = "synthetic_pretraining", seed: int = 
 
 
 @gin.configurable
-def c4_task(name: str = "c4_span_corruption", tfds_name: str = "c4/en:3.0.1",
+def c4_task(name: str = "c4_span_corruption", tfds_name: str = "c4/en:3.1.0",
             tfds_data_dir: str = None, guide_fraction: float = 0.01,
             noise_density: float = 0.15, mean_noise_span_length: float = 3.0) -> seqio.Task:
     """TFDS C4's "text": guide = the first guide_fraction of train, dev = validation.
 
-    3.0.1 is the version T5 pretrained on; TFDS reads it from prepared files
-    (its code builds 3.1.0, which `tfds_name="c4/en:3.1.0"` selects).
+    3.1.0 is the version the installed TFDS's code builds (`tfds build c4/en`).
+    T5 pretrained on 3.0.1, which current TFDS no longer defines: TFDS reads it
+    only from files prepared by an older TFDS, e.g.
+    `c4_task.tfds_name = 'c4/en:3.0.1'` with `c4_task.tfds_data_dir` set to
+    the folder that holds c4/en/3.0.1; without them it fails with "Dataset c4
+    cannot be loaded at version 3.0.1".
     """
     source = seqio.TfdsDataSource(tfds_name=tfds_name, splits=c4_splits(guide_fraction),
                                   tfds_data_dir=tfds_data_dir)
