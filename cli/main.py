@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "directory and the built-in configs/")
     run.add_argument("--gin_search_paths", default="",
                      help="comma-separated directories to look up gin files and includes in")
+    run.add_argument("--verbose", action="store_true",
+                     help="also show the libraries' own log lines and warnings (TensorFlow's start-up "
+                          "messages, Optuna's study log and advice), hidden by default")
     run.epilog = ("--gin.KEY=VALUE   a gin binding (repeatable), e.g. --gin.TRAIN_STEPS=200 or "
                   "--gin.OptimizerConfig.name=\"'adam'\"; a bare string value needs no quotes")
     table = commands.add_parser("table", help="tabulate and plot the results of model dirs",
@@ -160,6 +163,9 @@ def main(argv: Sequence[str] = None) -> int:
     absl_logging.set_verbosity(absl_logging.ERROR)  # seqio's and TFDS's advice is not for our users
     argv = list(sys.argv[1:] if argv is None else argv)
     rest, bindings = _split_gin_bindings(argv)
+    if "--verbose" not in rest:  # looked for before parsing: building the parser imports the libraries
+        from hpo import quiet
+        quiet.libraries()
     if not rest or rest[0].startswith("-") and rest[0] not in ("-h", "--help"):
         rest = ["run", *rest]  # `hpo` alone (or with run's flags) means `hpo run`
     from hpo.errors import UserError

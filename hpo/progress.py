@@ -29,3 +29,8 @@ def progress_bar(description: str, total: int, completed: int = 0):
     with progress:
         task = progress.add_task(description, total=total, completed=completed, note="")
         yield _Bar(progress, task)
+
+
+def line(text: str) -> None:
+    """A line on stderr, above a live progress bar if there is one."""
+    console.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
