@@ -9,11 +9,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import optuna
 import pytest
 
-from hpo.strategies import fixed
+from hpo.strategies import fixed, places
 from hpo.strategies.optuna_search import OptunaSearch
 
 SPACE = {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}, "label_smoothing": {"choices": [0.0, 0.1]}}
@@ -80,7 +81,7 @@ def test_selection_uses_dev_and_reports_the_selected_trial(tiny_experiment, fake
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_experiment, fake_training):
     space = {"learning_rate": {"choices": [9.5, 2.0]}}
     exp = tiny_experiment()
-    record = OptunaSearch(space, n_trials=4, sampler="random").run(exp, seed=1)
+    record = OptunaSearch(space, n_trials=4, sampler="random").run(exp, seed=0)  # draws 2.0, 2.0, 9.5, 2.0
     states = [t["state"] for t in record["trials"]]
     assert len(states) == 4 and "FAIL" in states and "COMPLETE" in states
     failed = [t for t in record["trials"] if t["state"] == "FAIL"]
@@ -88,36 +89,63 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_experiment, fake
     assert record["hparams"]["learning_rate"] == 2.0
 
 
+def slow_fake_run(self, experiment, seed, run_dir=None, **kwargs):
+    """`fake_run` that takes a while, leaving a mark when it starts and when it is done."""
+    import time
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "started"), "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(1.5)
+    os.rename(os.path.join(run_dir, "started"), os.path.join(run_dir, "done"))
+    return fake_run(self, experiment, seed, run_dir=run_dir, **kwargs)
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_two_processes_share_one_study(tmp_path, database, request):
+def test_four_workers_share_one_study_and_survive_a_kill(tmp_path, database, request):
+    """Four workers ("hosts" 0-3) on one study; worker 0 is killed in the middle of a trial.
+    The others fail it by its missed heartbeat and retry it: every place is done once."""
     storage = (f"sqlite:///{tmp_path / 'shared.db'}" if database == "sqlite"
                else request.getfixturevalue("postgres_url"))
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {os.path.dirname(__file__)!r})
-        from test_optuna import fake_run, SPACE
+        from test_optuna import slow_fake_run, SPACE
         from hpo import config
         from hpo.experiment import Experiment
-        from hpo.strategies import fixed
+        from hpo.strategies import fixed, places
         from hpo.strategies.optuna_search import OptunaSearch
-        fixed.Fixed.run = fake_run
-        config.parse(["test.gin"], ["MODEL_DIR = '%s/%s'" % ({str(tmp_path)!r}, sys.argv[1])])
-        OptunaSearch(SPACE, n_trials=6, storage={storage!r}, study_name="shared").run(Experiment(), seed=0)
+        fixed.Fixed.run = slow_fake_run
+        places.socket.gethostname = lambda: "host" + sys.argv[1]  # four machines, as far as the study sees
+        config.parse(["test.gin"], ["MODEL_DIR = '%s/w%s'" % ({str(tmp_path)!r}, sys.argv[1])])
+        import pathlib, time
+        pathlib.Path({str(tmp_path)!r}, "ready" + sys.argv[1]).touch()
+        while len(list(pathlib.Path({str(tmp_path)!r}).glob("ready*"))) < 4:  # all start together
+            time.sleep(0.05)
+        OptunaSearch(SPACE, n_trials=8, storage={storage!r}, study_name="shared",
+                     heartbeat_seconds=2).run(Experiment(), seed=0)
         """)
-    workers = [subprocess.Popen([sys.executable, "-c", script, f"w{i}"], stderr=subprocess.PIPE, text=True)
-               for i in range(2)]
-    for w in workers:
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(i)], stderr=subprocess.PIPE, text=True)
+               for i in range(4)]
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("w0/optuna/seed0/trial_*/started")):  # worker 0 is mid-trial
+        assert time.time() < deadline and workers[0].poll() is None, workers[0].stderr.read()[-3000:]
+        time.sleep(0.05)
+    workers[0].kill()
+    for w in workers[1:]:
         assert w.wait(timeout=300) == 0, w.stderr.read()[-2000:]
-    study = optuna.load_study(study_name="shared", storage=storage)
-    trials = [t for t in study.get_trials() if not OptunaSearch(SPACE, n_trials=6).surplus(t)]
-    assert sorted(t.number for t in trials) == list(range(6))
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    # Each trial ran once, in one of the two workers' directories.
-    for n in range(6):
-        ran = [(tmp_path / w / "optuna" / "seed0" / f"trial_{n}" / "ran").exists() for w in ("w0", "w1")]
-        assert sum(ran) == 1, (n, ran)
-    for w in ("w0", "w1"):  # both workers report the whole study
-        assert len(json.load(open(tmp_path / w / "comparison.json"))[0]["trials"]) == 6
+    killed = int(list(tmp_path.glob("w0/optuna/seed0/trial_*/started"))[0].parent.name.split("_")[1])
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    attempts = places.places(trials, 8)
+    assert len(attempts) == 8 and all(a[-1].state == optuna.trial.TrialState.COMPLETE for a in attempts.values())
+    assert [t.state for t in attempts[killed]] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert attempts[killed][1].params == attempts[killed][0].params  # the same trial, run again
+    assert all(len(a) == 1 for n, a in attempts.items() if n != killed)
+    done = sorted(int(p.parent.name.split("_")[1]) for p in tmp_path.glob("w*/optuna/seed0/trial_*/done"))
+    assert done == sorted(attempts), done  # each place ran to its end once (the retry under its first number)
+    for w in ("w1", "w2", "w3"):  # every surviving worker reports the whole study
+        record = json.load(open(tmp_path / w / "comparison.json"))[0]
+        assert [t["number"] for t in record["trials"]] == sorted(attempts)
+        assert [t["attempts"] for t in record["trials"] if t["number"] == killed] == [2]
 
 
 def test_real_tiny_trials_end_to_end(tiny_experiment):
@@ -140,7 +168,6 @@ def test_a_trial_left_running_by_a_killed_worker_is_retried(tiny_experiment, fak
     study._storage.record_heartbeat(orphan._trial_id)
     time.sleep(3)  # past the grace period of two heartbeats
     record = search.run(exp, seed=0)
-    states = {t["number"]: t["state"] for t in record["trials"]}
-    assert states[0] == "FAIL"
-    retried = [t for t in record["trials"] if t["number"] > 0 and t["params"]["learning_rate"] == lr]
-    assert retried and retried[0]["state"] == "COMPLETE"
+    assert [t["number"] for t in record["trials"]] == [0, 2]  # place 0 retried as trial 1
+    assert record["trials"][0]["state"] == "COMPLETE" and record["trials"][0]["attempts"] == 2
+    assert record["trials"][0]["params"]["learning_rate"] == lr  # the orphan itself, run again

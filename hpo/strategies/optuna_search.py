@@ -6,7 +6,8 @@ scores of the selected trial. The study is a plain Optuna study in an
 SQLAlchemy storage (SQLite in MODEL_DIR by default, PostgreSQL for many
 workers): several `hpo run` processes on one storage share its trials, a
 re-run continues it up to the configured total, and a trial left RUNNING by a
-killed process is failed by its missed heartbeat and retried.
+killed process is failed (at once on its own host, else by its missed
+heartbeat) and retried in its directory; see `places` for the bookkeeping.
 """
 
 import math
@@ -16,15 +17,17 @@ from typing import Dict, Mapping
 
 import gin
 import optuna
+import sqlalchemy
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo import distributed, io as hpo_io
 from hpo.errors import UserError
+from hpo.strategies import places
 from hpo.strategies.base import Strategy
 from hpo.strategies.fixed import Fixed
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 DEFAULT_SPACE = {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}}
 
 
@@ -43,8 +46,14 @@ class OptunaSearch(Strategy):
         for name, spec in self.space.items():
             if not ("choices" in spec or ("low" in spec and "high" in spec)):
                 raise UserError(f"optuna: search space of '{name}' needs 'low' and 'high', or 'choices'")
-        if n_trials <= 0:
-            raise UserError("optuna: n_trials must be positive")
+            if "choices" in spec and not list(spec["choices"]):
+                raise UserError(f"optuna: search space of '{name}' has an empty choice list")
+            if "low" in spec and not spec["low"] <= spec["high"]:
+                raise UserError(f"optuna: search space of '{name}' has low {spec['low']} > high {spec['high']}")
+            if spec.get("log") and "low" in spec and spec["low"] <= 0:
+                raise UserError(f"optuna: search space of '{name}' is logarithmic but low {spec['low']} is not > 0")
+        if not isinstance(n_trials, int) or n_trials <= 0:
+            raise UserError(f"optuna: OptunaSearch.n_trials must be a positive integer, got {n_trials!r}")
         if sampler not in ("tpe", "gp", "random"):
             raise UserError("optuna: sampler must be 'tpe', 'gp' or 'random'")
         if objective not in ("dev_bleu", "dev_loss"):
@@ -65,23 +74,25 @@ class OptunaSearch(Strategy):
         # Workers that start together on a new SQLite file would race to create its tables.
         lock = url[len("sqlite:///"):] if url.startswith("sqlite:///") else os.path.join(experiment.model_dir, "optuna")
         with hpo_io.locked(lock):
-            storage = RDBStorage(url, heartbeat_interval=self.heartbeat, grace_period=2 * self.heartbeat,
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
-            model_based = dict(seed=seed, n_startup_trials=self.startup_trials)
-            samplers = {"tpe": lambda: optuna.samplers.TPESampler(**model_based),
-                        "gp": lambda: optuna.samplers.GPSampler(**model_based),
-                        "random": lambda: optuna.samplers.RandomSampler(seed=seed)}
+            # Retried without limit: a place is never lost to preemptions; a retry inherits
+            # the reports its run made, so pruning sees the whole curve.
+            storage = _storage(url, heartbeat_interval=self.heartbeat, grace_period=2 * self.heartbeat,
+                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                   max_retry=None, inherit_intermediate_values=True))
             pruners = {None: optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
                        "hyperband": optuna.pruners.HyperbandPruner}
             return optuna.create_study(
                 study_name=self.study_name or default_study_name(experiment, seed), storage=storage,
-                sampler=samplers[self.sampler_name](), pruner=pruners[self.pruner_name](),
+                sampler=self.sampler(seed, 0), pruner=pruners[self.pruner_name](),
                 direction="maximize" if self.objective == "dev_bleu" else "minimize", load_if_exists=True)
 
-    def surplus(self, trial) -> bool:
-        """A trial past the study's total that is not a retry: two workers started one for the
-        last place, and it stands down (whatever state a busy storage left it in)."""
-        return trial.number >= self.n_trials and RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) is None
+    def sampler(self, seed: int, place: int) -> optuna.samplers.BaseSampler:
+        """The sampler for the trial of the `place`-th place, seeded by both."""
+        seed = seed * 100_003 + place
+        model_based = dict(seed=seed, n_startup_trials=self.startup_trials)
+        return {"tpe": lambda: optuna.samplers.TPESampler(**model_based),
+                "gp": lambda: optuna.samplers.GPSampler(**model_based),
+                "random": lambda: optuna.samplers.RandomSampler(seed=seed)}[self.sampler_name]()
 
     def suggest(self, trial: optuna.Trial) -> Dict[str, float]:
         values = {}
@@ -102,17 +113,25 @@ class OptunaSearch(Strategy):
         start = time.time()
 
         def objective(trial):
-            # Two workers may both start a trial for the last place; the later
-            # one stands down (a retried trial keeps its place).
-            if self.surplus(trial):
+            trials = study.get_trials(deepcopy=False)  # in number order
+            me, place = trials[trial.number], places.original(trials[trial.number])
+            if places.is_surplus(me, trials, self.n_trials):
                 raise optuna.TrialPruned("surplus: the study already has its total")
+            # Seeded by the place, the sampler proposes what an uninterrupted study would
+            # have, and workers that ask at once get different proposals.
+            study.sampler = self.sampler(seed, places.index(me, trials))
+            trial.set_user_attr("worker", places.this_worker())
+            trial.set_user_attr("worker_of", trial.number)
+            steps_before = trial.user_attrs.get("steps_run", 0)  # an earlier attempt's (a retry)
+            trial.set_user_attr("steps_before", steps_before)
             values = self.suggest(trial)
-            run_dir = experiment.run_dir(self.name, seed, f"trial_{trial.number}")
+            # A retry resumes its place's run from that run's last checkpoint.
+            run_dir = experiment.run_dir(self.name, seed, f"trial_{place}")
             trial.set_user_attr("run_dir", os.path.relpath(run_dir, experiment.model_dir))
             distributed.broadcast({"values": values, "run_dir": run_dir})  # other hosts train it with us
 
             def report(step, scores):
-                trial.set_user_attr("steps_run", step)
+                trial.set_user_attr("steps_run", max(step, steps_before))
                 key = "bleu" if self.objective == "dev_bleu" else "loss"
                 if key not in scores:  # the last step: the trial's final value follows
                     return
@@ -137,11 +156,15 @@ class OptunaSearch(Strategy):
                 raise FloatingPointError(f"trial {trial.number}: non-finite dev loss")
             return value
 
-        callback = optuna.study.MaxTrialsCallback(self.n_trials, states=None)  # running ones count too
-        optuna.storages.fail_stale_trials(study)  # a killed worker's RUNNING trial, to be retried
-        if _count(study) < self.n_trials:
-            study.optimize(objective, callbacks=[callback], catch=(Exception,), gc_after_trial=True)
-        self._wait_for_other_workers(study)
+        while True:  # until every place is done, whichever worker runs it
+            self._fail_dead_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            if any(t.state == TrialState.WAITING for t in trials) or places.opened(trials, self.n_trials) < self.n_trials:
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            elif any(t.state == TrialState.RUNNING for t in trials):
+                time.sleep(min(5, self.heartbeat))  # another worker's; its end (or death) ends the wait
+            else:
+                break
         distributed.broadcast(None)  # no more trials
         try:
             record = self._record(experiment, seed, study, time.time() - start)
@@ -149,6 +172,20 @@ class OptunaSearch(Strategy):
             distributed.broadcast({"error": str(e)})
             raise
         return distributed.broadcast({"record": record})["record"]
+
+    def _fail_dead_trials(self, study) -> None:
+        """Fails the trials of dead workers (on this host at once, elsewhere by their missed
+        heartbeats) and queues their retries."""
+        optuna.storages.fail_stale_trials(study)
+        storage = study._storage  # noqa: SLF001  (as optuna.storages.fail_stale_trials does)
+        retry = storage.get_heartbeat_stale_trial_callback()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if places.is_dead(trial, grace_seconds=2 * self.heartbeat):
+                try:
+                    if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):  # noqa: SLF001
+                        retry(study, storage.get_trial(trial._trial_id))  # noqa: SLF001
+                except UpdateFinishedTrialError:  # another worker failed it first
+                    pass
 
     def _follow(self, experiment, seed: int) -> Dict:
         """A host other than the leader: trains every trial the leader starts, in step with it,
@@ -167,40 +204,39 @@ class OptunaSearch(Strategy):
             raise UserError(outcome["error"])
         return outcome["record"]
 
-    def _wait_for_other_workers(self, study) -> None:
-        """Another worker may still be running the last trials: the record should include them
-        (a dead worker's trial is failed by its missed heartbeat, which ends the wait)."""
-        while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            optuna.storages.fail_stale_trials(study)
-            time.sleep(min(5, self.heartbeat))
-
     def _record(self, experiment, seed, study, wall) -> Dict:
-        trials = [t for t in study.get_trials(deepcopy=False)
-                  if t.state in FINISHED and not self.surplus(t)]
+        attempts = places.places(study.get_trials(deepcopy=False), self.n_trials)
+        trials = [a[-1] for a in attempts.values()]
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if not complete:
             reasons = {t.user_attrs.get("fail_reason", t.state.name) for t in trials}
             raise UserError(f"optuna: no trial completed ({'; '.join(sorted(reasons))})")
-        best = study.best_trial
+        pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        best = pick(complete, key=lambda t: t.value)  # the first of equals, as Optuna's best_trial
         attrs = best.user_attrs
-        steps = sum(t.user_attrs.get("steps_run", 0) for t in trials)
+        # Every step a place's attempts ran counts, a killed attempt's up to its last report.
+        steps = {n: sum(max(0, t.user_attrs.get("steps_run", 0) - t.user_attrs.get("steps_before", 0)) for t in a)
+                 for n, a in attempts.items()}
         record = {
             "task": experiment.task, "benchmark": experiment.evaluation.benchmark, "strategy": self.name,
-            "seed": seed, "backend": experiment.backend, "run_dir": attrs["run_dir"],
+            "seed": seed, "backend": experiment.backend,
+            # The study's directory keys the row (the selected trial changes as the study grows).
+            "run_dir": os.path.relpath(experiment.run_dir(self.name, seed), experiment.model_dir),
+            "selected_run_dir": attrs["run_dir"],
             **{key: attrs.get(key) for key in experiment.evaluation.result_keys},
             "train_steps": experiment.train_steps, "train_runs": len(trials),
-            "total_train_steps": steps, "compute_steps": float(steps),
-            "wall_seconds": sum(t.user_attrs.get("wall_seconds", 0.0) for t in trials) or wall,
+            "total_train_steps": sum(steps.values()), "compute_steps": float(sum(steps.values())),
+            "wall_seconds": sum(t.user_attrs.get("wall_seconds") or 0.0 for t in trials) or wall,
             "hparams": {**experiment.base_hparams(), **best.params},
-            "trials": [{"number": t.number, "state": t.state.name, "params": t.params,
+            "trials": [{"number": n, "state": t.state.name, "params": t.params,
                         "dev_bleu": t.user_attrs.get("dev_bleu"), "dev_loss": t.user_attrs.get("dev_loss"),
-                        "objective": t.value,
-                        "steps_run": t.user_attrs.get("steps_run", 0),
-                        "compute_steps": float(t.user_attrs.get("steps_run", 0)),
-                        "fail_reason": t.user_attrs.get("fail_reason")} for t in trials],
+                        "objective": t.value, "attempts": len(attempts[n]),
+                        "steps_run": t.user_attrs.get("steps_run", 0), "compute_steps": float(steps[n]),
+                        "fail_reason": t.user_attrs.get("fail_reason")}
+                       for n, t in zip(attempts, trials)],
             "study": {"name": study.study_name, "sampler": self.sampler_name, "pruner": self.pruner_name,
                       "startup_trials": self.startup_trials,
-                      "objective": self.objective, "n_trials": self.n_trials, "best_trial": best.number},
+                      "objective": self.objective, "n_trials": self.n_trials, "best_trial": places.original(best)},
         }
         from hpo import records
         records.add(experiment.model_dir, record)
@@ -213,5 +249,19 @@ def default_study_name(experiment, seed: int) -> str:
     return f"{experiment.task}{backend}-seed{seed}"
 
 
-def _count(study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+def _storage(url: str, **kwargs) -> RDBStorage:
+    """An RDBStorage; workers on other hosts that open a new database at once race to
+    create its tables (no file lock reaches them), and the losers retry."""
+    for attempt in range(5):
+        try:
+            return RDBStorage(url, **kwargs)
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
+            racing = "already exists" in str(e) or "UNIQUE constraint" in str(e)
+            if not racing or attempt == 4:
+                try:
+                    shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+                except sqlalchemy.exc.ArgumentError:
+                    shown = url
+                reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+                raise UserError(f"optuna: cannot open the storage {shown}: {reason}") from e
+            time.sleep(0.5 + attempt)
