@@ -33,9 +33,18 @@ def _split_gin_bindings(argv: Sequence[str]):
     return rest, bindings
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is a UserError: one line, `hpo: error: ...`, exit status 2."""
+
+    def error(self, message):
+        from hpo.errors import UserError
+        command = self.prog.split()[-1]
+        raise UserError(f"{message} (see `hpo {'' if command == 'hpo' else command + ' '}--help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hpo.strategies import strategy_names
-    parser = argparse.ArgumentParser(prog="hpo", description=__doc__)
+    parser = _Parser(prog="hpo", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", help="train with tuning strategies and record results",
                               description=USAGE_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,6 +94,12 @@ def parse_seeds(text: str) -> List[int]:
         raise UserError(f"--seeds: expected e.g. '0,1,2' or '3:', got '{text}'") from None
     if not seeds:
         raise UserError("--seeds is empty")
+    bad = next((s for s in seeds if not 0 <= s < 2 ** 31), None)
+    if bad is not None:
+        raise UserError(f"--seeds: a seed must be in [0, 2**31), got {bad}")
+    repeated = next((s for s in seeds if seeds.count(s) > 1), None)
+    if repeated is not None:
+        raise UserError(f"--seeds: seed {repeated} is given twice")
     return seeds
 
 
@@ -111,7 +126,7 @@ def _experiment(backend: str, gin_files, bindings, search):
 
 
 def run_command(args, bindings) -> int:
-    from hpo import config, distributed
+    from hpo import config, distributed, io as hpo_io
     from hpo.errors import UserError
     from hpo.strategies import get_strategy
 
@@ -120,7 +135,9 @@ def run_command(args, bindings) -> int:
     elif any(x is not None for x in (args.coordinator_address, args.process_count, args.process_index)):
         raise UserError("--coordinator_address, --process_count and --process_index need --multihost")
     gin_bindings = [config.gin_binding(k, v) for k, v in bindings]
-    if args.model_dir:
+    if args.model_dir is not None:
+        if not args.model_dir.strip():
+            raise UserError("--model_dir is empty")
         gin_bindings.append(config.gin_binding("MODEL_DIR", args.model_dir))
     search = [p for p in args.gin_search_paths.split(",") if p]
     make_experiment = _experiment(args.backend, args.gin_file, gin_bindings, search)
@@ -131,6 +148,9 @@ def run_command(args, bindings) -> int:
         experiment = make_experiment()
     except (TypeError, ValueError) as e:
         raise UserError(f"bad configuration: {e}") from e
+    if not strategies:
+        raise UserError("--strategy is empty")
+    hpo_io.check_writable_dir(experiment.model_dir, "MODEL_DIR")  # before anything trains
     for strategy in strategies:
         for seed in seeds:
             record = strategy.run(experiment, seed)
@@ -170,8 +190,8 @@ def main(argv: Sequence[str] = None) -> int:
         rest = ["run", *rest]  # `hpo` alone (or with run's flags) means `hpo run`
     from hpo.errors import UserError
     parser = build_parser()
-    args = parser.parse_args(rest)
     try:
+        args = parser.parse_args(rest)
         if args.command == "run":
             return run_command(args, bindings)
         if args.command == "table":

@@ -56,6 +56,9 @@ logging.getLogger().addFilter(_QuietSearch())
 def parse(gin_files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> str:
     """Parses the configuration; bad syntax, unknown names or files raise UserError."""
     import hpo.registry  # noqa: F401  (every configurable must be known before parsing)
+    missing = [p for p in search_paths if "://" not in p and not os.path.isdir(p)]
+    if missing:
+        raise UserError(f"--gin_search_paths: no such directory: {missing[0]}")
     gin.clear_config()
     for path in [*search_paths, os.getcwd(), configs_dir()]:
         gin.add_config_file_search_path(path)

@@ -25,6 +25,14 @@ def initialize(coordinator_address: Optional[str] = None, process_count: Optiona
     if any(x is not None for x in explicit) and not all(x is not None for x in explicit):
         raise UserError("--multihost: give all of --coordinator_address, --process_count and --process_index, "
                         "or none of them (auto-detected on Cloud TPU VMs)")
+    if coordinator_address is not None:
+        host, _, port = coordinator_address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserError(f"--coordinator_address: expected HOST:PORT, got '{coordinator_address}'")
+        if process_count < 1:
+            raise UserError(f"--process_count must be at least 1, got {process_count}")
+        if not 0 <= process_index < process_count:
+            raise UserError(f"--process_index must be in [0, {process_count}) (--process_count), got {process_index}")
     # CPU hosts need a collectives library to reach each other (TPUs and GPUs have their own).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:

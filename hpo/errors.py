@@ -1,5 +1,32 @@
-"""The one error type that means "the user's input is wrong"."""
+"""The one error type that means "the user's input is wrong", and checks of configured numbers."""
+
+import math
+import numbers
 
 
 class UserError(Exception):
     """Bad input: the CLI prints the message on one line and exits with status 2."""
+
+
+def positive_int(value, name: str, where: str = "") -> int:
+    """`value` if it is an integer > 0, else UserError naming the setting `name` (and `where`
+    it is bound, if that is another name)."""
+    suffix = f" ({where})" if where else ""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise UserError(f"{name} must be a positive integer, got {value!r}{suffix}")
+    if value <= 0:
+        raise UserError(f"{name} must be positive, got {value}{suffix}")
+    return value
+
+
+def non_negative_int(value, name: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+        raise UserError(f"{name} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def finite_number(value, name: str) -> float:
+    """`value` as a float if it is a finite number, else UserError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise UserError(f"{name} must be a finite number, got {value!r}")
+    return float(value)

@@ -17,7 +17,7 @@ import optax
 
 from hpo import hyper, io as hpo_io, optim, records
 from hpo.data import pipeline
-from hpo.errors import UserError
+from hpo.errors import UserError, finite_number, non_negative_int, positive_int
 from hpo.evaluate import Translation
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.models.t5 import T5Config, num_params
@@ -45,11 +45,18 @@ class Experiment:
     evaluation: Any = dataclasses.field(default_factory=Translation)  # how a run is scored
 
     def __post_init__(self):
-        if self.train_steps <= 0:
-            raise UserError(f"TRAIN_STEPS must be positive, got {self.train_steps}")
-        if not self.model_dir:
-            raise UserError("MODEL_DIR is empty: give --model_dir")
+        positive_int(self.train_steps, "TRAIN_STEPS")
+        if not isinstance(self.model_dir, (str, os.PathLike)) or not str(self.model_dir).strip():
+            raise UserError(f"MODEL_DIR must be a directory path, got {self.model_dir!r}: give --model_dir")
         self.model_dir = hpo_io.abspath(self.model_dir)
+        for name in ("checkpoint_every", "log_every"):
+            positive_int(getattr(self, name), f"Experiment.{name}")
+        non_negative_int(self.eval_every, "Experiment.eval_every")
+        if self.dev_eval_examples is not None:  # None or 0: all of dev
+            non_negative_int(self.dev_eval_examples, "Experiment.dev_eval_examples")
+        if not 0 <= finite_number(self.label_smoothing, "Experiment.label_smoothing") < 1:
+            raise UserError(f"Experiment.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        finite_number(self.z_loss, "Experiment.z_loss")
 
     @property
     def task(self) -> str:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hpo.errors import UserError
+from hpo.errors import UserError, finite_number
 from hpo.trainer import apply_update
 
 PARAMETERISATIONS = ("exp", "sigmoid", "softplus", "identity")
@@ -36,6 +36,8 @@ class HparamSpec:
         if self.parameterisation not in PARAMETERISATIONS:
             raise UserError(f"unknown parameterisation '{self.parameterisation}' "
                             f"(choose from {', '.join(PARAMETERISATIONS)})")
+        for name in ("floor", "ceiling", "steepness", *(("init",) if self.init is not None else ())):
+            finite_number(getattr(self, name), f"hyper-parameter spec field '{name}'")
         if self.steepness == 0 or (self.parameterisation == "sigmoid" and self.ceiling <= self.floor):
             raise UserError("a tuned hyper-parameter needs steepness != 0 and ceiling > floor")
 

@@ -16,6 +16,8 @@ import tempfile
 import uuid
 from typing import Any
 
+from hpo.errors import UserError
+
 
 def is_url(path: str) -> bool:
     return "://" in str(path)
@@ -70,6 +72,9 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_bytes(path: str, data: bytes) -> None:
+    """Writes `data` to `path` through a temporary file and a rename (the leader only). A
+    file system that refuses (full, read-only, no permission) is a UserError naming `path`;
+    the old file, if any, is left as it was and no temporary file is left behind."""
     from hpo import distributed
     if not distributed.is_leader():
         return
@@ -81,17 +86,57 @@ def write_bytes(path: str, data: bytes) -> None:
             f.write(data)
         gfile.rename(tmp, path, overwrite=True)
         return
+    try:
+        _write_local(path, data)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {os_reason(e)}") from e
+
+
+def _write_local(path: str, data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    f, tmp = _open_temp(directory, os.path.basename(path))
     try:
-        with os.fdopen(fd, "wb") as f:
+        with f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _open_temp(directory: str, name: str):
+    """(a new binary file in `directory` for `name`'s next contents, its path): where every
+    local result file is written before it is renamed into place."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + name)
+    return os.fdopen(fd, "wb"), tmp
+
+
+def os_reason(error: OSError) -> str:
+    """What the OS said, without the path it was said about ("No space left on device")."""
+    return error.strerror or str(error) or type(error).__name__
+
+
+def check_writable_dir(path: str, name: str = "MODEL_DIR") -> None:
+    """UserError unless `path` is, or can be made, a directory whose files can be written: a
+    small probe file is written there, as results are (write-then-rename), and removed. Runs
+    before anything trains, so that a bad MODEL_DIR costs nothing. Object stores are not probed."""
+    from hpo import distributed
+    if is_url(path) or not distributed.is_leader():
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{name} {path} is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{name} {path} cannot be created: {os_reason(e)}") from e
+    probe = os.path.join(path, f".hpo-write-test-{uuid.uuid4().hex}")
+    try:
+        _write_local(probe, b"hpo\n")
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"{name} {path} is not writable: {os_reason(e)}") from e
 
 
 def write_json(path: str, obj: Any) -> None:

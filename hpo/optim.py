@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hpo.errors import UserError
+from hpo.errors import UserError, finite_number, non_negative_int, positive_int
 
 # Canonical names of the hyper-parameters a strategy may set or tune.
 OPTIMIZER_HPARAMS = ("learning_rate", "beta1", "beta2", "decay_rate", "eps", "weight_decay")
@@ -68,6 +68,29 @@ _ACCEPTS = {
 }
 
 
+# Where each hyper-parameter's values make sense: (lowest, highest, whether the highest is excluded).
+_RANGES = {
+    "learning_rate": (0.0, math.inf, False),  # a multiplier on the schedule (0: parameters stay)
+    "beta1": (0.0, 1.0, True),
+    "beta2": (0.0, 1.0, True),
+    "decay_rate": (0.0, math.inf, False),
+    "eps": (0.0, math.inf, False),
+    "weight_decay": (0.0, math.inf, False),
+    "label_smoothing": (0.0, 1.0, True),
+}
+
+
+def check_hparam(name: str, value, who: str) -> float:
+    """`value` as a float, or UserError if hyper-parameter `name` cannot take it (`who` says
+    where it was set, e.g. 'Fixed.hparams')."""
+    value = finite_number(value, f"{who}: {name}")
+    low, high, open_high = _RANGES.get(name, (-math.inf, math.inf, False))
+    if value < low or value > high or (open_high and value == high):
+        wanted = f"in [{low:g}, {high:g})" if open_high else f">= {low:g}"
+        raise UserError(f"{who}: {name} must be {wanted}, got {value:g}")
+    return value
+
+
 def accepts(optimizer: str, hparam: str) -> bool:
     """Whether `optimizer` has the injectable hyper-parameter `hparam`."""
     return hparam in _ACCEPTS[optimizer]
@@ -97,6 +120,12 @@ class OptimizerConfig:
             value = getattr(self, key)
             if value is not None and key not in _ACCEPTS[self.name]:
                 raise UserError(f"optimizer '{self.name}' has no hyper-parameter '{key}'")
+            if value is not None:
+                check_hparam(key, value, "OptimizerConfig")
+        if self.clipping_threshold is not None and finite_number(
+                self.clipping_threshold, "OptimizerConfig.clipping_threshold") <= 0:
+            raise UserError(f"OptimizerConfig.clipping_threshold must be positive (or None), "
+                            f"got {self.clipping_threshold}")
 
     def hparams(self) -> dict:
         """The injected hyper-parameters with their configured or default values."""
@@ -157,14 +186,16 @@ def learning_rate_schedule(factors: str = "constant * rsqrt_decay",
     cosine_decay: from 1 at the end of warm-up down to 0 at total_steps;
     decay_every: decay_factor ** (step // steps_per_decay).
     """
+    if not isinstance(factors, str):
+        raise UserError(f"learning_rate_schedule.factors must be a string such as 'constant * rsqrt_decay', "
+                        f"got {factors!r}")
     names = [n.strip() for n in factors.split("*")]
     unknown = [n for n in names if n not in _FACTOR_FNS]
     if unknown:
         raise UserError(f"unknown learning-rate factor '{unknown[0]}' (choose from {', '.join(_FACTOR_FNS)})")
-    if total_steps <= 0:
-        raise UserError(f"TRAIN_STEPS must be positive, got {total_steps} (learning_rate_schedule.total_steps)")
-    if warmup_steps < 0:
-        raise UserError(f"learning_rate_schedule.warmup_steps must be >= 0, got {warmup_steps}")
+    positive_int(total_steps, "TRAIN_STEPS", "learning_rate_schedule.total_steps")
+    non_negative_int(warmup_steps, "learning_rate_schedule.warmup_steps")
+    finite_number(base_learning_rate, "learning_rate_schedule.base_learning_rate")
     args = dict(base=base_learning_rate, warmup=warmup_steps, total=total_steps,
                 decay_factor=decay_factor, steps_per_decay=steps_per_decay)
 

@@ -5,6 +5,7 @@ import os
 from typing import Dict, List, Sequence
 
 from hpo import io as hpo_io
+from hpo.errors import UserError
 
 COMPARISON_FILE = "comparison.json"
 # A record is identified by these fields: re-running a run replaces its row.
@@ -16,7 +17,21 @@ def record_key(record: Dict) -> tuple:
 
 
 def load(model_dir: str) -> List[Dict]:
-    return hpo_io.read_json(os.path.join(model_dir, COMPARISON_FILE), default=[])
+    return read(os.path.join(model_dir, COMPARISON_FILE))
+
+
+def read(path: str) -> List[Dict]:
+    """The records of a comparison.json ([] if there is none); UserError if it is not one."""
+    try:
+        loaded = hpo_io.read_json(path, default=[])
+    except ValueError as e:  # JSON or UTF-8 decoding
+        raise UserError(f"{path}: not valid JSON ({str(e).splitlines()[0]}); fix it, or move it away "
+                        f"to start a new comparison") from None
+    if not isinstance(loaded, list) or not all(isinstance(r, dict) for r in loaded):
+        got = "a list with other entries" if isinstance(loaded, list) else f"a JSON {type(loaded).__name__}"
+        raise UserError(f"{path}: expected a list of result records, got {got}; fix it, or move it away "
+                        f"to start a new comparison")
+    return loaded
 
 
 def add(model_dir: str, record: Dict) -> None:
@@ -27,7 +42,7 @@ def add(model_dir: str, record: Dict) -> None:
         return
     path = os.path.join(model_dir, COMPARISON_FILE)
     with hpo_io.locked(path):
-        records = [r for r in hpo_io.read_json(path, default=[]) if record_key(r) != record_key(record)]
+        records = [r for r in read(path) if record_key(r) != record_key(record)]
         records.append(record)
         hpo_io.write_json(path, records)
 

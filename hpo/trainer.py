@@ -152,7 +152,8 @@ class Trainer:
         and to `on_eval` (e.g. Optuna pruning).
         """
         checkpointer = Checkpointer(f"{self.run_dir}/checkpoints", self.keep_checkpoints,
-                                    data_directory=f"{self.run_dir}/data-checkpoints")
+                                    data_directory=f"{self.run_dir}/data-checkpoints",
+                                    settings={"TRAIN_STEPS": self.train_steps})  # a resume must not change it
         restored = checkpointer.restore_latest(state)
         elapsed, history = 0.0, []
         if restored is not None:

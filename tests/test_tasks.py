@@ -137,3 +137,62 @@ def test_guide_batches_resume_where_they_stopped(tmp_path):
     guides = [s["guide"]["decoder_target_tokens"] for s in seen]
     assert guides[0].shape[0] == 2 and np.array_equal(guides[2], guides[3])
     assert not np.array_equal(guides[1], guides[2]) and np.array_equal(guides[0], guides[1])
+
+
+def test_crlf_files_give_the_examples_of_lf_files(tmp_path):
+    """CRLF line ends are accepted: a TSV file or an aligned pair with CRLF ends reads as its LF twin
+    (no '\\r' at the end of a target, the same counts for train and guide)."""
+    pairs = [(f"ein satz nummer {i} .", f"sentence number {i} .") for i in range(40)]
+
+    def write(name, lines, end):
+        (tmp_path / name).write_bytes("".join(line + end for line in lines).encode("utf-8"))
+        return str(tmp_path / name)
+
+    got = {}
+    for end in ("\n", "\r\n"):
+        tag = "crlf" if end == "\r\n" else "lf"
+        tsv = write(f"train-{tag}.tsv", [f"{s}\t{t}" for s, t in pairs], end)
+        aligned = (write(f"train-{tag}.de", [s for s, _ in pairs], end),
+                   write(f"train-{tag}.en", [t for _, t in pairs], end))
+        dev = write(f"dev-{tag}.tsv", ["hallo welt .\thello world ."], end)
+        for kind, train in (("tsv", tsv), ("aligned", aligned)):
+            task = tasks.parallel_corpus_task(train=train, dev=dev, test=dev, vocab_size=100, guide_fraction=0.1)
+            got[tag, kind] = {split: _texts(task, split) for split in ("train", "guide", "dev")}
+    for kind in ("tsv", "aligned"):
+        assert got["crlf", kind] == got["lf", kind]
+        assert sorted(got["crlf", kind]["train"] + got["crlf", kind]["guide"]) == sorted(pairs)
+        assert got["crlf", kind]["dev"] == [("hallo welt .", "hello world .")]
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"a\tb\n\nc\td\n", r"empty\.tsv:2: empty line"),  # empty lines are refused, not skipped
+    (b"a\tb\n   \n", r"empty\.tsv:2: empty line"),
+    (b"a\tb\tc\n", r":1: expected 'source<TAB>target', found 2 tabs"),  # a tab inside a sentence
+    (b"a\t\n", ":1: empty target"),
+    (b"ok\tok\ncaf\xe9\tcafe\n", ":2: not UTF-8 text"),
+])
+def test_bad_lines_are_user_errors_naming_file_and_line(tmp_path, content, match):
+    (tmp_path / "empty.tsv").write_bytes(content)
+    good = _write(tmp_path / "good.tsv", ["a\tb"])
+    with pytest.raises(UserError, match=match):
+        tasks.parallel_corpus_task(train=str(tmp_path / "empty.tsv"), dev=good, test=good)
+
+
+def test_a_sentence_longer_than_the_feature_length_is_truncated(tmp_path):
+    """As in T5's pipelines: a longer sentence is cut to the feature length, EOS last; no error."""
+    long = " ".join(f"wort{i}" for i in range(60))
+    train = _write(tmp_path / "train.tsv", ["kurz .\tshort .", f"{long}\t{long}"] * 10)
+    dev = _write(tmp_path / "dev.tsv", [f"{long}\t{long}", "kurz .\tshort ."])
+    task = tasks.parallel_corpus_task(train=train, dev=dev, test=dev, vocab_size=100)
+    lengths = {"inputs": 8, "targets": 8}
+    assert len(task.output_features["inputs"].vocabulary.encode(long)) > 8
+    examples = list(task.get_dataset(lengths, split="dev", shuffle=False, num_epochs=1,
+                                     try_in_mem_cache=False).as_numpy_iterator())
+    assert len(examples) == 2 and len(examples[0]["inputs"]) == len(examples[0]["targets"]) == 8
+    for ex in examples:
+        assert ex["inputs"][-1] == 1 and ex["targets"][-1] == 1 and len(ex["targets"]) <= 8
+    assert examples[0]["targets_pretokenized"].decode() == long  # the text itself is kept whole
+    config_lib.parse(["test.gin"], [f"parallel_corpus_task.train = '{train}'", f"parallel_corpus_task.dev = '{dev}'",
+                                    f"parallel_corpus_task.test = '{dev}'", "parallel_corpus_task.vocab_size = 100"])
+    inputs, _, _ = pipeline.eval_examples(pipeline.DatasetConfig("parallel_corpus", lengths, batch_size=2), "dev")
+    assert inputs.shape == (2, 8)

@@ -9,7 +9,7 @@ import seqio
 import tensorflow as tf
 
 from hpo.data import catalog
-from hpo.errors import UserError
+from hpo.errors import UserError, positive_int
 
 # tf.data only feeds the host: keep TensorFlow off the accelerators JAX uses
 # (as the Flax WMT example does), or it would claim their memory.
@@ -31,12 +31,15 @@ class DatasetConfig:
     shuffle_buffer_size: int = 10000
 
     def __post_init__(self):
-        if self.batch_size <= 0:
-            raise UserError(f"batch size must be positive, got {self.batch_size}")
-        lengths = dict(self.task_feature_lengths)
-        if set(lengths) != {"inputs", "targets"} or min(lengths.values()) <= 0:
-            raise UserError(f"TASK_FEATURE_LENGTHS must give positive 'inputs' and 'targets' "
-                            f"lengths, got {lengths}")
+        if not isinstance(self.mixture_or_task_name, str) or not self.mixture_or_task_name:
+            raise UserError(f"MIXTURE_OR_TASK_NAME must name a task, got {self.mixture_or_task_name!r}")
+        positive_int(self.batch_size, "BATCH_SIZE", "DatasetConfig.batch_size")
+        lengths = self.task_feature_lengths
+        if (not isinstance(lengths, Mapping) or set(lengths) != {"inputs", "targets"}
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in lengths.values())):
+            raise UserError(f"TASK_FEATURE_LENGTHS must give positive integer 'inputs' and 'targets' "
+                            f"lengths, got {lengths!r}")
+        positive_int(self.shuffle_buffer_size, "DatasetConfig.shuffle_buffer_size")
 
 
 def vocabulary(config: DatasetConfig) -> seqio.Vocabulary:

@@ -19,7 +19,7 @@ import functools
 import hashlib
 import os
 import re
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import gin
 import seqio
@@ -115,7 +115,14 @@ def _signature(spec: PathOrPair):
 
 
 def _check_parallel_files(split: str, spec: PathOrPair) -> int:
-    """The number of pairs in a split's files; UserError if they are unusable."""
+    """The number of pairs in a split's files; UserError if they are unusable.
+
+    Lines are read as the pipeline reads them (`_read_lines`): CRLF line ends are accepted.
+    An empty line, a TSV line without exactly one tab or with an empty side, and files of a
+    pair with different numbers of lines are refused, naming the file and line. Sentences
+    longer than the task's feature lengths are not an error: the pipeline truncates them
+    (seqio's `append_eos_after_trim`, as T5 does).
+    """
     paths = _paths(spec)
     if len(paths) not in (1, 2):
         raise UserError(f"{split}: give a TSV file or two aligned files, got {len(paths)} paths")
@@ -123,19 +130,44 @@ def _check_parallel_files(split: str, spec: PathOrPair) -> int:
     for path in paths:
         if not os.path.isfile(path):
             raise UserError(f"{split} data file not found: {path}")
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        lines = _read_lines(path)
         if not any(line.strip() for line in lines):
             raise UserError(f"{split} data file is empty: {path}")
-        if len(paths) == 1:
-            bad = next((i for i, line in enumerate(lines, 1) if line.count("\t") != 1), None)
-            if bad is not None:
-                raise UserError(f"{path}:{bad}: expected 'source<TAB>target'")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                raise UserError(f"{path}:{number}: empty line (every line must hold "
+                                f"{'a source<TAB>target pair' if len(paths) == 1 else 'a sentence'})")
+            if len(paths) == 1:
+                tabs = line.count("\t")
+                if tabs != 1:
+                    raise UserError(f"{path}:{number}: expected 'source<TAB>target', found {tabs} tabs"
+                                    f"{' (a tab inside a sentence?)' if tabs > 1 else ''}")
+                source, target = line.split("\t")
+                if not source.strip() or not target.strip():
+                    raise UserError(f"{path}:{number}: empty {'source' if not source.strip() else 'target'} "
+                                    f"in 'source<TAB>target'")
         counts.append(len(lines))
     if len(counts) == 2 and counts[0] != counts[1]:
         raise UserError(f"{split} files are not aligned: {paths[0]} has {counts[0]} lines, "
                         f"{paths[1]} has {counts[1]}")
     return counts[0]
+
+
+def _read_lines(path: str) -> List[str]:
+    """A data file's lines as tf.data.TextLineDataset reads them: split at '\\n' only, one
+    trailing '\\r' removed (a CRLF file gives the lines of its LF twin). UserError unless UTF-8."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); convert the file "
+                        f"to UTF-8") from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def _train_text(spec: PathOrPair):

@@ -13,8 +13,11 @@ import jax
 import jax.numpy as jnp
 
 from hpo import losses
+from hpo.errors import UserError, finite_number, positive_int
 from hpo.models import decoding
 from hpo.models.t5 import T5Config, Transformer
+
+DECODE_METHODS = ("greedy", "beam")
 
 
 @gin.configurable
@@ -25,6 +28,13 @@ class DecodeConfig:
     beam_size: int = 4
     alpha: float = 0.6  # GNMT length penalty
     batch_size: int = 128
+
+    def __post_init__(self):
+        if self.method not in DECODE_METHODS:
+            raise UserError(f"DecodeConfig.method must be one of {', '.join(DECODE_METHODS)}, got {self.method!r}")
+        positive_int(self.beam_size, "DecodeConfig.beam_size")
+        positive_int(self.batch_size, "DecodeConfig.batch_size")
+        finite_number(self.alpha, "DecodeConfig.alpha")
 
 
 @dataclasses.dataclass(frozen=True)

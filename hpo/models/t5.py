@@ -37,6 +37,19 @@ class T5Config:
     dtype: str = "float32"  # activation/compute dtype ("bfloat16" on accelerators)
     param_dtype: str = "float32"
 
+    def __post_init__(self):
+        from hpo.errors import UserError, positive_int
+        for name in ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers",
+                     "num_decoder_layers", "relative_attention_num_buckets", "relative_attention_max_distance"):
+            positive_int(getattr(self, name), f"T5Config.{name}")
+        if not isinstance(self.dropout_rate, (int, float)) or not 0 <= self.dropout_rate < 1:
+            raise UserError(f"T5Config.dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
+        for name in ("dtype", "param_dtype"):
+            try:
+                jnp.dtype(getattr(self, name))
+            except TypeError:
+                raise UserError(f"T5Config.{name}: unknown dtype {getattr(self, name)!r}") from None
+
 
 def _kernel_init():
     return nn.initializers.variance_scaling(1.0, "fan_in", "normal")

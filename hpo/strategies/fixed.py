@@ -5,7 +5,7 @@ from typing import Callable, Dict, Mapping, Tuple
 import gin
 import jax.numpy as jnp
 
-from hpo import io as hpo_io, records
+from hpo import io as hpo_io, optim, records
 from hpo.errors import UserError
 from hpo.strategies.base import Strategy
 
@@ -28,7 +28,14 @@ class Fixed(Strategy):
                  replay_mode: str = "schedule"):
         if replay_mode not in REPLAY_MODES:
             raise UserError(f"fixed: replay_mode must be one of {', '.join(REPLAY_MODES)}")
+        if hparams is not None and not isinstance(hparams, Mapping):
+            raise UserError(f"Fixed.hparams must map hyper-parameter names to values, got {hparams!r}")
         self.hparams = dict(hparams or {})
+        for name, value in self.hparams.items():
+            if name not in (*optim.OPTIMIZER_HPARAMS, *optim.LOSS_HPARAMS):
+                raise UserError(f"Fixed.hparams: unknown hyper-parameter '{name}' (choose from "
+                                f"{', '.join((*optim.OPTIMIZER_HPARAMS, *optim.LOSS_HPARAMS))})")
+            optim.check_hparam(name, value, "Fixed.hparams")
         self.replay, self.replay_mode = replay, replay_mode
 
     def values(self, experiment) -> Dict[str, float]:

@@ -8,6 +8,7 @@ learned schedule.
 """
 
 import csv
+import dataclasses
 import io
 import os
 from typing import Dict, Mapping, Sequence
@@ -19,7 +20,7 @@ import optax
 
 from hpo import hyper, io as hpo_io
 from hpo.data import catalog
-from hpo.errors import UserError
+from hpo.errors import UserError, positive_int
 from hpo.strategies.base import Strategy
 
 SCHEDULE_FILE = "hparams.csv"
@@ -44,14 +45,19 @@ class Guided(Strategy):
                  meta_optimizer: str = "adam", meta_learning_rate: float = 3e-3,
                  guide_batch_size: int = None, guide_refresh="fixed", update_every: int = 1,
                  hypergrad_bound: float = 1e3, hypergrad_clip: float = None):
+        if isinstance(tune, str):
+            tune = (tune,)
         unknown = set(tune) - set(hyper.DEFAULT_SPECS)
         if unknown or not tune:
             raise UserError(f"guided: cannot tune {sorted(unknown) or 'nothing'} "
                             f"(choose from {', '.join(hyper.DEFAULT_SPECS)})")
         if update_every <= 0 or meta_learning_rate <= 0:
             raise UserError("guided: update_every and meta_learning_rate must be positive")
-        if not hasattr(optax, meta_optimizer):
+        if not isinstance(meta_optimizer, str) or not callable(getattr(optax, meta_optimizer, None)):
             raise UserError(f"guided: unknown meta-optimizer optax.{meta_optimizer}")
+        if guide_batch_size is not None:
+            positive_int(guide_batch_size, "Guided.guide_batch_size")
+        self._check_specs(tune, specs)
         self.tune = tuple(tune)
         self.spec_overrides = dict(specs or {})
         self.meta_tx = getattr(optax, meta_optimizer)(learning_rate=meta_learning_rate)
@@ -59,6 +65,25 @@ class Guided(Strategy):
                              guide_batch_size=guide_batch_size, guide_refresh=guide_refresh,
                              update_every=update_every)
         self.bound, self.clip = hypergrad_bound, hypergrad_clip
+
+    @staticmethod
+    def _check_specs(tune: Sequence[str], specs) -> None:
+        """Guided.specs: overrides of tuned hyper-parameters' fields, each a valid HparamSpec."""
+        if specs is None:
+            return
+        if not isinstance(specs, Mapping):
+            raise UserError(f"Guided.specs must map hyper-parameter names to fields, got {specs!r}")
+        fields = [f.name for f in dataclasses.fields(hyper.HparamSpec)]
+        for name, override in specs.items():
+            if name not in tune:
+                raise UserError(f"Guided.specs: '{name}' is not tuned (Guided.tune: {', '.join(tune)})")
+            if not isinstance(override, Mapping) or set(override) - set(fields):
+                bad = sorted(set(override) - set(fields)) if isinstance(override, Mapping) else override
+                raise UserError(f"Guided.specs['{name}']: unknown field {bad} (fields: {', '.join(fields)})")
+            try:
+                hyper.HparamSpec(**{**hyper.DEFAULT_SPECS[name].__dict__, **override})
+            except UserError as e:
+                raise UserError(f"Guided.specs['{name}']: {e}") from None
 
     def specs(self, experiment) -> Dict[str, hyper.HparamSpec]:
         configured = experiment.base_hparams()
