@@ -157,7 +157,7 @@ def run_command(args, bindings) -> int:
             if distributed.is_leader():
                 print(f"{record['task']}  {record['strategy']:<8} seed {seed}"
                       f"{' (t5x)' if args.backend == 't5x' else ''}: "
-                      f"{experiment.evaluation.summary(record)}  ({record['wall_seconds']:.0f} s)")
+                      f"{_summary(experiment, record)}  ({record['wall_seconds']:.0f} s)")
     if not distributed.is_leader():
         return 0  # the leader writes and prints the results
     from hpo import table
@@ -202,6 +202,13 @@ def main(argv: Sequence[str] = None) -> int:
         # gin appends "In call to configurable ..." lines; the first line is the message.
         print(f"hpo: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
+
+
+def _summary(experiment, record) -> str:
+    diverged = record.get("diverged")
+    if diverged:
+        return f"diverged at step {diverged['step']} ({diverged['reason']})"
+    return experiment.evaluation.summary(record)
 
 
 if __name__ == "__main__":

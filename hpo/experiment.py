@@ -21,7 +21,7 @@ from hpo.errors import UserError, finite_number, non_negative_int, positive_int
 from hpo.evaluate import Translation
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.models.t5 import T5Config, num_params
-from hpo.trainer import StepSchedule, Trainer, TrainState, eval_step, init_state, train_step
+from hpo.trainer import Diverged, StepSchedule, Trainer, TrainState, eval_step, init_state, train_step
 
 gin.external_configurable(T5Config, module="hpo")
 
@@ -133,10 +133,16 @@ class Experiment:
         trainer = Trainer(run_dir, self.train_steps, checkpoint_every=self.checkpoint_every,
                           log_every=self.log_every, eval_every=self.eval_every)
         result = trainer.fit(state, step_fn, batches, evaluate=self._dev_evaluator(), on_eval=on_eval)
+        if result.diverged and not write_record:  # an Optuna trial: failed, with its reason
+            raise Diverged(**result.diverged)
+        # A diverged run is a result too (a row marked diverged), not a score of its NaN model.
+        scores = (records.diverged_scores(self, result.diverged) if result.diverged else
+                  self.evaluation.score(self, result, run_dir, seed))
         record = records.run_record(
             self, strategy, seed, rel, history=result.eval_history, wall_seconds=result.wall_seconds,
-            step_cost=step_cost, num_params=num_params(result.state.params),
-            scores=self.evaluation.score(self, result, run_dir, seed))
+            step_cost=step_cost, num_params=num_params(result.state.params), scores=scores)
+        if result.diverged:  # it stopped there
+            record["compute_steps"] = result.diverged["step"] * step_cost
         record.update(record_extra(result.state.tuner) if record_extra else {})
         if write_record:
             records.add(self.model_dir, record)

@@ -72,6 +72,11 @@ def finished(experiment, strategy: str, seed: int, run_dir: str) -> Dict:
     return distributed.broadcast(done)
 
 
+def diverged_scores(experiment, diverged: Dict) -> Dict:
+    """The scores of a run whose loss became NaN or infinite: none, and where it happened."""
+    return {**{key: None for key in experiment.evaluation.result_keys}, "diverged": dict(diverged)}
+
+
 def run_record(experiment, strategy: str, seed: int, run_dir: str, *, history: Sequence[Dict],
                wall_seconds: float, step_cost: float, num_params: int, scores: Dict) -> Dict:
     """The fields every backend writes for one finished training run."""

@@ -36,7 +36,7 @@ BLEU, GLUE = "bleu", "glue"
 # BLEU row columns, in the order CSV writes them after `benchmark` (JSON rows also carry
 # `hparams_mean`; GLUE rows fill the shared ones, then GLUE_*_COLUMNS, see csv_columns).
 COLUMNS = (
-    "task", "strategy", "seeds", "seed_list",
+    "task", "strategy", "seeds", "seed_list", "diverged",
     "test_bleu_mean", "test_bleu_sd", "dev_bleu_mean", "dev_bleu_sd",
     "test_chrf_mean", "test_chrf_sd", "dev_chrf_mean", "dev_chrf_sd",
     "p_value", "p_value_seed", "train_runs", "total_train_steps", "compute_steps_mean",
@@ -169,6 +169,7 @@ def _row(group: List[Dict], baseline: Optional[List[Dict]], model_dir: str) -> D
         "p_value": p_value, "p_value_seed": p_seed,
         **_cost(group, baseline),
         "bleu_signature": _common_signature(group),
+        "diverged": _diverged(group),
     }
 
 
@@ -188,6 +189,7 @@ def _glue_row(group: List[Dict], baseline: Optional[List[Dict]], model_dir: str)
         "predictions": sum(int(t.get("num_examples") or 0) for res in results for t in res.values()),
         **_stats(group, "dev_loss"),
         **_cost(group, baseline),
+        "diverged": _diverged(group),
     }
 
 
@@ -256,6 +258,20 @@ def _summary(name: str, values) -> Dict[str, Optional[float]]:
             f"{name}_sd": statistics.stdev(present) if len(present) > 1 else None}
 
 
+def _diverged(group: List[Dict]) -> List[Dict]:
+    """The runs of a row whose loss became NaN or infinite: {seed, step, reason} each."""
+    return [{"seed": r.get("seed"), **r["diverged"]} for r in group if r.get("diverged")]
+
+
+def _seeds_cell(row: Dict) -> str:
+    diverged = row.get("diverged") or []
+    if not diverged:
+        return str(row["seeds"])
+    if len(diverged) == row["seeds"]:
+        return f"{row['seeds']} (diverged at step {', '.join(str(d['step']) for d in diverged)})"
+    return f"{row['seeds']} ({len(diverged)} diverged)"
+
+
 def _train_runs(record: Dict) -> int:
     runs = record.get("train_runs")
     return 1 if runs is None else int(runs)
@@ -265,6 +281,8 @@ def _total_train_steps(record: Dict) -> int:
     """Steps actually trained: the record's own total (optuna: trials stop early) wins."""
     if record.get("total_train_steps") is not None:
         return int(record["total_train_steps"])
+    if record.get("diverged"):
+        return int(record["diverged"]["step"])
     return int(record.get("train_steps") or 0) * _train_runs(record)
 
 
@@ -382,7 +400,7 @@ def _cells(row: Dict) -> List[str]:
     """The display cells of a row, shared by Markdown and LaTeX (which escapes them)."""
     p = row.get("p_value")
     return [
-        str(row["task"]), row["strategy"], str(row["seeds"]),
+        str(row["task"]), row["strategy"], _seeds_cell(row),
         _mean_sd(row, "test_bleu"), _mean_sd(row, "dev_bleu"), _mean_sd(row, "test_chrf"),
         NONE if p is None else f"{p:.3g} (seed {row['p_value_seed']})",
         *_cost_cells(row),
@@ -407,7 +425,7 @@ def _glue_header(tasks: Sequence[str]) -> List[str]:
 
 def _glue_cells(row: Dict, tasks: Sequence[str]) -> List[str]:
     task = f"{row['task']} (synthetic)" if row.get("synthetic") else str(row["task"])
-    return [task, row["strategy"], str(row["seeds"]), _mean_sd(row, "glue_average"),
+    return [task, row["strategy"], _seeds_cell(row), _mean_sd(row, "glue_average"),
             *(_mean_sd(row, f"glue_{t}") for t in tasks),
             str(row["invalid_predictions"]), _mean_sd(row, "dev_loss", "{:.3f}"), *_cost_cells(row)]
 
@@ -493,6 +511,8 @@ def format_csv(rows: List[Dict]) -> str:
 def _csv_value(value):
     if value is None:
         return ""
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], dict):  # diverged runs
+        return "; ".join(" ".join(f"{k}={x}" for k, x in v.items()) for v in value)
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value)
     return value

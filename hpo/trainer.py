@@ -8,6 +8,7 @@ periodic evaluation and orbax checkpoints, and resumes where it stopped.
 """
 
 import dataclasses
+import math
 import time
 from typing import Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -138,6 +139,7 @@ class Trainer:
     log_every: int = 50
     eval_every: int = 0  # 0: only at the end
     keep_checkpoints: int = 2
+    check_every: int = 10  # steps between checks for a non-finite loss (each waits for the device)
     parallel: DataParallel = dataclasses.field(default_factory=DataParallel)
 
     def fit(self, state: TrainState, step_fn: Union[StepFn, StepSchedule], batches: Callable[[], Iterator[Batch]],
@@ -164,7 +166,7 @@ class Trainer:
         steps = step_fn if isinstance(step_fn, StepSchedule) else StepSchedule((step_fn,), lambda t: 0)
         jitted = [self.parallel.jit_step(fn) for fn in steps.fns]
         train_writer, eval_writer = (_summary_writer(f"{self.run_dir}/{name}") for name in ("train", "eval"))
-        start = time.time()
+        start, diverged = time.time(), None
         data = batches()
         if restored is not None:
             checkpointer.restore_data(step, data)
@@ -180,13 +182,21 @@ class Trainer:
                     state, metrics = jitted[steps.which(step)](state, self.parallel.put_batch(next(data)))
                     step += 1
                     bar.advance()
-                    if step % self.log_every == 0 or step == self.train_steps:
-                        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                        train_writer.write_scalars(step, values)
-                        bar.note(f"loss {values['loss']:.3f}")
                     last = step == self.train_steps
+                    checked = step % self.check_every == 0 or step % self.checkpoint_every == 0 or last
+                    if checked or step % self.log_every == 0:
+                        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                        if not math.isfinite(values["loss"]):  # before a checkpoint could keep it
+                            diverged = {"step": step, "reason": f"train loss {values['loss']}"}
+                            break
+                        if step % self.log_every == 0 or last:
+                            train_writer.write_scalars(step, values)
+                            bar.note(f"loss {values['loss']:.3f}")
                     if evaluate and (last or (self.eval_every and step % self.eval_every == 0)):
                         scores = evaluate(state.replace(params=self.parallel.local(state.params)))
+                        if not math.isfinite(scores.get("loss", 0.0)):
+                            diverged = {"step": step, "reason": f"dev loss {scores['loss']}"}
+                            break
                         history.append({"step": step, **scores})
                         eval_writer.write_scalars(step, scores)
                         if on_eval:
@@ -199,7 +209,7 @@ class Trainer:
             checkpointer.close()
             train_writer.close()
             eval_writer.close()
-        return FitResult(self.parallel.local(state), elapsed + time.time() - start, history)
+        return FitResult(self.parallel.local(state), elapsed + time.time() - start, history, diverged)
 
 
 def _summary_writer(directory: str):
@@ -207,8 +217,17 @@ def _summary_writer(directory: str):
     return metric_writers.SummaryWriter(directory) if distributed.is_leader() else metric_writers.MultiWriter([])
 
 
+class Diverged(FloatingPointError):
+    """A run whose loss stopped being finite, at `step` (`reason`: which loss)."""
+
+    def __init__(self, step: int, reason: str):
+        super().__init__(f"diverged at step {step}: {reason}")
+        self.step, self.reason = step, reason
+
+
 @dataclasses.dataclass
 class FitResult:
     state: TrainState
     wall_seconds: float
     eval_history: list
+    diverged: Optional[Dict] = None  # {"step", "reason"} when the loss stopped being finite

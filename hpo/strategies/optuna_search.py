@@ -27,6 +27,7 @@ from hpo.errors import UserError
 from hpo.strategies import places
 from hpo.strategies.base import Strategy
 from hpo.strategies.fixed import Fixed
+from hpo.trainer import Diverged
 
 DEFAULT_SPACE = {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}}
 
@@ -144,6 +145,11 @@ class OptunaSearch(Strategy):
                                                    write_record=False)
             except optuna.TrialPruned:
                 raise
+            except Diverged as e:  # a result, not an error: the trial fails (a NaN value) and the study goes on
+                trial.set_user_attr("fail_reason", str(e))
+                trial.set_user_attr("diverged", {"step": e.step, "reason": e.reason})
+                trial.set_user_attr("steps_run", e.step)
+                return math.nan
             except Exception as e:  # recorded with its reason; the study goes on
                 trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
                 raise
@@ -153,7 +159,7 @@ class OptunaSearch(Strategy):
             value = record[self.objective]
             if value is None or not math.isfinite(value) or not math.isfinite(record["dev_loss"] or math.nan):
                 trial.set_user_attr("fail_reason", "non-finite loss")
-                raise FloatingPointError(f"trial {trial.number}: non-finite dev loss")
+                return math.nan
             return value
 
         while True:  # until every place is done, whichever worker runs it
@@ -208,12 +214,13 @@ class OptunaSearch(Strategy):
         attempts = places.places(study.get_trials(deepcopy=False), self.n_trials)
         trials = [a[-1] for a in attempts.values()]
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if not complete:
+        diverged = not complete and all(t.user_attrs.get("diverged") for t in trials)  # a result, as a run's
+        if not complete and not diverged:
             reasons = {t.user_attrs.get("fail_reason", t.state.name) for t in trials}
             raise UserError(f"optuna: no trial completed ({'; '.join(sorted(reasons))})")
         pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-        best = pick(complete, key=lambda t: t.value)  # the first of equals, as Optuna's best_trial
-        attrs = best.user_attrs
+        best = pick(complete, key=lambda t: t.value) if complete else None  # the first of equals, as Optuna
+        attrs = best.user_attrs if best else {}
         # Every step a place's attempts ran counts, a killed attempt's up to its last report.
         steps = {n: sum(max(0, t.user_attrs.get("steps_run", 0) - t.user_attrs.get("steps_before", 0)) for t in a)
                  for n, a in attempts.items()}
@@ -222,12 +229,12 @@ class OptunaSearch(Strategy):
             "seed": seed, "backend": experiment.backend,
             # The study's directory keys the row (the selected trial changes as the study grows).
             "run_dir": os.path.relpath(experiment.run_dir(self.name, seed), experiment.model_dir),
-            "selected_run_dir": attrs["run_dir"],
+            "selected_run_dir": attrs.get("run_dir"),
             **{key: attrs.get(key) for key in experiment.evaluation.result_keys},
             "train_steps": experiment.train_steps, "train_runs": len(trials),
             "total_train_steps": sum(steps.values()), "compute_steps": float(sum(steps.values())),
             "wall_seconds": sum(t.user_attrs.get("wall_seconds") or 0.0 for t in trials) or wall,
-            "hparams": {**experiment.base_hparams(), **best.params},
+            "hparams": {**experiment.base_hparams(), **(best.params if best else {})},
             "trials": [{"number": n, "state": t.state.name, "params": t.params,
                         "dev_bleu": t.user_attrs.get("dev_bleu"), "dev_loss": t.user_attrs.get("dev_loss"),
                         "objective": t.value, "attempts": len(attempts[n]),
@@ -236,8 +243,12 @@ class OptunaSearch(Strategy):
                        for n, t in zip(attempts, trials)],
             "study": {"name": study.study_name, "sampler": self.sampler_name, "pruner": self.pruner_name,
                       "startup_trials": self.startup_trials,
-                      "objective": self.objective, "n_trials": self.n_trials, "best_trial": places.original(best)},
+                      "objective": self.objective, "n_trials": self.n_trials,
+                      "best_trial": places.original(best) if best else None},
         }
+        if diverged:
+            record["diverged"] = {"step": min(t.user_attrs["diverged"]["step"] for t in trials),
+                                  "reason": "every trial diverged"}
         from hpo import records
         records.add(experiment.model_dir, record)
         return record
