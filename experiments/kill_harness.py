@@ -1,0 +1,156 @@
+"""Kill -9 harness: `hpo run` killed at random moments and rerun must lose nothing.
+
+For each strategy it starts `hpo run`, waits until the run is working (a file
+under MODEL_DIR changes after the start), kills it with SIGKILL after a random
+delay — in training, a checkpoint write, an evaluation, decoding, a record
+write or an Optuna trial, wherever it happens to be — and reruns it; after
+the kills it lets one run of all the strategies finish. An uninterrupted run of
+the same command runs beside it, and the two results must agree.
+
+    python experiments/kill_harness.py --kills_per_strategy 30 --work_dir /tmp/kills -- \\
+        --gin_file=test.gin --gin.TRAIN_STEPS=40
+
+Exit status 0 when every check passed; the report says what was killed where.
+"""
+
+import argparse
+import csv
+import glob
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+STRATEGIES = ("fixed", "guided", "optuna")
+RESULT_FIELDS = ("test_bleu", "dev_bleu", "test_chrf", "dev_chrf", "dev_loss", "hparams", "train_steps")
+
+
+def hpo_run(model_dir: str, args: List[str], strategies) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hpo.cli.main", "run", f"--model_dir={model_dir}",
+                             f"--strategy={','.join(strategies)}", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _newest(model_dir: str, since: float) -> Optional[str]:
+    """The most recently changed path under model_dir changed after `since`, if any."""
+    newest, when = None, since
+    for root, dirs, files in os.walk(model_dir):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            try:
+                changed = os.stat(path).st_mtime if ".tfevents." not in name else 0  # summaries: always changing
+            except FileNotFoundError:  # renamed or removed as we looked
+                continue
+            if changed > when:
+                newest, when = path, changed
+    return newest and os.path.relpath(newest, model_dir)
+
+
+def kill_once(model_dir: str, args: List[str], strategy: str, rng: random.Random,
+              window: float) -> Optional[str]:
+    """Starts the strategy, kills it `uniform(0, window)` s after it starts working; returns the
+    path it touched last before the kill (what it was doing), or None if it finished first."""
+    start = time.time()
+    process = hpo_run(model_dir, args, [strategy])
+    while _newest(model_dir, start) is None and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0, window))
+    if process.poll() is not None:
+        return None
+    moment = _newest(model_dir, start) or "start-up"
+    process.kill()
+    process.wait()
+    return moment
+
+
+def finish(model_dir: str, args: List[str]) -> None:
+    process = hpo_run(model_dir, args, STRATEGIES)
+    _, err = process.communicate(timeout=1800)
+    if process.returncode != 0:
+        raise AssertionError(f"the last rerun failed ({process.returncode}): {err[-2000:]}")
+
+
+def check(model_dir: str, reference_dir: str, n_trials: int) -> List[str]:
+    """What is wrong with model_dir's results next to the uninterrupted reference ([] when nothing)."""
+    problems = []
+    for path in glob.glob(f"{model_dir}/**/*.json", recursive=True) + glob.glob(f"{model_dir}/**/*.csv",
+                                                                               recursive=True):
+        try:
+            with open(path) as f:
+                json.load(f) if path.endswith(".json") else list(csv.reader(f))
+        except ValueError as e:
+            problems.append(f"{os.path.relpath(path, model_dir)} does not parse: {e}")
+    rows = json.load(open(os.path.join(model_dir, "comparison.json")))
+    keys = [(r["task"], r["strategy"], r["seed"]) for r in rows]
+    if sorted(keys) != sorted(set(keys)) or len(rows) != len(STRATEGIES):
+        problems.append(f"rows are not each (task, strategy, seed) once: {keys}")
+    reference = {r["strategy"]: r for r in json.load(open(os.path.join(reference_dir, "comparison.json")))}
+    for row in rows:
+        expected = reference[row["strategy"]]
+        for field in RESULT_FIELDS:
+            if row.get(field) != expected.get(field):
+                problems.append(f"{row['strategy']}: {field} {row.get(field)} != uninterrupted {expected.get(field)}")
+        if row["strategy"] == "guided":
+            schedule, expected_schedule = (open(os.path.join(d, r["schedule_file"])).read()
+                                           for d, r in ((model_dir, row), (reference_dir, expected)))
+            if schedule != expected_schedule:
+                problems.append("guided: the learned schedule differs from the uninterrupted run's")
+        if row["strategy"] == "optuna":
+            done = [t for t in row["trials"] if t["state"] in ("COMPLETE", "PRUNED")]
+            if len(row["trials"]) != n_trials or len(done) != n_trials:
+                problems.append(f"optuna: {len(done)} finished trials of {len(row['trials'])}, not {n_trials}")
+            # Place by place (a retry's trial number differs; what it ran and found must not).
+            ours, theirs = ([(t["params"], t["objective"]) for t in r["trials"]] for r in (row, expected))
+            if ours != theirs:
+                problems.append(f"optuna: trials {ours} != uninterrupted {theirs}")
+    return problems
+
+
+def run(work_dir: str, args: List[str], kills_per_strategy: int, seed: int = 0, window: float = 3.0,
+        n_trials: int = 3) -> Dict:
+    """Kills and reruns in work_dir/killed beside an uninterrupted run in work_dir/uninterrupted."""
+    rng = random.Random(seed)
+    model_dir, reference_dir = os.path.join(work_dir, "killed"), os.path.join(work_dir, "uninterrupted")
+    args = [*args, f"--gin.OptunaSearch.n_trials={n_trials}"]
+    reference = hpo_run(reference_dir, args, STRATEGIES)
+    kills: Dict[str, List[str]] = {s: [] for s in STRATEGIES}
+    for i, strategy in enumerate(STRATEGIES):
+        # Kills so far by the end of this strategy: one that finished early passes its share on.
+        while sum(map(len, kills.values())) < kills_per_strategy * (i + 1):
+            moment = kill_once(model_dir, args, strategy, rng, window)
+            if moment is None:
+                break
+            kills[strategy].append(moment)
+    finish(model_dir, args)
+    _, err = reference.communicate(timeout=1800)
+    if reference.returncode != 0:
+        raise AssertionError(f"the uninterrupted run failed: {err[-2000:]}")
+    return {"kills": kills, "problems": check(model_dir, reference_dir, n_trials)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="Arguments after -- go to every `hpo run`.")
+    parser.add_argument("--work_dir", required=True)
+    parser.add_argument("--kills_per_strategy", type=int, default=10)
+    parser.add_argument("--window", type=float, default=3.0, help="seconds: kills land in [0, window) of work")
+    parser.add_argument("--n_trials", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    argv = sys.argv[1:] if argv is None else argv
+    ours, hpo_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    flags = parser.parse_args(ours)
+    report = run(flags.work_dir, hpo_args or ["--gin_file=test.gin"], flags.kills_per_strategy, flags.seed,
+                 flags.window, flags.n_trials)
+    for strategy, moments in report["kills"].items():
+        print(f"{strategy}: {len(moments)} kills, at: {', '.join(moments)}")
+    for problem in report["problems"]:
+        print(f"PROBLEM: {problem}")
+    print("all checks passed" if not report["problems"] else f"{len(report['problems'])} problems")
+    return 1 if report["problems"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
