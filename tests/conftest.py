@@ -20,8 +20,9 @@ def data_dir(tmp_path_factory):
 
 # The longest test files first, so that `pytest -n 2` (make test) does not end waiting on one of
 # them; within a file the order is unchanged.
-LONGEST_FIRST = ("test_t5x.py", "test_multihost.py", "test_t5x_glue.py", "test_guided.py", "test_glue_finetune.py",
-                 "test_cli.py", "test_optuna.py", "test_trainer.py")
+LONGEST_FIRST = ("test_kill.py", "test_t5x.py", "test_multihost.py", "test_optuna.py", "test_t5x_glue.py",
+                 "test_cli.py", "test_guided.py", "test_glue_finetune.py", "test_quiet.py", "test_divergence.py",
+                 "test_trainer.py")
 
 
 def pytest_collection_modifyitems(items):
