@@ -1,5 +1,6 @@
 """Shared test set-up: a private data cache and quiet TensorFlow."""
 
+import errno
 import os
 import shutil
 import subprocess
@@ -103,3 +104,30 @@ class DiesAt:
 
     def restore(self, path):
         self._batches.restore(path)
+
+
+def fill_the_disk(monkeypatch):
+    """ENOSPC once part of a file is written, in the write-then-rename helper every result goes through."""
+    from hpo import io as hpo_io
+    real = hpo_io._open_temp
+
+    class FullDisk:
+        def __init__(self, f):
+            self._f = f
+
+        def write(self, data):
+            self._f.write(data[: len(data) // 2])
+            self._f.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    def open_temp(directory, name):
+        f, tmp = real(directory, name)
+        return FullDisk(f), tmp
+
+    monkeypatch.setattr(hpo_io, "_open_temp", open_temp)

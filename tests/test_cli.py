@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from conftest import fill_the_disk
 from hpo.cli.main import main
 
 TINY = ["--strategy=fixed", "--gin_file=test.gin"]
@@ -90,30 +91,7 @@ def on_results(prepare=None):
 
 
 def _full_disk(out, monkeypatch):
-    """ENOSPC once part of a file is written, in the write-then-rename helper every result goes through."""
-    from hpo import io as hpo_io
-    real = hpo_io._open_temp
-
-    class FullDisk:
-        def __init__(self, f):
-            self._f = f
-
-        def write(self, data):
-            self._f.write(data[: len(data) // 2])
-            self._f.flush()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._f.close()
-
-    def open_temp(directory, name):
-        f, tmp = real(directory, name)
-        return FullDisk(f), tmp
-
-    monkeypatch.setattr(hpo_io, "_open_temp", open_temp)
+    fill_the_disk(monkeypatch)
 
 
 def _unwritable(out, monkeypatch):

@@ -1,11 +1,11 @@
 """Result files on local disks and on object stores (TensorFlow's ram:// file system stands in
 for gs://, through the same tf.io.gfile calls)."""
 
-import errno
 import os
 
 import pytest
 
+from conftest import fill_the_disk
 from hpo import distributed, io as hpo_io, records
 from hpo.errors import UserError
 
@@ -58,24 +58,7 @@ def test_a_full_disk_leaves_the_old_records_and_no_partial_file(tmp_path, monkey
     the old file byte for byte, no temporary file left behind."""
     records.add(str(tmp_path), {"task": "t", "strategy": "fixed", "seed": 0, "run_dir": "fixed/seed0"})
     before = (tmp_path / "comparison.json").read_bytes()
-    real = hpo_io._open_temp
-
-    class FullDisk:
-        def __init__(self, f):
-            self._f = f
-
-        def write(self, data):
-            self._f.write(data[: len(data) // 2])
-            self._f.flush()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._f.close()
-
-    monkeypatch.setattr(hpo_io, "_open_temp", lambda d, n: (lambda f, tmp: (FullDisk(f), tmp))(*real(d, n)))
+    fill_the_disk(monkeypatch)
     with pytest.raises(UserError, match="comparison.json: No space left on device"):
         records.add(str(tmp_path), {"task": "t", "strategy": "fixed", "seed": 1, "run_dir": "fixed/seed1"})
     assert (tmp_path / "comparison.json").read_bytes() == before
