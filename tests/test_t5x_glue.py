@@ -21,7 +21,7 @@ def test_t5_pretraining_scored_on_glue_with_every_strategy(tmp_path):
         assert all(r["num_examples"] == 16 for r in record["glue"].values())
         assert np.isfinite(record["glue_average"]) and np.isfinite(record["dev_loss"])
         assert record["finetune"]["train_steps"] == 2 and record["wall_seconds"] > record["finetune"]["wall_seconds"]
-        run = os.path.join(str(tmp_path), record["run_dir"])
+        run = os.path.join(str(tmp_path), record.get("selected_run_dir") or record["run_dir"])
         assert "checkpoint_2" in os.listdir(os.path.join(run, "finetune"))  # T5X's own fine-tuning run
         assert len(open(os.path.join(run, "glue", "synthetic_cola.dev.pred")).read().splitlines()) == 16
         assert f"| {strategy} [t5x] |" in out
