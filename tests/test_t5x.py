@@ -399,3 +399,15 @@ def test_train_steps_that_end_before_the_initial_checkpoint(capsys, tmp_path):
     _fails(capsys, tmp_path, "--backend=t5x", f"--gin_file={gin_file}",
            f"--gin.INITIAL_CHECKPOINT_PATH={tmp_path / 'checkpoint_10'}", "--gin.TRAIN_STEPS=6",
            match="counts the initial checkpoint's steps (10)")
+
+
+def test_a_t5x_run_that_diverges_is_a_row_marked_diverged(tmp_path):
+    """Learning rate ×1e30: the loss becomes NaN, T5X is stopped by hpo's action, and the row
+    says where, with no scores (no decoding of a NaN model)."""
+    out = _finish(_hpo("run", *T5X, "--strategy=fixed", "--gin.Fixed.hparams={'learning_rate': 1e30}",
+                       f"--model_dir={tmp_path}"))
+    record = _records(str(tmp_path))["fixed"]
+    assert record["diverged"]["step"] <= 4 and "nan" in record["diverged"]["reason"]
+    assert record["test_bleu"] is None and record["hypotheses"] is None
+    assert record["compute_steps"] == record["diverged"]["step"]
+    assert f"fixed    seed 0 (t5x): diverged at step {record['diverged']['step']}" in out

@@ -4,11 +4,13 @@ During training, T5X's own loops evaluate: teacher-forced dev loss (the
 trainer's `hpo/cross_entropy`, as on the built-in engine) and, with an
 `infer_eval_dataset_cfg`, dev BLEU from the task's seqio metric function.
 `EvalReport`, a T5X action, collects them into the run's history and hands
-them to the strategy (Optuna's pruning). At the end, `translate` decodes dev
+them to the strategy (Optuna's pruning); it also stops a run whose train or
+dev loss is no longer finite (`diverged`, as on the built-in engine). At the end, `translate` decodes dev
 and test with T5X's partitioned inference (`utils.get_infer_fn` over the
 model's `predict_batch`) and sacrebleu scores them, hypotheses kept.
 """
 
+import math
 from typing import Callable, Dict, List, Optional, Tuple
 
 import jax
@@ -37,11 +39,16 @@ class EvalReport:
         self.task, self.history, self.train_steps = task, history, train_steps
         self.on_eval, self.calls_on_infer = on_eval, calls_on_infer
         self.stopped: Optional[BaseException] = None
+        self.diverged: Optional[Dict] = None  # {"step", "reason"}
 
     def record(self, train_state, metrics_by_task, mode: str) -> bool:
         """T5X action semantics: True asks T5X to stop training."""
-        metrics = metrics_by_task.get(self.task) or {}
         step = int(utils.get_local_data(train_state.step))
+        if mode == "TRAIN":  # T5X's train summary of the steps since the last one
+            return self._diverges(step, "train", (metrics_by_task.get("train") or {}).get("loss"))
+        metrics = metrics_by_task.get(self.task) or {}
+        if self._diverges(step, "dev", metrics.get(DEV_LOSS)):
+            return True
         if not self.history or self.history[-1]["step"] != step:
             self.history.append({"step": step})
         entry = self.history[-1]
@@ -58,9 +65,16 @@ class EvalReport:
             return True
         return False
 
+    def _diverges(self, step: int, which: str, loss) -> bool:
+        value = float(getattr(loss, "value", loss)) if loss is not None else 0.0
+        if math.isfinite(value):
+            return False
+        self.diverged = {"step": step, "reason": f"{which} loss {value}"}
+        return True
+
     def actions(self) -> Dict[str, list]:
-        """T5X's `train(actions=...)`: this report after each kind of evaluation."""
-        return {mode: [_Action(self, mode)] for mode in ("TRAIN_EVAL", "INFER_EVAL")}
+        """T5X's `train(actions=...)`: this report after each train summary and evaluation."""
+        return {mode: [_Action(self, mode)] for mode in ("TRAIN", "TRAIN_EVAL", "INFER_EVAL")}
 
 
 class _Action(trainer_lib.BaseAction):

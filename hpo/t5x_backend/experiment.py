@@ -34,6 +34,7 @@ from hpo.evaluate import Translation
 from hpo.t5x_backend import data, initial, optim as t5x_optim
 from hpo.t5x_backend.evaluate import EvalReport, translate
 from hpo.t5x_backend.trainer import GuidedTrainer, ValuesTrainer
+from hpo.trainer import Diverged
 
 WALL_FILE = "hpo-wall.json"  # seconds spent by earlier, interrupted invocations of a run
 
@@ -161,11 +162,15 @@ class T5xExperiment:
             overrides["get_dataset_fn"] = get_dataset_fn
         trainer, train_state, wall = self.run_t5x(run_dir, seed, trainer_cls, model, self.total_steps, **overrides)
         distributed.stop_everywhere(report.stopped)  # Optuna pruned the trial (the leader decides)
+        if report.diverged and not write_record:  # an Optuna trial: failed, with its reason
+            raise Diverged(**report.diverged)
         num_params = _num_params(train_state.params)
         tuner = train_state.param_states.tuner if isinstance(train_state.param_states, t5x_optim.TunedState) \
             else None
         extra = record_extra(_local(tuner)) if record_extra else {}
-        if self.evaluation.benchmark == "glue":
+        if report.diverged:  # a row marked diverged, not a score of its NaN model
+            scores = records.diverged_scores(self, report.diverged)
+        elif self.evaluation.benchmark == "glue":
             from hpo.t5x_backend import glue
             scores = glue.finetune_and_score(self, train_state, run_dir, seed)
             scores["wall_seconds"] = wall + scores["finetune"]["wall_seconds"]
@@ -175,6 +180,8 @@ class T5xExperiment:
             self, strategy, seed, rel, history=history, wall_seconds=wall,
             step_cost=step_cost, num_params=num_params, scores=scores)
         record["t5x"] = self._description()
+        if report.diverged:  # it stopped there
+            record["compute_steps"] = (report.diverged["step"] - self.first_step) * step_cost
         record.update(extra)
         if write_record:
             records.add(self.model_dir, record)
