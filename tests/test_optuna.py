@@ -122,7 +122,7 @@ def test_four_workers_share_one_study_and_survive_a_kill(tmp_path, database, req
         while len(list(pathlib.Path({str(tmp_path)!r}).glob("ready*"))) < 4:  # all start together
             time.sleep(0.05)
         OptunaSearch(SPACE, n_trials=8, storage={storage!r}, study_name="shared",
-                     heartbeat_seconds=2).run(Experiment(), seed=0)
+                     heartbeat_seconds=3).run(Experiment(), seed=0)
         """)
     workers = [subprocess.Popen([sys.executable, "-c", script, str(i)], stderr=subprocess.PIPE, text=True)
                for i in range(4)]
