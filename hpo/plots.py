@@ -11,7 +11,9 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from hpo import io as hpo_io, table
+from hpo import io as hpo_io
+from hpo.table_groups import group_runs
+from hpo.table_records import ModelDirs, as_list, load_records, resolve
 
 PLOTS_DIR = "plots"
 TRAJECTORIES_FILE = "hparam_trajectories.png"
@@ -65,23 +67,25 @@ def read_schedule(path: Optional[str]) -> Optional[Tuple[List[float], Dict[str, 
 
 
 def plot_trajectories(records: Sequence[Dict], model_dir: str, out_path: str) -> Optional[str]:
-    """One panel per learned hyper-parameter, one line per guided run; None without guided schedules."""
-    guided = [r for r in table.dedupe(records) if r.get("strategy") == "guided" and not r.get("replay")]
-    guided.sort(key=lambda r: (str(r.get("task")), r.get("seed") or 0))
-    schedules = [read_schedule(table.resolve(r, model_dir, r.get("schedule_file"))) for r in guided]
-    series = [(r, s) for r, s in zip(guided, schedules) if s]
+    """One panel per learned hyper-parameter, one line per guided run (a seed of a table row);
+    None without guided schedules."""
+    guided = [(g, r) for g in group_runs(records) if g.strategy == "guided" and g.family[5] is None
+              for r in g.records]
+    schedules = [read_schedule(resolve(r, model_dir, r.get("schedule_file"))) for _, r in guided]
+    series = [(g, r, s) for (g, r), s in zip(guided, schedules) if s]
     if not series:
         return None
-    names = list(dict.fromkeys(n for _, (_, values) in series for n in values))
-    several_tasks = len({r.get("task") for r, _ in series}) > 1
+    names = list(dict.fromkeys(n for *_, (_, values) in series for n in values))
+    several_tasks = len({g.task for g, *_ in series}) > 1
+    several_rows = len({(g.task, g.label) for g, *_ in series}) > len({g.task for g, *_ in series})
     fig, axes = _figure(len(names))
     for ax, name in zip(axes, names):
-        for record, (steps, values) in series:
+        for group, record, (steps, values) in series:
             if name in values:
-                label = f"seed {record.get('seed')}"
-                ax.plot(steps, values[name], linewidth=1,
-                        label=f"{record.get('task')} {label}" if several_tasks else label)
-        _log_if_wide(ax, "y", [v for _, (_, values) in series for v in values.get(name, [])])
+                label = " ".join([*([group.task] if several_tasks else []), *([group.label] if several_rows else []),
+                                  f"seed {record.get('seed')}"])
+                ax.plot(steps, values[name], linewidth=1, label=label)
+        _log_if_wide(ax, "y", [v for *_, (_, values) in series for v in values.get(name, [])])
         ax.set(title=name, xlabel="training step")
         ax.legend(fontsize="small")
     fig.suptitle("guided: learned hyper-parameters")
@@ -128,12 +132,13 @@ def _trial_curve(trials: Sequence[Dict]) -> Tuple[List[float], List[float]]:
 
 
 def plot_best_so_far(records: Sequence[Dict], model_dir: str, out_path: str) -> Optional[str]:
-    """One panel per task; one line per run (seed), one colour per strategy; None if nothing to draw."""
-    curves: Dict[str, List[Tuple[Dict, Tuple[List[float], List[float]]]]] = {}
-    for record in sorted(table.dedupe(records), key=lambda r: (table.sort_key(r), r.get("seed") or 0)):
-        curve = best_so_far(record)
-        if curve[0]:
-            curves.setdefault(str(record.get("task")), []).append((record, curve))
+    """One panel per task; one line per run (seed), one colour per table row; None if nothing to draw."""
+    curves: Dict[str, List[Tuple[str, Tuple[List[float], List[float]]]]] = {}
+    for group in group_runs(records):
+        for record in group.records:
+            curve = best_so_far(record)
+            if curve[0]:
+                curves.setdefault(group.task, []).append((group.label, curve))
     if not curves:
         return None
     fig, axes = _figure(len(curves))
@@ -147,8 +152,7 @@ def plot_best_so_far(records: Sequence[Dict], model_dir: str, out_path: str) -> 
 
 def _plot_runs(ax, runs) -> None:
     colours: Dict[str, str] = {}
-    for record, (xs, ys) in runs:
-        label = table.row_label(record)
+    for label, (xs, ys) in runs:
         first = label not in colours
         colours.setdefault(label, f"C{len(colours) % 10}")
         ax.plot(xs, ys, drawstyle="steps-post", marker="o", markersize=3, linewidth=1.2,
@@ -157,10 +161,10 @@ def _plot_runs(ax, runs) -> None:
 
 # ---------------------------------------------------------------- writing
 
-def write_plots(model_dir: table.ModelDirs, records: Sequence[Dict] = None, out_dir: str = None) -> List[str]:
+def write_plots(model_dir: ModelDirs, records: Sequence[Dict] = None, out_dir: str = None) -> List[str]:
     """plots/hparam_trajectories.png and plots/best_so_far.png (those with data) -> their paths."""
-    dirs = table.as_list(model_dir)
-    records = table.load_records(dirs) if records is None else records
+    dirs = as_list(model_dir)
+    records = load_records(dirs) if records is None else records
     plots_dir = os.path.join(out_dir or dirs[0], PLOTS_DIR)
     written = [plot_trajectories(records, dirs[0], os.path.join(plots_dir, TRAJECTORIES_FILE)),
                plot_best_so_far(records, dirs[0], os.path.join(plots_dir, BEST_SO_FAR_FILE))]

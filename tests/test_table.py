@@ -191,7 +191,7 @@ def test_write_table_formats_are_parseable(tmp_path):
 
 def test_write_table_of_several_model_dirs(tmp_path):
     first = write_records(tmp_path / "a", [record(seed=0, test_bleu=10.0)])
-    second = write_records(tmp_path / "b", [record(seed=0, test_bleu=30.0), record("guided")])
+    second = write_records(tmp_path / "b", [record(seed=1, test_bleu=30.0), record("guided")])
     table.write_table([first, second])
     with open(os.path.join(first, "table.json")) as f:
         rows = json.load(f)
