@@ -69,7 +69,7 @@ def read_schedule(path: Optional[str]) -> Optional[Tuple[List[float], Dict[str, 
 def plot_trajectories(records: Sequence[Dict], model_dir: str, out_path: str) -> Optional[str]:
     """One panel per learned hyper-parameter, one line per guided run (a seed of a table row);
     None without guided schedules."""
-    guided = [(g, r) for g in group_runs(records) if g.strategy == "guided" and g.family[5] is None
+    guided = [(g, r) for g in group_runs(records) if g.strategy == "guided" and g.replay_mode is None
               for r in g.records]
     schedules = [read_schedule(resolve(r, model_dir, r.get("schedule_file"))) for _, r in guided]
     series = [(g, r, s) for (g, r), s in zip(guided, schedules) if s]

@@ -37,7 +37,7 @@ def build_rows(records: Sequence[Dict], model_dir: str) -> List[Dict]:
     `model_dir` resolves relative paths of records that load_records did not tag.
     Standard deviations are sample sds (ddof=1) and None for a single seed.
     """
-    return [(glue_row if group.family[0] else bleu_row)(group, model_dir) for group in group_runs(records)]
+    return [(glue_row if group.glue else bleu_row)(group, model_dir) for group in group_runs(records)]
 
 
 def write_table(model_dir: ModelDirs, out_dir: str = None) -> Dict[str, str]:

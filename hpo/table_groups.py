@@ -53,6 +53,15 @@ class Group:
     def strategy(self) -> str:
         return self.family[4]
 
+    @property
+    def glue(self) -> bool:
+        return self.family[0]
+
+    @property
+    def replay_mode(self) -> Optional[str]:
+        """None for runs that replayed nothing."""
+        return self.family[5]
+
 
 def family(record: Dict) -> tuple:
     replay = record.get("replay")
@@ -171,8 +180,9 @@ def _table_position(fam: tuple) -> tuple:
 
 def _baseline(group: Group, groups: Sequence[Group]) -> Optional[Group]:
     """The fixed row `group` is compared with (see the module's docstring), None if there is none."""
-    candidates = [b for b in groups if b.family[:4] == group.family[:4] and b.strategy == BASELINE
-                  and b.family[5] is None and _same_setup(b.config, group.config)
+    same_task = group.family[:4]  # benchmark, task, real or synthetic data, backend
+    candidates = [b for b in groups if b.family[:4] == same_task and b.strategy == BASELINE
+                  and b.replay_mode is None and _same_setup(b.config, group.config)
                   and b.config.train_steps == group.config.train_steps]
     defaults = [b for b in candidates if b.defaults]
     if defaults:
