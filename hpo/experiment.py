@@ -105,8 +105,9 @@ class Experiment:
         tx = optim.make_optimizer(self.optimizer, tuning.initial_values())
         step = functools.partial(hyper.guided_update, model=self.model, tx=tx, schedule=self.schedule,
                                  tuning=tuning)
-        if tuning.update_every > 1:  # tuned steps and the plain steps between: two programs
-            step = StepSchedule((step, functools.partial(step, tune=False)), lambda t: 0 if tuning.due(t) else 1)
+        if tuning.update_every > 1 or tuning.horizon > 1:  # tuned steps (windows), plain ones: two programs
+            step = StepSchedule((step, functools.partial(step, tune=False)),
+                                lambda t: 0 if tuning.due(t, self.train_steps) else 1, spans=(tuning.horizon, 1))
         return self.train_and_evaluate(
             strategy, seed, step, tx, tuner=tuning.init(self.train_steps),
             batches=lambda: pipeline.train_and_guide_batches(

@@ -93,7 +93,7 @@ def activate_all(specs: Mapping[str, HparamSpec], raw: Mapping[str, jnp.ndarray]
     return {k: specs[k].activate(raw[k]) for k in specs}
 
 
-def sanitize(grads, bound: float = 1e3, clip: Optional[float] = None):
+def sanitize(grads, bound: float = 10.0, clip: Optional[float] = None):
     """NaN -> 0 and ±inf -> ±bound, then an optional clip to [-clip, clip]."""
     def fix(g):
         g = jnp.nan_to_num(g, nan=0.0, posinf=bound, neginf=-bound)
@@ -108,15 +108,21 @@ class Tuning:
     `fixed_values` are the hyper-parameters that are not tuned; the guide
     batch has `guide_batch_size` rows (None: the training batch) and is
     replaced every `guide_refresh_every` steps (0: one batch for the run).
+    A tuned step is a window of `horizon` training steps taken with the same
+    values; the hyper-gradient is that of the guide loss after the window,
+    through all of its updates (1: the reference's one-step lookahead).
+    ±inf hyper-gradients become ±`bound` (the reference's 10: a larger push
+    also inflates Adam's second moment for hundreds of steps).
     """
     specs: Mapping[str, HparamSpec]
     fixed_values: Mapping[str, float]
     meta_tx: optax.GradientTransformation
     update_every: int = 1
-    bound: float = 1e3
+    bound: float = 10.0
     clip: Optional[float] = None
     guide_batch_size: Optional[int] = None
     guide_refresh_every: int = 0
+    horizon: int = 1
 
     def initial_values(self) -> Dict[str, float]:
         return {**self.fixed_values, **{k: s.init for k, s in self.specs.items()}}
@@ -125,20 +131,22 @@ class Tuning:
         """The tuner state: raw values, meta-optimizer state, counters and the schedule so far."""
         return init_tuner(self.specs, {k: s.init for k, s in self.specs.items()}, self.meta_tx, train_steps)
 
-    def due(self, step: int) -> bool:
-        """Whether step `step` (a host int) is a tuned step: `step(..., tune=True)`."""
-        return step % self.update_every == 0
+    def due(self, step: int, train_steps: int = None) -> bool:
+        """Whether step `step` (a host int) starts a tuned window: `step(..., tune=True)`. A window
+        that would run past `train_steps` is not taken; those last steps are plain ones."""
+        fits = train_steps is None or step + self.horizon <= train_steps
+        return step % self.update_every == 0 and fits
 
     def step(self, tuner, step, train: Callable, guide_loss_of: Callable, tune: bool = True):
         """The method's step, whatever trains the model (the built-in engine or T5X).
 
         `train(values)` takes the training update with the hyper-parameter
-        values `values` and returns aux (the updated model, ...);
-        `guide_loss_of(aux)` is the guide loss of the updated model. On a tuned
-        step (`tune`, every `update_every` steps: `due(step)`) that loss is
-        differentiated with respect to the raw values through the update, θ_t
-        and the optimizer state being constants (one-step truncation), and the
-        meta-optimizer moves them. The steps between (`tune=False`) are
+        values `values` (on a tuned step: the window's `horizon` updates) and
+        returns aux (the updated model, ...); `guide_loss_of(aux)` is the guide
+        loss of the updated model. On a tuned step (`tune`, every `update_every`
+        steps: `due(step)`) that loss is differentiated with respect to the raw
+        values through the window's updates, θ_t and the optimizer state at its
+        start being constants (truncation), and the meta-optimizer moves them. The steps between (`tune=False`) are
         `train(values)` alone, with no guide pass (compute 1 + g / update_every
         plain steps), and log the last guide loss and hyper-gradients. The
         engines compile the two kinds as two programs and pick one on the host
@@ -171,8 +179,11 @@ class Tuning:
             return train(values), values, tuner
 
         aux, values, tuner = tuned(tuner) if tune else plain(tuner)
-        # The learned schedule: the values each step was taken with.
-        tuner = {**tuner, "trajectory": tuner["trajectory"].at[step].set(jnp.stack([values[k] for k in specs]))}
+        # The learned schedule: the values each step was taken with (a tuned window's steps: the same).
+        rows = jnp.tile(jnp.stack([values[k] for k in specs])[None], (self.horizon if tune else 1, 1))
+        trajectory = jax.lax.dynamic_update_slice(tuner["trajectory"], rows.astype(tuner["trajectory"].dtype),
+                                                  (step, 0))
+        tuner = {**tuner, "trajectory": trajectory}
         return tuner["last"]["guide_loss"], aux, values, tuner, tuner["last"]["hypergrad"]
 
 
@@ -192,19 +203,39 @@ def _lookahead(values, state, batch, *, model, tx, schedule):
     return guide, (params, opt_state, loss)
 
 
+def train_window(state, batches, hparams, *, model, tx, schedule):
+    """`apply_update` on each of the stacked `batches` in turn, all with the values `hparams`:
+    (params, opt_state, last loss). Rematerialised, so differentiating it keeps one step's
+    activations at a time (and each step's parameters and optimizer state)."""
+    @jax.checkpoint
+    def one(carry, batch):
+        step, params, opt_state = carry
+        at = state.replace(step=step, params=params, opt_state=opt_state)
+        params, opt_state, loss = apply_update(at, batch, hparams, model=model, tx=tx, schedule=schedule)
+        return (step + 1, params, opt_state), loss
+
+    (_, params, opt_state), losses = jax.lax.scan(one, (state.step, state.params, state.opt_state), batches)
+    return params, opt_state, losses[-1]
+
+
 def guided_update(state, batch, *, model, tx, schedule, tuning: Tuning, tune: bool = True):
     """One guided step of the built-in engine on {"train": batch, "guide": batch}: (new state, metrics);
-    `tune=False`: a step between tuned ones (`Tuning.step`).
+    `tune=False`: a step between tuned ones (`Tuning.step`). A tuned step with `tuning.horizon` K > 1
+    is a window: K stacked train batches (and guide batches, of which the last is used), K steps.
 
     Under jit with a data-sharded batch the guide loss is the global mean, so
     its gradient is already averaged across devices.
     """
-    train = functools.partial(apply_update, state, batch["train"], model=model, tx=tx, schedule=schedule)
-    guide_loss_of = lambda aux: model.mean_loss(aux[0], batch["guide"], train=False)  # noqa: E731
+    window = tune and tuning.horizon > 1
+    update = train_window if window else apply_update
+    train = functools.partial(update, state, batch["train"], model=model, tx=tx, schedule=schedule)
+    guide_batch = jax.tree.map(lambda x: x[-1], batch["guide"]) if window else batch["guide"]
+    guide_loss_of = lambda aux: model.mean_loss(aux[0], guide_batch, train=False)  # noqa: E731
     guide, (params, opt_state, loss), values, tuner, grads = tuning.step(state.tuner, state.step, train,
                                                                          guide_loss_of, tune)
     metrics = {"loss": loss, **step_metrics(guide, values, grads, schedule(state.step))}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, tuner=tuner), metrics
+    steps = tuning.horizon if window else 1
+    return state.replace(step=state.step + steps, params=params, opt_state=opt_state, tuner=tuner), metrics
 
 
 def step_metrics(guide, values, grads, base_learning_rate) -> Dict[str, jnp.ndarray]:

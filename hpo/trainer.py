@@ -100,8 +100,13 @@ class DataParallel:
     def put_state(self, state):
         return self._put(state, self.replicated)
 
-    def put_batch(self, batch):
-        return self._put(batch, self.batch)
+    def put_batch(self, batch, stacked: bool = False):
+        return self._put(batch, self.stacked_batch if stacked else self.batch)
+
+    @property
+    def stacked_batch(self):
+        """Batches stacked along a new leading axis (a guided window's): split along the batch axis."""
+        return NamedSharding(self.mesh, PartitionSpec(None, "data"))
 
     @staticmethod
     def _put(tree, sharding):
@@ -117,17 +122,25 @@ class DataParallel:
             return tree
         return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
 
-    def jit_step(self, fn: StepFn):
+    def jit_step(self, fn: StepFn, stacked: bool = False):
         """jit a (state, batch) -> (state, metrics) function; the old state is donated."""
-        return jax.jit(fn, in_shardings=(self.replicated, self.batch),
+        return jax.jit(fn, in_shardings=(self.replicated, self.stacked_batch if stacked else self.batch),
                        out_shardings=(self.replicated, self.replicated), donate_argnums=0)
 
 
 class StepSchedule(NamedTuple):
     """Step functions, each compiled once, and the one step t takes: `fns[which(t)]` (the
-    guided strategy's tuned steps and the plain steps between them)."""
+    guided strategy's tuned steps and the plain steps between them). `spans[i]`: how many
+    steps `fns[i]` takes at once (None: one each); such a function gets that many batches,
+    stacked along a new leading axis."""
     fns: Sequence[StepFn]
     which: Callable[[int], int]
+    spans: Optional[Sequence[int]] = None
+
+
+def _crossed(step: int, taken: int, every: int) -> bool:
+    """Whether the last `taken` steps, ending at `step`, passed a multiple of `every`."""
+    return every > 0 and step // every != (step - taken) // every
 
 
 @dataclasses.dataclass
@@ -164,7 +177,8 @@ class Trainer:
         state = self.parallel.put_state(state)
         step = int(self.parallel.local(state.step))
         steps = step_fn if isinstance(step_fn, StepSchedule) else StepSchedule((step_fn,), lambda t: 0)
-        jitted = [self.parallel.jit_step(fn) for fn in steps.fns]
+        spans = steps.spans or [1] * len(steps.fns)
+        jitted = [self.parallel.jit_step(fn, stacked=n > 1) for fn, n in zip(steps.fns, spans)]
         train_writer, eval_writer = (_summary_writer(f"{self.run_dir}/{name}") for name in ("train", "eval"))
         start, diverged = time.time(), None
         data = batches()
@@ -179,20 +193,24 @@ class Trainer:
         try:
             with progress_bar("train", total=self.train_steps, completed=step) as bar:
                 while step < self.train_steps:
-                    state, metrics = jitted[steps.which(step)](state, self.parallel.put_batch(next(data)))
-                    step += 1
-                    bar.advance()
+                    which = steps.which(step)
+                    n = spans[which]
+                    batch = next(data) if n == 1 else _stack([next(data) for _ in range(n)])
+                    state, metrics = jitted[which](state, self.parallel.put_batch(batch, stacked=n > 1))
+                    step += n
+                    bar.advance(n)
                     last = step == self.train_steps
-                    checked = step % self.check_every == 0 or step % self.checkpoint_every == 0 or last
-                    if checked or step % self.log_every == 0:
+                    checked = _crossed(step, n, self.check_every) or _crossed(step, n, self.checkpoint_every) or last
+                    logged = _crossed(step, n, self.log_every)
+                    if checked or logged:
                         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                         if not math.isfinite(values["loss"]):  # before a checkpoint could keep it
                             diverged = {"step": step, "reason": f"train loss {values['loss']}"}
                             break
-                        if step % self.log_every == 0 or last:
+                        if logged or last:
                             train_writer.write_scalars(step, values)
                             bar.note(f"loss {values['loss']:.3f}")
-                    if evaluate and (last or (self.eval_every and step % self.eval_every == 0)):
+                    if evaluate and (last or _crossed(step, n, self.eval_every)):
                         scores = evaluate(state.replace(params=self.parallel.local(state.params)))
                         if not math.isfinite(scores.get("loss", 0.0)):
                             diverged = {"step": step, "reason": f"dev loss {scores['loss']}"}
@@ -201,7 +219,7 @@ class Trainer:
                         eval_writer.write_scalars(step, scores)
                         if on_eval:
                             distributed.call_on_leader(on_eval, step, scores)
-                    if last or step % self.checkpoint_every == 0:
+                    if last or _crossed(step, n, self.checkpoint_every):
                         save()
             train_writer.flush()
             eval_writer.flush()
@@ -210,6 +228,10 @@ class Trainer:
             train_writer.close()
             eval_writer.close()
         return FitResult(self.parallel.local(state), elapsed + time.time() - start, history, diverged)
+
+
+def _stack(batches):
+    return jax.tree.map(lambda *rows: np.stack(rows), *batches)
 
 
 def _summary_writer(directory: str):

@@ -411,3 +411,7 @@ def test_a_t5x_run_that_diverges_is_a_row_marked_diverged(tmp_path):
     assert record["test_bleu"] is None and record["hypotheses"] is None
     assert record["compute_steps"] == record["diverged"]["step"]
     assert f"fixed    seed 0 (t5x): diverged at step {record['diverged']['step']}" in out
+
+
+def test_a_horizon_beyond_one_step_on_t5x(capsys, tmp_path):
+    _fails(capsys, tmp_path, *T5X, "--strategy=guided", "--gin.Guided.horizon=4", match="Guided.horizon > 1")

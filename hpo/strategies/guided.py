@@ -37,6 +37,10 @@ class Guided(Strategy):
     `guide_refresh` is 'fixed' (one batch for the run, the reference's default),
     'step', 'epoch', or a number of steps; values change every `update_every` steps,
     and only those steps take a guide pass (the others are plain training steps).
+    `horizon` K > 1 (built-in engine): the hyper-gradient is that of the guide loss
+    after K training steps taken with the same values, through all K updates
+    (rematerialised), and values change every K steps; 1 is the reference's
+    one-step lookahead. `hypergrad_bound`: ±inf hyper-gradients become ±bound.
     """
 
     name = "guided"
@@ -44,7 +48,7 @@ class Guided(Strategy):
     def __init__(self, tune: Sequence[str] = ("learning_rate",), specs: Mapping[str, Mapping] = None,
                  meta_optimizer: str = "adam", meta_learning_rate: float = 3e-3,
                  guide_batch_size: int = None, guide_refresh="fixed", update_every: int = 1,
-                 hypergrad_bound: float = 1e3, hypergrad_clip: float = None):
+                 hypergrad_bound: float = 10.0, hypergrad_clip: float = None, horizon: int = 1):
         if isinstance(tune, str):
             tune = (tune,)
         unknown = set(tune) - set(hyper.DEFAULT_SPECS)
@@ -57,13 +61,17 @@ class Guided(Strategy):
             raise UserError(f"guided: unknown meta-optimizer optax.{meta_optimizer}")
         if guide_batch_size is not None:
             positive_int(guide_batch_size, "Guided.guide_batch_size")
+        positive_int(horizon, "Guided.horizon")
+        if horizon > 1 and update_every != 1 and update_every % horizon:
+            raise UserError(f"guided: update_every ({update_every}) must be 1 or a multiple of the "
+                            f"horizon ({horizon}): a tuned window is `horizon` steps")
         self._check_specs(tune, specs)
         self.tune = tuple(tune)
         self.spec_overrides = dict(specs or {})
         self.meta_tx = getattr(optax, meta_optimizer)(learning_rate=meta_learning_rate)
         self.settings = dict(meta_optimizer=meta_optimizer, meta_learning_rate=meta_learning_rate,
                              guide_batch_size=guide_batch_size, guide_refresh=guide_refresh,
-                             update_every=update_every)
+                             update_every=update_every, horizon=horizon)
         self.bound, self.clip = hypergrad_bound, hypergrad_clip
 
     @staticmethod
@@ -100,7 +108,8 @@ class Guided(Strategy):
         specs = self.specs(experiment)
         return hyper.Tuning(
             specs=specs, fixed_values={k: v for k, v in experiment.base_hparams().items() if k not in specs},
-            meta_tx=self.meta_tx, update_every=self.settings["update_every"], bound=self.bound, clip=self.clip,
+            meta_tx=self.meta_tx, update_every=self.settings["update_every"], horizon=self.settings["horizon"],
+            bound=self.bound, clip=self.clip,
             guide_batch_size=self.settings["guide_batch_size"] or experiment.batch_size,
             guide_refresh_every=self._refresh_every(experiment))
 
@@ -121,7 +130,7 @@ class Guided(Strategy):
 
         return experiment.train_guided(
             self.name, seed, tuning, run_dir=run_dir, record_extra=record_extra,
-            step_cost=1.0 + tuning.guide_batch_size / experiment.batch_size / tuning.update_every)
+            step_cost=step_cost(tuning, experiment.batch_size))
 
     def _refresh_every(self, experiment) -> int:
         refresh = self.settings["guide_refresh"]
@@ -137,6 +146,20 @@ class Guided(Strategy):
             return refresh
         raise UserError(f"guided: guide_refresh must be 'fixed', 'step', 'epoch' or a positive "
                         f"number of steps, got {refresh!r}")
+
+
+# A reverse pass through one training step of a window, in plain-step units: the step's
+# forward again (rematerialised) and a Hessian-vector product (about two gradients).
+REVERSE_STEP_COST = 3.0
+
+
+def step_cost(tuning: hyper.Tuning, batch_size: int) -> float:
+    """Compute per training step in plain-step units: a tuned window of K steps every P steps
+    (P = max(update_every, K)) adds its guide pass and reverse passes through K - 1 steps
+    (the last step's is the one-step lookahead's, which the reference counts as free)."""
+    period = max(tuning.update_every, tuning.horizon)
+    extra = tuning.guide_batch_size / batch_size + REVERSE_STEP_COST * (tuning.horizon - 1)
+    return 1.0 + extra / period
 
 
 def taken(trajectory: np.ndarray):

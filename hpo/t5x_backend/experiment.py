@@ -127,6 +127,9 @@ class T5xExperiment:
                             f"strategy brings its own trainer (leave train.trainer_cls = @trainer.Trainer)")
         optimizer_def = self.model.optimizer_def
         t5x_optim.require_optax(optimizer_def, strategy)
+        if tuning.horizon > 1:
+            raise UserError("guided: Guided.horizon > 1 runs on the built-in engine; on T5X it is 1 "
+                            "(T5X's trainer takes one batch per step)")
         if tuning.guide_batch_size != self.batch_size:
             raise UserError(f"guided: on T5X the guide batch is as large as the training batch "
                             f"({self.batch_size}), not {tuning.guide_batch_size}: T5X feeds one batch shape")
