@@ -245,6 +245,7 @@ class OptunaSearch(Strategy):
                       "startup_trials": self.startup_trials,
                       "objective": self.objective, "n_trials": self.n_trials,
                       "best_trial": places.original(best) if best else None},
+            "gin_config": gin.config_str(),  # the table's rows group runs of one configuration
         }
         if diverged:
             record["diverged"] = {"step": min(t.user_attrs["diverged"]["step"] for t in trials),
