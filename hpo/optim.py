@@ -178,13 +178,16 @@ def learning_rate_schedule(factors: str = "constant * rsqrt_decay",
                            warmup_steps: int = 1000,
                            total_steps: int = 10000,
                            decay_factor: float = 0.5,
-                           steps_per_decay: int = 20000) -> Callable[[jnp.ndarray], jnp.ndarray]:
+                           steps_per_decay: int = 20000,
+                           warmup_fraction: Optional[float] = None) -> Callable[[jnp.ndarray], jnp.ndarray]:
     """T5X's learning-rate factors: the schedule is the product of the named factors.
 
     constant: base_learning_rate; linear_warmup: min(1, step / warmup_steps);
     rsqrt_decay: 1 / sqrt(max(step, warmup_steps)); linear_decay and
     cosine_decay: from 1 at the end of warm-up down to 0 at total_steps;
     decay_every: decay_factor ** (step // steps_per_decay).
+    `warmup_fraction` (in [0, 1]), when set, replaces warmup_steps by that share
+    of total_steps, so one config keeps its shape at any budget.
     """
     if not isinstance(factors, str):
         raise UserError(f"learning_rate_schedule.factors must be a string such as 'constant * rsqrt_decay', "
@@ -194,6 +197,10 @@ def learning_rate_schedule(factors: str = "constant * rsqrt_decay",
     if unknown:
         raise UserError(f"unknown learning-rate factor '{unknown[0]}' (choose from {', '.join(_FACTOR_FNS)})")
     positive_int(total_steps, "TRAIN_STEPS", "learning_rate_schedule.total_steps")
+    if warmup_fraction is not None:
+        if not 0 <= finite_number(warmup_fraction, "learning_rate_schedule.warmup_fraction") <= 1:
+            raise UserError(f"learning_rate_schedule.warmup_fraction must be in [0, 1], got {warmup_fraction}")
+        warmup_steps = round(warmup_fraction * total_steps)
     non_negative_int(warmup_steps, "learning_rate_schedule.warmup_steps")
     finite_number(base_learning_rate, "learning_rate_schedule.base_learning_rate")
     args = dict(base=base_learning_rate, warmup=warmup_steps, total=total_steps,
