@@ -14,9 +14,18 @@ the same command again resumes unfinished runs and skips finished ones."""
 
 BACKENDS = ("builtin", "t5x")
 
+USAGE_PROBE = """Will one-step guidance pick too small a learning rate on this task? Answers in minutes.
+
+From the initial state and from states along the configured run, copies of the
+model train for each of Probe.horizons steps at each of Probe.multipliers (the
+learning-rate multiplier), on the batches the run sees next; the guide loss
+after each (the guided strategy's) is tabulated with the best multiplier per
+row. Same configuration flags as `hpo run`. Writes MODEL_DIR/probe.json,
+probe.csv and plots/probe.png."""
+
 USAGE_TABLE = """Tabulate and plot the results in one or more model dirs.
 
-One row per task and strategy (seeds aggregated), with a paired-bootstrap
+One row per task, strategy and configuration (seeds aggregated), with a paired-bootstrap
 p-value against fixed where test hypotheses and references are on disk.
 Writes table.md, table.csv, table.json, table.tex and plots/*.png."""
 
@@ -51,34 +60,45 @@ def build_parser() -> argparse.ArgumentParser:
     names = strategy_names()
     run.add_argument("--strategy", default=",".join(names),
                      help=f"comma-separated strategies to run, from: {', '.join(names)} (default: all)")
-    run.add_argument("--backend", default="builtin", choices=BACKENDS,
-                     help="builtin: hpo's Flax engine (default); t5x: T5X's trainer, partitioner and "
-                          "checkpoints, configured by T5X gin files (default t5x/default.gin)")
+    _add_config_flags(run)
     run.add_argument("--multihost", action="store_true",
                      help="one run over several hosts: start JAX's distributed runtime first (every host runs "
                           "the same command; auto-detected on Cloud TPU VMs)")
     run.add_argument("--coordinator_address", help="with --multihost: HOST:PORT of process 0 (as T5X's flag)")
     run.add_argument("--process_count", type=int, help="with --multihost: the number of processes")
     run.add_argument("--process_index", type=int, help="with --multihost: this process's index")
-    run.add_argument("--seeds", default="0",
-                     help="comma-separated seeds ('0,1,2'), or 'N:' for seeds 0..N-1 (default: 0)")
-    run.add_argument("--model_dir", help="where runs and comparison.json go; same as --gin.MODEL_DIR")
-    run.add_argument("--gin_file", action="append", default=[],
-                     help="a gin file (repeatable), looked up in --gin_search_paths, the current "
-                          "directory and the built-in configs/")
-    run.add_argument("--gin_search_paths", default="",
-                     help="comma-separated directories to look up gin files and includes in")
-    run.add_argument("--verbose", action="store_true",
-                     help="also show the libraries' own log lines and warnings (TensorFlow's start-up "
-                          "messages, Optuna's study log and advice), hidden by default")
-    run.epilog = ("--gin.KEY=VALUE   a gin binding (repeatable), e.g. --gin.TRAIN_STEPS=200 or "
-                  "--gin.OptimizerConfig.name=\"'adam'\"; a bare string value needs no quotes")
+    probe = commands.add_parser("probe", help="will one-step guidance pick too small a learning rate?",
+                                description=USAGE_PROBE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_config_flags(probe)
+    probe.add_argument("--probe_steps", metavar="STEPS",
+                       help="comma-separated steps of the run to probe from, e.g. '0,25,50' (same as "
+                            "--gin.Probe.from_steps; default: 0 and 5%%, 12.5%%, 25%%, 75%% of TRAIN_STEPS)")
     table = commands.add_parser("table", help="tabulate and plot the results of model dirs",
                                 description=USAGE_TABLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     table.add_argument("model_dirs", nargs="+", metavar="DIR", help="a model dir holding comparison.json")
     table.add_argument("--out", metavar="OUT_DIR",
                        help="where the tables and plots go (default: the first DIR)")
     return parser
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that say what to train, shared by `hpo run` and `hpo probe`."""
+    parser.add_argument("--backend", default="builtin", choices=BACKENDS,
+                        help="builtin: hpo's Flax engine (default); t5x: T5X's trainer, partitioner and "
+                             "checkpoints, configured by T5X gin files (default t5x/default.gin)")
+    parser.add_argument("--seeds", default="0",
+                        help="comma-separated seeds ('0,1,2'), or 'N:' for seeds 0..N-1 (default: 0)")
+    parser.add_argument("--model_dir", help="where results go; same as --gin.MODEL_DIR")
+    parser.add_argument("--gin_file", action="append", default=[],
+                        help="a gin file (repeatable), looked up in --gin_search_paths, the current "
+                             "directory and the built-in configs/")
+    parser.add_argument("--gin_search_paths", default="",
+                        help="comma-separated directories to look up gin files and includes in")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the libraries' own log lines and warnings (TensorFlow's start-up "
+                             "messages, Optuna's study log and advice), hidden by default")
+    parser.epilog = ("--gin.KEY=VALUE   a gin binding (repeatable), e.g. --gin.TRAIN_STEPS=200 or "
+                     "--gin.OptimizerConfig.name=\"'adam'\"; a bare string value needs no quotes")
 
 
 def parse_seeds(text: str) -> List[int]:
@@ -125,8 +145,22 @@ def _experiment(backend: str, gin_files, bindings, search):
     return Experiment
 
 
+def _configure(args, bindings):
+    """Parses the configuration that --gin_file, --gin.KEY=VALUE, --model_dir and
+    --gin_search_paths give; the experiment's constructor."""
+    from hpo import config
+    from hpo.errors import UserError
+    gin_bindings = [config.gin_binding(k, v) for k, v in bindings]
+    if args.model_dir is not None:
+        if not args.model_dir.strip():
+            raise UserError("--model_dir is empty")
+        gin_bindings.append(config.gin_binding("MODEL_DIR", args.model_dir))
+    search = [p for p in args.gin_search_paths.split(",") if p]
+    return _experiment(args.backend, args.gin_file, gin_bindings, search)
+
+
 def run_command(args, bindings) -> int:
-    from hpo import config, distributed, io as hpo_io
+    from hpo import distributed, io as hpo_io
     from hpo.errors import UserError
     from hpo.strategies import get_strategy
 
@@ -134,13 +168,7 @@ def run_command(args, bindings) -> int:
         distributed.initialize(args.coordinator_address, args.process_count, args.process_index)
     elif any(x is not None for x in (args.coordinator_address, args.process_count, args.process_index)):
         raise UserError("--coordinator_address, --process_count and --process_index need --multihost")
-    gin_bindings = [config.gin_binding(k, v) for k, v in bindings]
-    if args.model_dir is not None:
-        if not args.model_dir.strip():
-            raise UserError("--model_dir is empty")
-        gin_bindings.append(config.gin_binding("MODEL_DIR", args.model_dir))
-    search = [p for p in args.gin_search_paths.split(",") if p]
-    make_experiment = _experiment(args.backend, args.gin_file, gin_bindings, search)
+    make_experiment = _configure(args, bindings)
     _cache_compilations()
     seeds = parse_seeds(args.seeds)
     try:  # building from gin: a wrongly typed value (e.g. TRAIN_STEPS='ten') is the user's input
@@ -169,6 +197,30 @@ def run_command(args, bindings) -> int:
     return 0
 
 
+def probe_command(args, bindings) -> int:
+    from hpo import io as hpo_io, probe  # before parsing: gin must know Probe
+    from hpo.errors import UserError
+    if args.backend != "builtin":
+        raise UserError("hpo probe runs on the built-in engine (--backend=builtin)")
+    make_experiment = _configure(args, bindings)
+    _cache_compilations()
+    seeds = parse_seeds(args.seeds)
+    overrides = {} if args.probe_steps is None else {"from_steps": probe.parse_steps(args.probe_steps)}
+    try:  # building from gin: a wrongly typed value is the user's input
+        experiment = make_experiment()
+        grid = probe.Probe(**overrides).grid(experiment.train_steps)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"bad configuration: {e}") from e
+    hpo_io.check_writable_dir(experiment.model_dir, "MODEL_DIR")  # before anything trains
+    report = probe.probe(experiment, grid, seeds, progress=lambda row: print(probe.progress_line(row), flush=True))
+    paths = probe.write_results(experiment.model_dir, report)
+    print()
+    print(probe.markdown(report["rows"], report["multipliers"]))
+    print(report["verdict"])
+    print(f"wrote {', '.join(paths)}")
+    return 0
+
+
 def table_command(args) -> int:
     from hpo import table
     markdown, paths = table.write_report(args.model_dirs, args.out)
@@ -194,6 +246,8 @@ def main(argv: Sequence[str] = None) -> int:
         args = parser.parse_args(rest)
         if args.command == "run":
             return run_command(args, bindings)
+        if args.command == "probe":
+            return probe_command(args, bindings)
         if args.command == "table":
             return table_command(args)
         parser.print_help()

@@ -1,0 +1,119 @@
+"""`hpo probe`: the grid it was asked for, its files, its losses checked against train_step, bad input."""
+
+import contextlib
+import csv
+import io
+import functools
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hpo import config, optim
+from hpo.cli.main import main
+from hpo.data import pipeline
+from hpo.experiment import Experiment
+from hpo.probe import row, verdict
+from hpo.trainer import init_state, train_step
+
+TINY = ["probe", "--gin_file=test.gin"]
+GRID = ["--probe_steps=0,2", "--gin.Probe.horizons=[2,1]", "--gin.Probe.multipliers=[4,0.5,1]"]
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory):
+    """One probe of the tiny model: (model dir, probe.json, stdout)."""
+    model_dir = tmp_path_factory.mktemp("probe")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*TINY, f"--model_dir={model_dir}", *GRID]) == 0
+    return model_dir, json.load(open(model_dir / "probe.json")), out.getvalue()
+
+
+def test_it_writes_the_grid_it_was_asked_for(probed):
+    model_dir, report, out = probed
+    assert (report["from_steps"], report["horizons"], report["multipliers"]) == ([0, 2], [1, 2], [0.5, 1.0, 4.0])
+    assert [(r["from_step"], r["horizon"]) for r in report["rows"]] == [(0, 1), (0, 2), (2, 1), (2, 2)]
+    with open(model_dir / "probe.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(int(r["from_step"]), int(r["horizon"])) for r in table] == [(0, 1), (0, 2), (2, 1), (2, 2)]
+    assert [k for k in table[0] if k.startswith("x")] == ["x0.5", "x1", "x4"]
+    assert (model_dir / "plots" / "probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| from step | steps |" in out and report["verdict"] in out and out.count("verdict:") == 1
+
+
+def test_every_loss_is_finite_and_the_best_is_the_argmin(probed):
+    _, report, _ = probed
+    for r in report["rows"]:
+        assert all(math.isfinite(x) for x in [*r["losses"], r["guide_loss_before"]]), r
+        assert r["best_multiplier"] == report["multipliers"][int(np.argmin(r["losses"]))]
+        assert len(set(r["losses"])) == len(r["losses"])  # the multiplier made a difference
+
+
+def test_horizon_one_equals_one_train_step_at_that_multiplier(probed, tmp_path):
+    """Recomputed here: the run's first training batch, one train_step at multiplier m, the guide
+    loss without dropout on the guided strategy's first guide batch (its defaults: the training
+    batch's size, one batch for the run)."""
+    _, report, _ = probed
+    config.parse(["test.gin"], [f"MODEL_DIR = '{tmp_path}'"])
+    experiment = Experiment()
+    values = experiment.base_hparams()
+    tx = optim.make_optimizer(experiment.optimizer, values)
+    state = init_state(experiment.model, tx, 0, dict(experiment.data.task_feature_lengths))
+    batch = next(pipeline.train_and_guide_batches(experiment.data, 0, experiment.batch_size, 0))
+    step = jax.jit(functools.partial(train_step, model=experiment.model, tx=tx, schedule=experiment.schedule))
+    guide_loss = jax.jit(functools.partial(experiment.model.mean_loss, train=False))  # the guided strategy's
+    first = next(r for r in report["rows"] if (r["from_step"], r["horizon"]) == (0, 1))
+    for m, probed_loss in zip(report["multipliers"], first["losses"]):
+        hparams = {k: jnp.asarray(v, jnp.float32) for k, v in {**values, "learning_rate": m}.items()}
+        trained, _ = step(state, batch["train"], hparams)
+        assert probed_loss == pytest.approx(float(guide_loss(trained.params, batch["guide"])), rel=1e-5), m
+
+
+def test_the_states_probed_are_the_runs_own(probed):
+    """The run trains at ×1: the state at step 2 is the ×1 copy after 2 steps from step 0."""
+    _, report, _ = probed
+    rows = {(r["from_step"], r["horizon"]): r for r in report["rows"]}
+    at_one = report["multipliers"].index(1.0)
+    assert rows[(2, 1)]["guide_loss_before"] == pytest.approx(rows[(0, 2)]["losses"][at_one], rel=1e-5)
+    assert rows[(0, 2)]["guide_loss_before"] == rows[(0, 1)]["guide_loss_before"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--gin.Probe.multipliers=[]"], "Probe.multipliers is empty"),
+    (["--gin.Probe.multipliers=[1, -2]"], "Probe.multipliers: a multiplier must be a positive number, got -2"),
+    (["--gin.Probe.horizons=[1, 0]"], "Probe.horizons: a horizon must be positive, got 0"),
+    (["--gin.Probe.horizons=[]"], "Probe.horizons is empty"),
+    (["--probe_steps=0,5"], "Probe.from_steps: step 5 is beyond TRAIN_STEPS (4)"),
+    (["--gin.Probe.from_steps=[-1]"], "Probe.from_steps: a step must be an integer >= 0, got -1"),
+    (["--probe_steps=0,x"], "--probe_steps: expected steps such as '0,25,50', got '0,x'"),
+    (["--backend=t5x"], "hpo probe runs on the built-in engine"),
+    (["--seeds=1,1"], "--seeds: seed 1 is given twice"),
+])
+def test_bad_input_is_one_line_and_exit_2(flags, message, tmp_path, capsys):
+    assert main([*TINY, f"--model_dir={tmp_path / 'out'}", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"hpo: error: {message}"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_best_ignores_a_diverged_copy():
+    assert row(0, 0, 1, [1.0, 2.0, 4.0], np.array([3.0, 2.0, np.nan]), 4.0)["best_multiplier"] == 2.0
+    assert row(0, 0, 1, [1.0, 2.0], np.array([np.inf, np.nan]), 4.0)["best_multiplier"] is None
+
+
+def _rows(best):
+    return [{"seed": 0, "from_step": s, "horizon": h, "best_multiplier": m} for (s, h), m in best.items()]
+
+
+def test_the_verdict_compares_the_shortest_and_the_longest_horizon():
+    biased = verdict(_rows({(0, 1): 16.0, (0, 50): 8.0, (25, 1): 1.0, (25, 50): 8.0, (50, 1): 2.0,
+                            (50, 50): 2.0}), [1, 50])
+    assert biased.startswith("verdict: one-step guidance is biased towards too small a rate")
+    assert "below the 50-step best from step 25 (equal to it from step 50; above it from step 0)" in biased
+    fine = verdict(_rows({(0, 1): 16.0, (0, 5): 8.0}), [1, 5])
+    assert fine.startswith("verdict: no sign that one-step guidance picks too small a rate")
+    assert "one horizon only" in verdict(_rows({(0, 1): 2.0}), [1])
