@@ -24,6 +24,7 @@ import jax
 from bench.data_wait import data_wait
 from bench.decode_speed import cache_speedups, decode_speed
 from bench.guided_step import guided_step_ratios
+from bench.horizon import horizon_costs
 from bench.memory import training_memory
 from bench.resume import resume_times
 from bench.throughput import train_throughput
@@ -31,7 +32,7 @@ from hpo import config
 from hpo import io as hpo_io
 from hpo.errors import UserError
 
-SECTIONS = ("throughput", "guided", "decode", "memory", "data_wait", "resume", "t5x")
+SECTIONS = ("throughput", "guided", "horizon", "decode", "memory", "data_wait", "resume", "t5x")
 
 
 def _parse(argv: Sequence[str]):
@@ -61,7 +62,7 @@ def _parse(argv: Sequence[str]):
 
 # The accelerator benchmark's realistic shape (any --gin.BATCH_SIZE / TASK_FEATURE_LENGTHS overrides it).
 ACCELERATOR_BATCH, ACCELERATOR_LENGTH = 128, 128
-ACCELERATOR_SECTIONS = ("throughput", "guided", "decode", "memory")
+ACCELERATOR_SECTIONS = ("throughput", "guided", "horizon", "decode", "memory")
 
 
 def _size_gin(size: str) -> str:
@@ -138,6 +139,15 @@ def _guided(args, gin_files):
     return r
 
 
+def _horizon(args, gin_files):
+    r = horizon_costs(gin_files, args.bindings, repeats=max(3, args.repeats // 4))
+    for k in sorted(int(key.split("@")[1]) for key in r if key.startswith("step_ratio@")):
+        _line(f"guided horizon {k}: step time ÷ plain", r[f"step_ratio@{k}"], "",
+              f"planned memory {r[f'mib@{k}']:.1f} MiB = {r[f'mib_ratio@{k}']:.2f}x plain "
+              f"({r['plain_mib']:.1f} MiB), batch {r['batch']}")
+    return r
+
+
 def _decode(args, gin_files):
     r = decode_speed(gin_files, args.bindings)
     note = f"{r['sentences']} test sentences, untrained model: every sentence runs to the full length {r['max_len']}"
@@ -195,8 +205,8 @@ def _t5x(args, gin_files):
     return out
 
 
-_SECTION_FNS = {"throughput": _throughput, "guided": _guided, "decode": _decode, "memory": _memory,
-                "data_wait": _data_wait, "resume": _resume, "t5x": _t5x}
+_SECTION_FNS = {"throughput": _throughput, "guided": _guided, "horizon": _horizon, "decode": _decode,
+                "memory": _memory, "data_wait": _data_wait, "resume": _resume, "t5x": _t5x}
 _RESULT_KEYS = {"guided": "guided_step"}  # bench/results.json kept this name before
 
 

@@ -10,6 +10,7 @@ import pytest
 from bench import run  # bench/ is on pytest's pythonpath (pyproject.toml)
 from bench.data_wait import data_wait
 from bench.decode_speed import decode_speed
+from bench.horizon import horizon_costs
 from bench.memory import training_memory
 from bench.resume import resume_times
 from bench.throughput import experiment, peak_flops, train_flops_per_example, train_throughput
@@ -59,6 +60,15 @@ def test_data_wait_is_a_fraction_of_the_step():
     r = data_wait(TINY, steps=3, warmup=1)
     assert 0 <= r["data_wait_fraction"] < 1
     assert r["step_s"] > 0 and r["data_wait_ms_per_step"] >= 0
+
+
+def test_horizon_costs_time_and_plan_memory_per_window():
+    r = horizon_costs(TINY, horizons=(1, 2), repeats=1)
+    assert r["plain_step_s"] > 0 and r["plain_mib"] > 0
+    for k in (1, 2):
+        assert 0 < r[f"step_ratio@{k}"] < math.inf and r[f"mib@{k}"] > 0
+    # A window keeps each step's parameters and optimizer state for the reverse pass.
+    assert r["mib@2"] > r["mib@1"] >= r["plain_mib"]
 
 
 def test_resume_times_at_two_positions():

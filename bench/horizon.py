@@ -1,0 +1,80 @@
+"""Long-horizon guided windows (`Guided.horizon` K) against plain training: time per
+training step and the memory XLA plans for the step's program.
+
+A tuned window of K steps trains K steps, then takes the guide pass and the
+reverse pass through all K updates (each step's forward again, rematerialised,
+and a Hessian-vector product). Time ÷ plain step is timed over windows, paired
+(A B A B ...). Memory is the compiled program's own plan (arguments, outputs
+and temporaries: `Compiled.memory_analysis`), the same on every machine, where
+a CPU has no device peak counter.
+"""
+
+import functools
+import statistics
+from typing import Dict, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bench.guided_step import _batch, _timed
+from hpo import config, hyper, optim
+from hpo.experiment import Experiment
+from hpo.trainer import DataParallel, init_state, train_step
+
+MIB = 2 ** 20
+
+
+def _planned_mib(jitted, *args) -> float:
+    m = jitted.lower(*args).compile().memory_analysis()
+    return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+            - m.alias_size_in_bytes) / MIB
+
+
+def horizon_costs(gin_files: Sequence[str] = ("default.gin",), bindings: Sequence[str] = (),
+                  horizons: Sequence[int] = (1, 4, 16), repeats: int = 5) -> Dict:
+    """{'plain_step_s', 'plain_mib', 'step_ratio@K', 'mib@K', 'mib_ratio@K'} for each horizon K."""
+    config.parse(list(gin_files), ["MODEL_DIR = '/tmp/hpo-bench'", *bindings])
+    exp = Experiment()
+    model, size = exp.model, exp.data.batch_size
+    length, vocab = exp.data.task_feature_lengths["targets"], model.config.vocab_size
+    rng = np.random.RandomState(0)
+    par = DataParallel()
+    values = exp.base_hparams()
+    tx = optim.make_optimizer(exp.optimizer, values)
+    plain_values = {k: jnp.float32(v) for k, v in values.items()}
+    plain = par.jit_step(lambda s, b: train_step(s, b, plain_values, model=model, tx=tx, schedule=exp.schedule))
+    lengths = exp.data.task_feature_lengths
+    train = [_batch(rng, size, length, vocab) for _ in range(max(horizons))]
+    guide = _batch(rng, size, length, vocab)
+    state = par.put_state(init_state(model, tx, 0, lengths))
+    out = {"model_params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+           "batch": f"{size}x{length}", "optimizer": exp.optimizer.name,
+           "plain_mib": _planned_mib(plain, state, par.put_batch(train[0]))}
+    specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"]}
+    meta = optax.adam(3e-3)
+    fixed = {k: v for k, v in values.items() if k not in specs}
+    plain_times = []
+    for k in horizons:
+        tuning = hyper.Tuning(specs=specs, fixed_values=fixed, meta_tx=meta, horizon=k)
+        window = par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=exp.schedule,
+                                                tuning=tuning), stacked=k > 1)
+        batches = train[:k]
+        stack = (lambda rows: jax.tree.map(lambda *r: np.stack(r), *rows)) if k > 1 else (lambda rows: rows[0])
+        batch = par.put_batch({"train": stack(batches), "guide": stack([guide] * k)}, stacked=k > 1)
+        tuner = hyper.init_tuner(specs, {"learning_rate": 1.0}, meta, (repeats + 1) * k)
+        gstate = par.put_state(init_state(model, tx, 0, lengths, tuner))
+        out[f"mib@{k}"] = _planned_mib(window, gstate, batch)
+        out[f"mib_ratio@{k}"] = out[f"mib@{k}"] / out["plain_mib"]
+        _, gstate = _timed(window, gstate, [batch])  # compile
+        _, state = _timed(plain, state, [par.put_batch(train[0])])
+        ratios = []
+        for _ in range(repeats):
+            p, state = _timed(plain, state, [par.put_batch(b) for b in batches])
+            g, gstate = _timed(window, gstate, [batch])
+            plain_times.append(p / k)
+            ratios.append(g / p)
+        out[f"step_ratio@{k}"] = statistics.median(ratios)
+    out["plain_step_s"] = statistics.median(plain_times)
+    return out
