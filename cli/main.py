@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--coordinator_address", help="with --multihost: HOST:PORT of process 0 (as T5X's flag)")
     run.add_argument("--process_count", type=int, help="with --multihost: the number of processes")
     run.add_argument("--process_index", type=int, help="with --multihost: this process's index")
+    run.add_argument("--claims", action="store_true",
+                     help="also replay each guided run's learned schedule with the fixed strategy (step by step, "
+                          "and its mean and final values as constants), so that the table's verdicts can test "
+                          "whether the schedule beats its best constant")
     probe = commands.add_parser("probe", help="will one-step guidance pick too small a learning rate?",
                                 description=USAGE_PROBE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_flags(probe)
@@ -160,7 +164,7 @@ def _configure(args, bindings):
 
 
 def run_command(args, bindings) -> int:
-    from hpo import distributed, io as hpo_io
+    from hpo import claims_replays, distributed, io as hpo_io
     from hpo.errors import UserError
     from hpo.strategies import get_strategy
 
@@ -179,13 +183,18 @@ def run_command(args, bindings) -> int:
     if not strategies:
         raise UserError("--strategy is empty")
     hpo_io.check_writable_dir(experiment.model_dir, "MODEL_DIR")  # before anything trains
+    if args.claims:
+        claims_replays.check(experiment, seeds, [s.name for s in strategies])
+    guided = {}
     for strategy in strategies:
         for seed in seeds:
             record = strategy.run(experiment, seed)
-            if distributed.is_leader():
-                print(f"{record['task']}  {record['strategy']:<8} seed {seed}"
-                      f"{' (t5x)' if args.backend == 't5x' else ''}: "
-                      f"{_summary(experiment, record)}  ({record['wall_seconds']:.0f} s)")
+            if strategy.name == claims_replays.GUIDED:
+                guided[seed] = record
+            _announce(args, experiment, record, record["strategy"])
+    for seed in seeds if args.claims else ():  # after the strategies: they replay guided's schedules
+        for record in claims_replays.run(experiment, seed, guided.get(seed)):
+            _announce(args, experiment, record, claims_replays.label(record))
     if not distributed.is_leader():
         return 0  # the leader writes and prints the results
     from hpo import table
@@ -195,6 +204,14 @@ def run_command(args, bindings) -> int:
     print(f"results: {os.path.join(experiment.model_dir, 'comparison.json')}; table and plots: "
           f"{', '.join(sorted(os.path.relpath(p, experiment.model_dir) for p in paths))}")
     return 0
+
+
+def _announce(args, experiment, record, label: str) -> None:
+    """A finished run's line (the leader prints it)."""
+    from hpo import distributed
+    if distributed.is_leader():
+        print(f"{record['task']}  {label:<8} seed {record['seed']}{' (t5x)' if args.backend == 't5x' else ''}: "
+              f"{_summary(experiment, record)}  ({record['wall_seconds']:.0f} s)")
 
 
 def probe_command(args, bindings) -> int:

@@ -13,12 +13,13 @@ writes those and the plots.
 The parts: table_records (reading model dirs), run_config (what a configuration
 is), table_groups (rows' runs, labels, order, baselines), table_stats (what a
 row says of its seeds), table_bleu and table_glue (the two kinds of rows),
-significance (the paired bootstrap), table_formats (the four formats), plots.
+significance (the paired bootstrap), table_formats (the four formats), plots;
+claims (the paper's claims as verdicts, below the tables and in verdicts.json).
 """
 
 from typing import Dict, List, Sequence, Tuple
 
-from hpo import plots
+from hpo import claims, plots
 from hpo.significance import paired_bootstrap_p  # noqa: F401  (part of the table's interface)
 from hpo.table_bleu import bleu_row
 from hpo.table_formats import (  # noqa: F401  (part of the table's interface)
@@ -41,23 +42,27 @@ def build_rows(records: Sequence[Dict], model_dir: str) -> List[Dict]:
 
 
 def write_table(model_dir: ModelDirs, out_dir: str = None) -> Dict[str, str]:
-    """table.{md,csv,json,tex} from the records of one or several model dirs -> {format: path}.
+    """table.{md,csv,json,tex} from the records of one or several model dirs -> {format: path}, the
+    claims' verdicts in the Markdown and LaTeX and in verdicts.json beside them (hpo.claims).
 
     They go to `out_dir`, by default the first model dir; each is written atomically.
     """
     dirs = as_list(model_dir)
-    rows = build_rows(load_records(dirs), dirs[0])
-    return write_formats(rows, out_dir or dirs[0])
+    records = load_records(dirs)
+    rows, verdicts = build_rows(records, dirs[0]), claims.verdicts(records, dirs[0])
+    claims.write(verdicts, out_dir or dirs[0])
+    return write_formats(rows, out_dir or dirs[0], verdicts)
 
 
 def write_report(model_dirs: ModelDirs, out_dir: str = None) -> Tuple[str, List[str]]:
-    """Writes the tables and the plots -> (the Markdown table, the paths written)."""
+    """Writes the tables, the verdicts and the plots -> (the Markdown tables and verdicts, the paths written)."""
     dirs = as_list(model_dirs)
     records = load_records(dirs)
-    rows = build_rows(records, dirs[0])
-    paths = list(write_formats(rows, out_dir or dirs[0]).values())
+    rows, verdicts = build_rows(records, dirs[0]), claims.verdicts(records, dirs[0])
+    paths = list(write_formats(rows, out_dir or dirs[0], verdicts).values())
+    paths.append(claims.write(verdicts, out_dir or dirs[0]))
     paths += plots.write_plots(dirs, records=records, out_dir=out_dir)
-    return format_markdown(rows), paths
+    return format_markdown(rows, verdicts), paths
 
 
 def report(model_dirs: ModelDirs, out_dir: str = None) -> str:

@@ -11,7 +11,7 @@ import io
 import os
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
-from hpo import io as hpo_io
+from hpo import claims, io as hpo_io
 from hpo.table_glue import GLUE, glue_order
 
 FORMATS = ("md", "csv", "json", "tex")
@@ -163,8 +163,9 @@ def _tables(rows: Sequence[Dict]) -> List[Table]:
 
 # ---------------------------------------------------------------- formats
 
-def format_markdown(rows: Sequence[Dict]) -> str:
-    """GitHub pipe tables, scores as mean ± sd, then the BLEU signature(s) or the GLUE note and other notes."""
+def format_markdown(rows: Sequence[Dict], verdicts: Sequence[Dict] = ()) -> str:
+    """GitHub pipe tables, scores as mean ± sd, then the BLEU signature(s) or the GLUE note and other notes;
+    then the claims' verdicts (hpo.claims), where given."""
     def line(cells):
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -175,6 +176,7 @@ def format_markdown(rows: Sequence[Dict]) -> str:
         lines += [line(cells) for cells in table.body]
         notes = [f"{what}: `{signature}`" for what, signature in table.signatures] + table.notes
         sections.append("\n".join(lines + ([""] + notes if notes else [])))
+    sections += [claims.markdown(verdicts).rstrip("\n")] if verdicts else []
     return "\n\n".join(sections) + "\n"
 
 
@@ -220,8 +222,9 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX_ESCAPES.get(c, c) for c in str(text))
 
 
-def format_latex(rows: Sequence[Dict]) -> str:
-    """Plain `tabular`s (no packages needed), every cell escaped; notes as comments."""
+def format_latex(rows: Sequence[Dict], verdicts: Sequence[Dict] = ()) -> str:
+    """Plain `tabular`s (no packages needed), every cell escaped; notes as comments; then the claims'
+    verdicts as a list, where given."""
     def line(cells):
         return " & ".join(tex_escape(c) for c in cells) + r" \\"
 
@@ -235,14 +238,16 @@ def format_latex(rows: Sequence[Dict]) -> str:
         lines += [f"% {what}: {signature}" for what, signature in table.signatures]
         lines += [f"% {note}" for note in table.notes]
         sections.append("\n".join(lines))
+    sections += [claims.latex(verdicts, tex_escape).rstrip("\n")] if verdicts else []
     return "\n\n".join(sections) + "\n"
 
 
-def write_formats(rows: List[Dict], out_dir: str) -> Dict[str, str]:
-    """table.{md,csv,json,tex} in `out_dir`, each written atomically -> {format: path}."""
+def write_formats(rows: List[Dict], out_dir: str, verdicts: Sequence[Dict] = ()) -> Dict[str, str]:
+    """table.{md,csv,json,tex} in `out_dir`, each written atomically -> {format: path}. The verdicts go
+    into the Markdown and LaTeX (table.json stays a list of rows: claims.write writes verdicts.json)."""
     paths = {fmt: os.path.join(out_dir, f"table.{fmt}") for fmt in FORMATS}
-    hpo_io.write_text(paths["md"], format_markdown(rows))
+    hpo_io.write_text(paths["md"], format_markdown(rows, verdicts))
     hpo_io.write_text(paths["csv"], format_csv(rows))
     hpo_io.write_json(paths["json"], rows)
-    hpo_io.write_text(paths["tex"], format_latex(rows))
+    hpo_io.write_text(paths["tex"], format_latex(rows, verdicts))
     return paths
