@@ -35,7 +35,7 @@ ALPHA = 0.05
 REPRODUCTION_RTOL = 1e-3  # a replayed schedule's dev loss vs guided's: float-identical on CPU
 VERDICTS_FILE = "verdicts.json"
 SUPPORTED, CONTRADICTED, NOT_SIGNIFICANT, NOT_TESTED = "supported", "contradicted", "not significant", "not tested"
-# (id, number, title); a title's "guided" and "fixed" are replaced by the rows' labels.
+# (id, number, title); a verdict's text also names the rows it compared.
 GUIDED_VS_FIXED = ("guided_vs_fixed", 1, "guided vs fixed")
 GUIDED_VS_OPTUNA = ("guided_vs_optuna", 2, "guided vs the best Optuna trial")
 SCHEDULE_VS_CONSTANT = ("schedule_vs_constant", 3, "the learned schedule vs its best constant")
