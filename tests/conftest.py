@@ -23,7 +23,8 @@ def data_dir(tmp_path_factory):
 # them; within a file the order is unchanged.
 LONGEST_FIRST = ("test_kill.py", "test_t5x.py", "test_multihost.py", "test_optuna.py", "test_t5x_glue.py",
                  "test_cli.py", "test_guided.py", "test_glue_finetune.py", "test_quiet.py", "test_divergence.py",
-                 "test_trainer.py", "test_probe.py", "test_horizon.py", "test_paper_config.py")
+                 "test_trainer.py", "test_probe.py", "test_horizon.py", "test_paper_config.py",
+                 "test_claims.py")
 
 
 def pytest_collection_modifyitems(items):
