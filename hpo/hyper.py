@@ -112,7 +112,9 @@ class Tuning:
     values; the hyper-gradient is that of the guide loss after the window,
     through all of its updates (1: the reference's one-step lookahead).
     ±inf hyper-gradients become ±`bound` (the reference's 10: a larger push
-    also inflates Adam's second moment for hundreds of steps).
+    also inflates Adam's second moment for hundreds of steps). `groups` (name ->
+    regex, `hpo.groups`; built-in engine): each group's learning-rate multiplier
+    `learning_rate/<name>`, tuned among `specs`, scales its parameters' updates.
     """
     specs: Mapping[str, HparamSpec]
     fixed_values: Mapping[str, float]
@@ -123,6 +125,7 @@ class Tuning:
     guide_batch_size: Optional[int] = None
     guide_refresh_every: int = 0
     horizon: int = 1
+    groups: Optional[Mapping[str, str]] = None
 
     def initial_values(self) -> Dict[str, float]:
         return {**self.fixed_values, **{k: s.init for k, s in self.specs.items()}}
@@ -187,23 +190,25 @@ class Tuning:
         return tuner["last"]["guide_loss"], aux, values, tuner, tuner["last"]["hypergrad"]
 
 
-def guide_loss(raw, state, batch, *, model, tx, schedule, specs, fixed_values):
+def guide_loss(raw, state, batch, *, model, tx, schedule, specs, fixed_values, groups=None):
     """G(λ(raw)) on the built-in engine: the guide loss after one training update taken with λ(raw).
 
     Returns (G, (params, opt_state, training loss, values)).
     """
     values = {**fixed_values, **activate_all(specs, raw)}
-    guide, (params, opt_state, loss) = _lookahead(values, state, batch, model=model, tx=tx, schedule=schedule)
+    guide, (params, opt_state, loss) = _lookahead(values, state, batch, model=model, tx=tx, schedule=schedule,
+                                                  groups=groups)
     return guide, (params, opt_state, loss, values)
 
 
-def _lookahead(values, state, batch, *, model, tx, schedule):
-    params, opt_state, loss = apply_update(state, batch["train"], values, model=model, tx=tx, schedule=schedule)
+def _lookahead(values, state, batch, *, model, tx, schedule, groups=None):
+    params, opt_state, loss = apply_update(state, batch["train"], values, model=model, tx=tx, schedule=schedule,
+                                           groups=groups)
     guide = model.mean_loss(params, batch["guide"], train=False)  # no dropout, no smoothing
     return guide, (params, opt_state, loss)
 
 
-def train_window(state, batches, hparams, *, model, tx, schedule):
+def train_window(state, batches, hparams, *, model, tx, schedule, groups=None):
     """`apply_update` on each of the stacked `batches` in turn, all with the values `hparams`:
     (params, opt_state, last loss). Rematerialised, so differentiating it keeps one step's
     activations at a time (and each step's parameters and optimizer state)."""
@@ -211,7 +216,8 @@ def train_window(state, batches, hparams, *, model, tx, schedule):
     def one(carry, batch):
         step, params, opt_state = carry
         at = state.replace(step=step, params=params, opt_state=opt_state)
-        params, opt_state, loss = apply_update(at, batch, hparams, model=model, tx=tx, schedule=schedule)
+        params, opt_state, loss = apply_update(at, batch, hparams, model=model, tx=tx, schedule=schedule,
+                                               groups=groups)
         return (step + 1, params, opt_state), loss
 
     (_, params, opt_state), losses = jax.lax.scan(one, (state.step, state.params, state.opt_state), batches)
@@ -228,7 +234,8 @@ def guided_update(state, batch, *, model, tx, schedule, tuning: Tuning, tune: bo
     """
     window = tune and tuning.horizon > 1
     update = train_window if window else apply_update
-    train = functools.partial(update, state, batch["train"], model=model, tx=tx, schedule=schedule)
+    train = functools.partial(update, state, batch["train"], model=model, tx=tx, schedule=schedule,
+                              groups=tuning.groups)
     guide_batch = jax.tree.map(lambda x: x[-1], batch["guide"]) if window else batch["guide"]
     guide_loss_of = lambda aux: model.mean_loss(aux[0], guide_batch, train=False)  # noqa: E731
     guide, (params, opt_state, loss), values, tuner, grads = tuning.step(state.tuner, state.step, train,

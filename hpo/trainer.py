@@ -20,7 +20,7 @@ import optax
 from clu import metric_writers
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from hpo import distributed, optim
+from hpo import distributed, groups as param_groups, optim
 from hpo.checkpoints import Checkpointer
 from hpo.progress import progress_bar
 
@@ -45,12 +45,14 @@ def init_state(model, tx: optax.GradientTransformation, seed: int, lengths, tune
 
 
 def apply_update(state: TrainState, batch: Batch, hparams: Mapping[str, jnp.ndarray], *,
-                 model, tx, schedule):
+                 model, tx, schedule, groups: Optional[Mapping[str, str]] = None):
     """One optimizer step with the given hyper-parameter values: (params, opt_state, loss).
 
     Differentiable with respect to `hparams`: the learning rate enters as
     schedule(step) * hparams["learning_rate"] through the injected optimizer
-    state, label smoothing through the loss.
+    state, label smoothing through the loss. `groups` (name -> regex over
+    parameter paths, `hpo.groups`): group g's updates are also multiplied by
+    hparams["learning_rate/g"].
     """
     rng = jax.random.fold_in(state.rng, state.step)
     smoothing = hparams.get("label_smoothing", 0.0)
@@ -64,6 +66,8 @@ def apply_update(state: TrainState, batch: Batch, hparams: Mapping[str, jnp.ndar
     values["learning_rate"] = schedule(state.step) * hparams.get("learning_rate", 1.0)
     opt_state = optim.set_hparams(state.opt_state, values)
     updates, opt_state = tx.update(grads, opt_state, state.params)
+    if groups:  # None: the updates untouched, bit for bit
+        updates = param_groups.scale_updates(updates, groups, hparams)
     return optax.apply_updates(state.params, updates), opt_state, loss
 
 

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import optax
 
-from hpo import hyper, io as hpo_io
+from hpo import groups as param_groups, hyper, io as hpo_io
 from hpo.data import catalog
 from hpo.errors import UserError, positive_int
 from hpo.strategies.base import Strategy
@@ -41,6 +41,10 @@ class Guided(Strategy):
     after K training steps taken with the same values, through all K updates
     (rematerialised), and values change every K steps; 1 is the reference's
     one-step lookahead. `hypergrad_bound`: ±inf hyper-gradients become ±bound.
+    `groups` (built-in engine): a preset name (`hpo.groups.PRESETS`) or {name: regex over
+    parameter paths}; each group gets a learning-rate multiplier `learning_rate/<name>` on
+    its parameters' updates, tuned with `tune` (the global `learning_rate` multiplies every
+    parameter's rate and is tuned only if `tune` names it; `tune` may then be empty).
     """
 
     name = "guided"
@@ -48,11 +52,13 @@ class Guided(Strategy):
     def __init__(self, tune: Sequence[str] = ("learning_rate",), specs: Mapping[str, Mapping] = None,
                  meta_optimizer: str = "adam", meta_learning_rate: float = 3e-3,
                  guide_batch_size: int = None, guide_refresh="fixed", update_every: int = 1,
-                 hypergrad_bound: float = 10.0, hypergrad_clip: float = None, horizon: int = 1):
+                 hypergrad_bound: float = 10.0, hypergrad_clip: float = None, horizon: int = 1,
+                 groups=None):
         if isinstance(tune, str):
             tune = (tune,)
+        self.groups = param_groups.resolve(groups)
         unknown = set(tune) - set(hyper.DEFAULT_SPECS)
-        if unknown or not tune:
+        if unknown or not (tune or self.groups):
             raise UserError(f"guided: cannot tune {sorted(unknown) or 'nothing'} "
                             f"(choose from {', '.join(hyper.DEFAULT_SPECS)})")
         if update_every <= 0 or meta_learning_rate <= 0:
@@ -65,13 +71,14 @@ class Guided(Strategy):
         if horizon > 1 and update_every != 1 and update_every % horizon:
             raise UserError(f"guided: update_every ({update_every}) must be 1 or a multiple of the "
                             f"horizon ({horizon}): a tuned window is `horizon` steps")
-        self._check_specs(tune, specs)
+        self._check_specs([*tune, *map(param_groups.rate_name, self.groups)], specs)
         self.tune = tuple(tune)
         self.spec_overrides = dict(specs or {})
         self.meta_tx = getattr(optax, meta_optimizer)(learning_rate=meta_learning_rate)
         self.settings = dict(meta_optimizer=meta_optimizer, meta_learning_rate=meta_learning_rate,
                              guide_batch_size=guide_batch_size, guide_refresh=guide_refresh,
-                             update_every=update_every, horizon=horizon)
+                             update_every=update_every, horizon=horizon,
+                             **({"groups": self.groups} if self.groups else {}))
         self.bound, self.clip = hypergrad_bound, hypergrad_clip
 
     @staticmethod
@@ -89,7 +96,7 @@ class Guided(Strategy):
                 bad = sorted(set(override) - set(fields)) if isinstance(override, Mapping) else override
                 raise UserError(f"Guided.specs['{name}']: unknown field {bad} (fields: {', '.join(fields)})")
             try:
-                hyper.HparamSpec(**{**hyper.DEFAULT_SPECS[name].__dict__, **override})
+                hyper.HparamSpec(**{**_default_spec(name).__dict__, **override})
             except UserError as e:
                 raise UserError(f"Guided.specs['{name}']: {e}") from None
 
@@ -102,16 +109,20 @@ class Guided(Strategy):
             fields = {**({"init": configured.get(name, 0.0)} if base.init is None else {}),
                       **self.spec_overrides.get(name, {})}
             specs[name] = hyper.HparamSpec(**{**base.__dict__, **fields})
+        for name in map(param_groups.rate_name, self.groups):
+            specs[name] = hyper.HparamSpec(**{**_default_spec(name).__dict__, **self.spec_overrides.get(name, {})})
         return specs
 
     def tuning(self, experiment) -> hyper.Tuning:
+        if self.groups:
+            _check_groups(self.groups, experiment)
         specs = self.specs(experiment)
         return hyper.Tuning(
             specs=specs, fixed_values={k: v for k, v in experiment.base_hparams().items() if k not in specs},
             meta_tx=self.meta_tx, update_every=self.settings["update_every"], horizon=self.settings["horizon"],
             bound=self.bound, clip=self.clip,
             guide_batch_size=self.settings["guide_batch_size"] or experiment.batch_size,
-            guide_refresh_every=self._refresh_every(experiment))
+            guide_refresh_every=self._refresh_every(experiment), groups=self.groups or None)
 
     def run(self, experiment, seed: int) -> Dict:
         tuning = self.tuning(experiment)
@@ -146,6 +157,21 @@ class Guided(Strategy):
             return refresh
         raise UserError(f"guided: guide_refresh must be 'fixed', 'step', 'epoch' or a positive "
                         f"number of steps, got {refresh!r}")
+
+
+def _default_spec(name: str) -> hyper.HparamSpec:
+    """The reference's spec of a tuned name; a group's multiplier is learned as the learning rate is."""
+    return hyper.DEFAULT_SPECS["learning_rate" if param_groups.is_group_rate(name) else name]
+
+
+def _check_groups(groups, experiment) -> None:
+    """Before anything trains: every group holds a parameter of this model, none holds one twice."""
+    if experiment.backend != "builtin":
+        raise UserError("Guided.groups runs on the built-in engine (T5X applies its updates inside "
+                        "its optimizer's apply_grads)")
+    lengths = dict(experiment.data.task_feature_lengths)
+    shapes = jax.eval_shape(lambda: experiment.model.init(jax.random.PRNGKey(0), lengths))
+    param_groups.labels(groups, shapes)
 
 
 # A reverse pass through one training step of a window, in plain-step units: the step's
