@@ -191,6 +191,13 @@ def _bad_inputs(tmp_path):
         "update_every not a multiple of the horizon": (["--strategy=guided", "--gin.Guided.horizon=2",
                                                         "--gin.Guided.update_every=3"],
                                                        "update_every (3) must be 1 or a multiple of the horizon (2)"),
+        "unknown group preset": (["--strategy=guided", "--gin.Guided.groups='layers'"],
+                                 "Guided.groups: unknown preset 'layers'"),
+        "group matching no parameter": (["--strategy=guided", "--gin.Guided.groups={'encoder': '^encoder/', "
+                                         "'nothing': '^nothing/'}"],
+                                        "Guided.groups['nothing']: the regex '^nothing/' matches no parameter"),
+        "parameter in two groups": (["--strategy=guided", "--gin.Guided.groups={'encoder': '^encoder/', "
+                                     "'attention': 'attention'}"], "is in groups encoder and attention"),
         "negative startup trials": (["--strategy=optuna", "--gin.OptunaSearch.startup_trials=-1"], "startup_trials"),
         "zero trials": (["--strategy=optuna", "--gin.OptunaSearch.n_trials=0"],
                         "OptunaSearch.n_trials must be a positive integer, got 0"),
