@@ -187,10 +187,12 @@ def _bad_inputs(tmp_path):
         "unknown parameterisation field": (["--strategy=guided", "--gin.Guided.specs={'learning_rate': {'steep': 2.0}}"],
                                            "Guided.specs['learning_rate']: unknown field ['steep']"),
         "zero horizon": (["--strategy=guided", "--gin.Guided.horizon=0"],
-                         "Guided.horizon must be a positive integer, got 0"),
+                         "Guided.horizon must be positive, got 0"),
         "update_every not a multiple of the horizon": (["--strategy=guided", "--gin.Guided.horizon=2",
                                                         "--gin.Guided.update_every=3"],
                                                        "update_every (3) must be 1 or a multiple of the horizon (2)"),
+        "claims with per-group rates": (["--strategy=guided", "--claims", "--gin.Guided.groups='encoder_decoder'"],
+                                        "--claims: the fixed strategy cannot replay per-group learning rates"),
         "unknown group preset": (["--strategy=guided", "--gin.Guided.groups='layers'"],
                                  "Guided.groups: unknown preset 'layers'"),
         "group matching no parameter": (["--strategy=guided", "--gin.Guided.groups={'encoder': '^encoder/', "
