@@ -117,7 +117,8 @@ def _describe(members: List[Group]) -> None:
         shown = [f"{n}={_show(v)}" for n, v in values]
         shown += [NOT_RECORDED] if some_unknown and setup is None else []
         group.configuration = ", ".join(shown)
-        group.label = _label(group.family, shown)
+        # The label names what this row sets first; "=default" (what others set) after.
+        group.label = _label(group.family, sorted(shown, key=lambda item: item.endswith("=default")))
         group.order = (*_table_position(group.family), not group.defaults,
                        tuple(_sortable(v) for _, v in values), group.first)
     _make_unique(members)
