@@ -57,6 +57,21 @@ def compilation_cache(tmp_path_factory):
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 
+@pytest.fixture
+def t5x_gin():
+    """T5X's gin files register T5X's configurables (dynamic registration); a later builtin
+    parse in this process would find `DatasetConfig` and `T5Config` ambiguous. Forget them."""
+    import gin.config
+    registry, inverse = gin.config._REGISTRY, gin.config._INVERSE_REGISTRY
+    before = {selector for selector, _ in registry.items()}
+    yield
+    added = [s for s, _ in registry.items() if s not in before and not s.startswith(("hpo.", "hpo_t5x."))]
+    for selector in added:
+        info = registry.pop(selector)
+        inverse.pop(info.wrapped, None)
+    gin.clear_config()
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A private PostgreSQL server (Debian's PostgreSQL 15 on the PATH) on a Unix socket in a temp

@@ -135,7 +135,7 @@ def test_groups_alone_may_be_tuned_and_presets_resolve():
         Guided(groups="encoder_decoder", specs={"learning_rate/encoder": {"steep": 2.0}})
 
 
-def test_groups_on_t5x_are_one_line_and_exit_2(capsys, tmp_path):
+def test_groups_on_t5x_are_one_line_and_exit_2(capsys, tmp_path, t5x_gin):
     model_dir = tmp_path / "run"
     assert main(["run", "--backend=t5x", "--gin_file=t5x/test.gin", "--strategy=guided", f"--model_dir={model_dir}",
                  "--gin.Guided.groups='encoder_decoder'"]) == 2

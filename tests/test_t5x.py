@@ -36,19 +36,7 @@ hpo_partitioning.HostMeshPartitioner:
 """
 
 
-@pytest.fixture(autouse=True)
-def gin_registry():
-    """T5X's gin files register T5X's configurables (dynamic registration); a later builtin
-    parse in this process would find `DatasetConfig` and `T5Config` ambiguous. Forget them."""
-    import gin.config
-    registry, inverse = gin.config._REGISTRY, gin.config._INVERSE_REGISTRY
-    before = {selector for selector, _ in registry.items()}
-    yield
-    added = [s for s, _ in registry.items() if s not in before and not s.startswith(("hpo.", "hpo_t5x."))]
-    for selector in added:
-        info = registry.pop(selector)
-        inverse.pop(info.wrapped, None)
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("t5x_gin")  # conftest: T5X's configurables forgotten after each test
 
 
 def _hpo(*args, env=None, **kwargs):
