@@ -50,10 +50,11 @@ def test_peak_flops_table():
     assert peak_flops("cpu") is None
 
 
-def test_decode_speed_greedy_is_faster_than_beam():
+def test_decode_speed_reports_greedy_and_beam():
     r = decode_speed(TINY, repeats=1)
     assert r["sentences"] == 16 and r["beam_size"] == 4
-    assert 0 < r["beam_sentences_per_s"] < r["greedy_sentences_per_s"] < math.inf
+    # Which is faster is a figure for `make bench`, not a bound: on a loaded machine beam won once.
+    assert 0 < r["beam_sentences_per_s"] < math.inf and 0 < r["greedy_sentences_per_s"] < math.inf
 
 
 def test_data_wait_is_a_fraction_of_the_step():
