@@ -66,17 +66,20 @@ def read_text(path: str) -> str:
         return f.read()
 
 
-def write_text(path: str, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename (the leader only)."""
-    write_bytes(path, text.encode("utf-8"))
+def write_text(path: str, text: str, every_host: bool = False) -> None:
+    """Writes `text` to `path` through a temporary file and a rename (the leader only, unless
+    every_host)."""
+    write_bytes(path, text.encode("utf-8"), every_host)
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file and a rename (the leader only). A
+def write_bytes(path: str, data: bytes, every_host: bool = False) -> None:
+    """Writes `data` to `path` through a temporary file and a rename. Result files are the
+    leader's alone; `every_host` is for generated data, which each host caches for itself (on
+    its own disk, or beside the others: the temporary names differ and the contents agree). A
     file system that refuses (full, read-only, no permission) is a UserError naming `path`;
     the old file, if any, is left as it was and no temporary file is left behind."""
     from hpo import distributed
-    if not distributed.is_leader():
+    if not every_host and not distributed.is_leader():
         return
     if is_url(path):
         gfile = _gfile()

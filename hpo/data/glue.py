@@ -254,7 +254,7 @@ def write_tsv(path: str, variant: str, examples: Sequence[Mapping]) -> None:
     lines = ["\t".join(layout.columns)] if layout.header else []
     for example in examples:  # columns we do not read (ids, genre, ...) say "synthetic"
         lines.append("\t".join(str(example[keys[c]]) if c in keys else "synthetic" for c in layout.columns))
-    hpo_io.write_text(path, "".join(line + "\n" for line in lines))
+    hpo_io.write_text(path, "".join(line + "\n" for line in lines), every_host=True)
 
 
 # --- Synthetic stand-ins --------------------------------------------------------------

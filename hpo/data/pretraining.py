@@ -77,7 +77,7 @@ def synthetic_pretraining_task(name: str = "synthetic_pretraining", seed: int = 
         for split, path in files.items():
             sentences = [source for source, _ in corpus[split]]
             documents = [" ".join(sentences[i:i + per_doc]) for i in range(0, len(sentences), per_doc)]
-            hpo_io.write_text(path, "".join(doc + "\n" for doc in documents))
+            hpo_io.write_text(path, "".join(doc + "\n" for doc in documents), every_host=True)
     every = guide_every(guide_fraction)
     guide = -(-num_train // every)  # documents 0, every, 2 * every, ...
 

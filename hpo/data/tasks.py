@@ -74,7 +74,7 @@ def synthetic_translation_task(name: str = "synthetic_translation", seed: int = 
     if not all(os.path.isfile(f) for f in files.values()):
         corpus = synthetic.generate_corpus(seed, num_train, num_dev, num_test, words_per_category)
         for split, pairs in corpus.items():
-            hpo_io.write_text(files[split], "".join(f"{s}\t{t}\n" for s, t in pairs))
+            hpo_io.write_text(files[split], "".join(f"{s}\t{t}\n" for s, t in pairs), every_host=True)
     vocabulary = vocab_lib.cached_vocabulary(
         os.path.join(directory, f"spm{vocab_size}.model"), _train_text(files["train"]), vocab_size)
     counts = {"train": num_train, "dev": num_dev, "test": num_test}
