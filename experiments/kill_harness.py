@@ -22,16 +22,22 @@ import random
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 STRATEGIES = ("fixed", "guided", "optuna")
 RESULT_FIELDS = ("test_bleu", "dev_bleu", "test_chrf", "dev_chrf", "dev_loss", "hparams", "train_steps")
 
 
-def hpo_run(model_dir: str, args: List[str], strategies) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hpo.cli.main", "run", f"--model_dir={model_dir}",
-                             f"--strategy={','.join(strategies)}", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def cold_process(argv: List[str]) -> subprocess.Popen:
+    """`hpo ARGV` as a user starts it: a new interpreter."""
+    return subprocess.Popen([sys.executable, "-m", "hpo.cli.main", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def hpo_run(model_dir: str, args: List[str], strategies, launch: Callable = cold_process):
+    """`hpo run` of the strategies; `launch(argv)` gives a process with pid, poll, kill, wait and
+    communicate (the test's launcher forks warm processes: no interpreter start-up to wait for)."""
+    return launch(["run", f"--model_dir={model_dir}", f"--strategy={','.join(strategies)}", *args])
 
 
 def _newest(model_dir: str, since: float) -> Optional[str]:
@@ -50,11 +56,11 @@ def _newest(model_dir: str, since: float) -> Optional[str]:
 
 
 def kill_once(model_dir: str, args: List[str], strategy: str, rng: random.Random,
-              window: float) -> Optional[str]:
+              window: float, launch: Callable = cold_process) -> Optional[str]:
     """Starts the strategy, kills it `uniform(0, window)` s after it starts working; returns the
     path it touched last before the kill (what it was doing), or None if it finished first."""
     start = time.time()
-    process = hpo_run(model_dir, args, [strategy])
+    process = hpo_run(model_dir, args, [strategy], launch)
     while _newest(model_dir, start) is None and process.poll() is None:
         time.sleep(0.05)
     time.sleep(rng.uniform(0, window))
@@ -66,8 +72,8 @@ def kill_once(model_dir: str, args: List[str], strategy: str, rng: random.Random
     return moment
 
 
-def finish(model_dir: str, args: List[str]) -> None:
-    process = hpo_run(model_dir, args, STRATEGIES)
+def finish(model_dir: str, args: List[str], launch: Callable = cold_process) -> None:
+    process = hpo_run(model_dir, args, STRATEGIES, launch)
     _, err = process.communicate(timeout=1800)
     if process.returncode != 0:
         raise AssertionError(f"the last rerun failed ({process.returncode}): {err[-2000:]}")
@@ -110,21 +116,21 @@ def check(model_dir: str, reference_dir: str, n_trials: int) -> List[str]:
 
 
 def run(work_dir: str, args: List[str], kills_per_strategy: int, seed: int = 0, window: float = 3.0,
-        n_trials: int = 3) -> Dict:
+        n_trials: int = 3, launch: Callable = cold_process) -> Dict:
     """Kills and reruns in work_dir/killed beside an uninterrupted run in work_dir/uninterrupted."""
     rng = random.Random(seed)
     model_dir, reference_dir = os.path.join(work_dir, "killed"), os.path.join(work_dir, "uninterrupted")
     args = [*args, f"--gin.OptunaSearch.n_trials={n_trials}"]
-    reference = hpo_run(reference_dir, args, STRATEGIES)
+    reference = hpo_run(reference_dir, args, STRATEGIES, launch)
     kills: Dict[str, List[str]] = {s: [] for s in STRATEGIES}
     for i, strategy in enumerate(STRATEGIES):
         # Kills so far by the end of this strategy: one that finished early passes its share on.
         while sum(map(len, kills.values())) < kills_per_strategy * (i + 1):
-            moment = kill_once(model_dir, args, strategy, rng, window)
+            moment = kill_once(model_dir, args, strategy, rng, window, launch)
             if moment is None:
                 break
             kills[strategy].append(moment)
-    finish(model_dir, args)
+    finish(model_dir, args, launch)
     _, err = reference.communicate(timeout=1800)
     if reference.returncode != 0:
         raise AssertionError(f"the uninterrupted run failed: {err[-2000:]}")

@@ -5,11 +5,12 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
 import kill_harness  # noqa: E402
+import warm  # noqa: E402
 
 
 def test_twenty_one_kills_lose_nothing(tmp_path):
     report = kill_harness.run(str(tmp_path), ["--gin_file=test.gin", "--gin.TRAIN_STEPS=20"],
-                              kills_per_strategy=7, window=2.0, n_trials=3)
+                              kills_per_strategy=7, window=2.0, n_trials=3, launch=warm.Hpo)
     kills = report["kills"]
     assert sum(map(len, kills.values())) >= 21, kills
     assert kills["fixed"] and kills["guided"] and kills["optuna"], kills

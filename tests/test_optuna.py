@@ -6,14 +6,14 @@ mechanics are what they test); one runs real tiny trials end to end.
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import time
 
 import optuna
 import pytest
 
+import warm
+from hpo import config
+from hpo.experiment import Experiment
 from hpo.strategies import fixed, places
 from hpo.strategies.optuna_search import OptunaSearch
 
@@ -100,39 +100,32 @@ def slow_fake_run(self, experiment, seed, run_dir=None, **kwargs):
     return fake_run(self, experiment, seed, run_dir=run_dir, **kwargs)
 
 
+def _shared_study_worker(i, tmp_path, storage):
+    """Worker i ("host" i) of the shared study: a process of its own (tests/warm.py)."""
+    import pathlib
+    fixed.Fixed.run = slow_fake_run
+    places.socket.gethostname = lambda: f"host{i}"  # four machines, as far as the study sees
+    config.parse(["test.gin"], [f"MODEL_DIR = '{tmp_path}/w{i}'"])
+    pathlib.Path(tmp_path, f"ready{i}").touch()
+    while len(list(pathlib.Path(tmp_path).glob("ready*"))) < 4:  # all start together
+        time.sleep(0.05)
+    OptunaSearch(SPACE, n_trials=8, storage=storage, study_name="shared", heartbeat_seconds=3).run(Experiment(), seed=0)
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_four_workers_share_one_study_and_survive_a_kill(tmp_path, database, request):
     """Four workers ("hosts" 0-3) on one study; worker 0 is killed in the middle of a trial.
     The others fail it by its missed heartbeat and retry it: every place is done once."""
     storage = (f"sqlite:///{tmp_path / 'shared.db'}" if database == "sqlite"
                else request.getfixturevalue("postgres_url"))
-    script = textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
-        from test_optuna import slow_fake_run, SPACE
-        from hpo import config
-        from hpo.experiment import Experiment
-        from hpo.strategies import fixed, places
-        from hpo.strategies.optuna_search import OptunaSearch
-        fixed.Fixed.run = slow_fake_run
-        places.socket.gethostname = lambda: "host" + sys.argv[1]  # four machines, as far as the study sees
-        config.parse(["test.gin"], ["MODEL_DIR = '%s/w%s'" % ({str(tmp_path)!r}, sys.argv[1])])
-        import pathlib, time
-        pathlib.Path({str(tmp_path)!r}, "ready" + sys.argv[1]).touch()
-        while len(list(pathlib.Path({str(tmp_path)!r}).glob("ready*"))) < 4:  # all start together
-            time.sleep(0.05)
-        OptunaSearch(SPACE, n_trials=8, storage={storage!r}, study_name="shared",
-                     heartbeat_seconds=3).run(Experiment(), seed=0)
-        """)
-    workers = [subprocess.Popen([sys.executable, "-c", script, str(i)], stderr=subprocess.PIPE, text=True)
-               for i in range(4)]
+    workers = [warm.Process(_shared_study_worker, i, str(tmp_path), storage) for i in range(4)]
     deadline = time.time() + 120
     while not list(tmp_path.glob("w0/optuna/seed0/trial_*/started")):  # worker 0 is mid-trial
-        assert time.time() < deadline and workers[0].poll() is None, workers[0].stderr.read()[-3000:]
+        assert time.time() < deadline and workers[0].poll() is None, workers[0].communicate()[1][-3000:]
         time.sleep(0.05)
     workers[0].kill()
     for w in workers[1:]:
-        assert w.wait(timeout=300) == 0, w.stderr.read()[-2000:]
+        assert w.wait(timeout=300) == 0, w.communicate()[1][-2000:]
     killed = int(list(tmp_path.glob("w0/optuna/seed0/trial_*/started"))[0].parent.name.split("_")[1])
     trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
     attempts = places.places(trials, 8)

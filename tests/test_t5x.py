@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+import warm
 from hpo.cli.main import main
 
 T5X = ["--backend=t5x", "--gin_file=t5x/test.gin"]
@@ -39,9 +40,9 @@ hpo_partitioning.HostMeshPartitioner:
 pytestmark = pytest.mark.usefixtures("t5x_gin")  # conftest: T5X's configurables forgotten after each test
 
 
-def _hpo(*args, env=None, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "hpo.cli.main", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, **kwargs)
+def _hpo(*args, env=None):
+    """`hpo ARGS` in a process of its own (its own devices, killable), started warm."""
+    return warm.Hpo(args, env)
 
 
 def _finish(process, timeout=900):
@@ -138,7 +139,7 @@ def test_guided_resumes_after_a_kill_with_the_same_schedule(runs, tmp_path):
     process = _hpo("run", *T5X, "--strategy=guided", f"--model_dir={resumed_dir}")
     while not os.path.exists(checkpoint) and process.poll() is None:
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
+    process.kill()
     process.wait()
     assert process.returncode == -signal.SIGKILL, "finished before it could be killed"
     assert not os.path.exists(os.path.join(resumed_dir, "comparison.json"))
