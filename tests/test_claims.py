@@ -227,7 +227,7 @@ def test_verdicts_in_markdown_latex_and_verdicts_json(tmp_path):
     assert md.split("### Claims\n\n")[1].splitlines()[:2] == [f"- {saved[0]['text']}", f"- {saved[1]['text']}"]
     with open(paths["tex"]) as f:
         tex = f.read()
-    assert r"\begin{itemize}" in tex and rf"\item 1. guided vs fixed (synthetic\_translation): supported." in tex
+    assert r"\begin{itemize}" in tex and r"\item 1. guided vs fixed (synthetic\_translation): supported." in tex
     assert "30.50 $\\pm$ 0.71" in tex and tex.count(r"\item ") == len(saved)
     markdown, written = table.write_report(model_dir, out)
     assert "### Claims" in markdown and os.path.join(out, claims.VERDICTS_FILE) in written

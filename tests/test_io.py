@@ -1,8 +1,6 @@
 """Result files on local disks and on object stores (TensorFlow's ram:// file system stands in
 for gs://, through the same tf.io.gfile calls)."""
 
-import os
-
 import pytest
 
 from conftest import fill_the_disk
