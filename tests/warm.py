@@ -46,8 +46,8 @@ class Process:
     of subprocess.Popen the tests use. The function must be importable (module level)."""
 
     def __init__(self, function: Callable, *args, env: Optional[Dict[str, str]] = None):
-        self._dir = tempfile.mkdtemp(prefix="hpo-warm-")
-        self._out, self._err = os.path.join(self._dir, "stdout"), os.path.join(self._dir, "stderr")
+        self._dir = tempfile.TemporaryDirectory(prefix="hpo-warm-")  # removed with this object
+        self._out, self._err = (os.path.join(self._dir.name, name) for name in ("stdout", "stderr"))
         self._process = _CONTEXT.Process(target=_child, args=(
             function, args, {**os.environ, **(env or {})}, os.getcwd(), self._out, self._err))
         self._process.start()
