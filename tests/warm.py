@@ -5,7 +5,8 @@ Each child is forked from one server process per test worker that imported Tenso
 seqio and hpo once: importing them costs ~15 s of CPU a process on these machines, more than
 a tiny run itself. The child is a process of its own (its pid, its exit status, SIGKILL ends
 it) that runs `hpo.cli.main.main(argv)`, or a test's function, with the environment, working
-directory and output files it is given. Tests of what a cold `python -m hpo.cli.main` prints keep using subprocess.
+directory and output files it is given. Tests of what a cold `python -m hpo.cli.main` prints
+keep using subprocess.
 """
 
 import atexit
@@ -55,10 +56,7 @@ class Process:
         self.returncode = None
 
     def poll(self) -> Optional[int]:
-        if self.returncode is None and not self._process.is_alive():
-            self._process.join()
-            self.returncode = self._process.exitcode
-        return self.returncode
+        return None if self._process.is_alive() else self.wait()
 
     def wait(self, timeout: Optional[float] = None) -> int:
         self._process.join(timeout)
