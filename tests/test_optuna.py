@@ -164,3 +164,55 @@ def test_a_trial_left_running_by_a_killed_worker_is_retried(tiny_experiment, fak
     assert [t["number"] for t in record["trials"]] == [0, 2]  # place 0 retried as trial 1
     assert record["trials"][0]["state"] == "COMPLETE" and record["trials"][0]["attempts"] == 2
     assert record["trials"][0]["params"]["learning_rate"] == lr  # the orphan itself, run again
+
+
+def _lost_trial(study, worker_of=None):
+    """A trial whose worker died and whose failer died between failing it and queueing its
+    retry: FAIL, with no reason recorded and no retry."""
+    import subprocess
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    trial = study.ask()
+    lr = trial.suggest_float("learning_rate", 0.1, 10.0, log=True)
+    trial.suggest_categorical("label_smoothing", [0.0, 0.1])
+    trial.set_user_attr("worker", f"{places.socket.gethostname()}:{gone.pid}")
+    trial.set_user_attr("worker_of", trial.number if worker_of is None else worker_of)
+    study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
+    return trial.number, lr
+
+
+def test_a_place_failed_without_its_retry_is_retried(tiny_experiment, fake_training):
+    exp = tiny_experiment()
+    search = OptunaSearch(SPACE, n_trials=2)
+    study = search.study(exp, seed=0)
+    lost, lr = _lost_trial(study)
+    record = search.run(exp, seed=0)
+    assert [(t["number"], t["state"], t["attempts"]) for t in record["trials"]] == [
+        (lost, "COMPLETE", 2), (2, "COMPLETE", 1)]  # place 0 retried as trial 1
+    assert record["trials"][0]["params"]["learning_rate"] == lr
+
+
+def test_two_retries_of_one_lost_attempt_run_it_once(tiny_experiment, fake_training):
+    exp = tiny_experiment()
+    search = OptunaSearch(SPACE, n_trials=1)
+    study = search.study(exp, seed=0)
+    lost, _ = _lost_trial(study)
+    retry = study._storage.get_heartbeat_stale_trial_callback()
+    for _ in range(2):  # two workers repaired it at once
+        retry(study, study._storage.get_trial(study.get_trials()[lost]._trial_id))
+    record = search.run(exp, seed=0)  # fake_run fails if a place's directory runs twice
+    assert [(t["number"], t["state"], t["attempts"]) for t in record["trials"]] == [(lost, "COMPLETE", 2)]
+    states = [t.state.name for t in optuna.load_study(study_name=study.study_name, storage=study._storage).trials]
+    assert states == ["FAIL", "COMPLETE", "PRUNED"]  # the second retry stood down
+
+
+def test_a_lost_trial_waits_for_a_living_failer_to_queue_its_retry():
+    from datetime import datetime, timedelta
+    now = datetime.now()
+    failed = optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, values=None)
+    failed.number, failed.datetime_complete = 4, now
+    failed.set_user_attr("failed_by", places.this_worker())  # alive: it is about to queue the retry
+    failed.set_user_attr("failed_by_of", 4)
+    assert not places.can_repair(failed, grace_seconds=60)
+    failed.datetime_complete = now - timedelta(seconds=61)
+    assert places.can_repair(failed, grace_seconds=60)

@@ -115,34 +115,12 @@ class OptunaSearch(Strategy):
 
         def objective(trial):
             trials = study.get_trials(deepcopy=False)  # in number order
-            me, place = trials[trial.number], places.original(trials[trial.number])
-            if places.is_surplus(me, trials, self.n_trials):
+            if places.is_surplus(trials[trial.number], trials, self.n_trials):
                 raise optuna.TrialPruned("surplus: the study already has its total")
-            # Seeded by the place, the sampler proposes what an uninterrupted study would
-            # have, and workers that ask at once get different proposals.
-            study.sampler = self.sampler(seed, places.index(me, trials))
-            trial.set_user_attr("worker", places.this_worker())
-            trial.set_user_attr("worker_of", trial.number)
-            steps_before = trial.user_attrs.get("steps_run", 0)  # an earlier attempt's (a retry)
-            trial.set_user_attr("steps_before", steps_before)
-            values = self.suggest(trial)
-            # A retry resumes its place's run from that run's last checkpoint.
-            run_dir = experiment.run_dir(self.name, seed, f"trial_{place}")
-            trial.set_user_attr("run_dir", os.path.relpath(run_dir, experiment.model_dir))
-            distributed.broadcast({"values": values, "run_dir": run_dir})  # other hosts train it with us
-
-            def report(step, scores):
-                trial.set_user_attr("steps_run", max(step, steps_before))
-                key = "bleu" if self.objective == "dev_bleu" else "loss"
-                if key not in scores:  # the last step: the trial's final value follows
-                    return
-                trial.report(scores[key], step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at step {step}")
-
+            if places.is_duplicate(trials[trial.number], trials):
+                raise optuna.TrialPruned("duplicate: another retry of this place came first")
             try:
-                record = Fixed(hparams=values).run(experiment, seed, run_dir=run_dir, on_eval=report,
-                                                   write_record=False)
+                return self._train(study, trial, trials, experiment, seed)
             except optuna.TrialPruned:
                 raise
             except Diverged as e:  # a result, not an error: the trial fails (a NaN value) and the study goes on
@@ -150,24 +128,16 @@ class OptunaSearch(Strategy):
                 trial.set_user_attr("diverged", {"step": e.step, "reason": e.reason})
                 trial.set_user_attr("steps_run", e.step)
                 return math.nan
-            except Exception as e:  # recorded with its reason; the study goes on
+            except Exception as e:  # recorded with its reason (a failure without one is a lost attempt)
                 trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
                 raise
-            for key in (*experiment.evaluation.result_keys, "wall_seconds", "compute_steps"):
-                trial.set_user_attr(key, record.get(key))
-            trial.set_user_attr("steps_run", experiment.train_steps)
-            value = record[self.objective]
-            if value is None or not math.isfinite(value) or not math.isfinite(record["dev_loss"] or math.nan):
-                trial.set_user_attr("fail_reason", "non-finite loss")
-                return math.nan
-            return value
 
         while True:  # until every place is done, whichever worker runs it
             self._fail_dead_trials(study)
             trials = study.get_trials(deepcopy=False)
             if any(t.state == TrialState.WAITING for t in trials) or places.opened(trials, self.n_trials) < self.n_trials:
                 study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-            elif any(t.state == TrialState.RUNNING for t in trials):
+            elif any(t.state == TrialState.RUNNING for t in trials) or places.lost(trials, self.n_trials):
                 time.sleep(min(5, self.heartbeat))  # another worker's; its end (or death) ends the wait
             else:
                 break
@@ -179,19 +149,61 @@ class OptunaSearch(Strategy):
             raise
         return distributed.broadcast({"record": record})["record"]
 
+    def _train(self, study, trial, trials, experiment, seed: int) -> float:
+        """Runs the trial's place (a retry resumes its run) and returns the objective."""
+        me, place = trials[trial.number], places.original(trials[trial.number])
+        # Seeded by the place, the sampler proposes what an uninterrupted study would
+        # have, and workers that ask at once get different proposals.
+        study.sampler = self.sampler(seed, places.index(me, trials))
+        trial.set_user_attr("worker", places.this_worker())
+        trial.set_user_attr("worker_of", trial.number)
+        steps_before = trial.user_attrs.get("steps_run", 0)  # an earlier attempt's (a retry)
+        trial.set_user_attr("steps_before", steps_before)
+        values = self.suggest(trial)
+        # A retry resumes its place's run from that run's last checkpoint.
+        run_dir = experiment.run_dir(self.name, seed, f"trial_{place}")
+        trial.set_user_attr("run_dir", os.path.relpath(run_dir, experiment.model_dir))
+        distributed.broadcast({"values": values, "run_dir": run_dir})  # other hosts train it with us
+
+        def report(step, scores):
+            trial.set_user_attr("steps_run", max(step, steps_before))
+            key = "bleu" if self.objective == "dev_bleu" else "loss"
+            if key not in scores:  # the last step: the trial's final value follows
+                return
+            trial.report(scores[key], step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step}")
+
+        record = Fixed(hparams=values).run(experiment, seed, run_dir=run_dir, on_eval=report, write_record=False)
+        for key in (*experiment.evaluation.result_keys, "wall_seconds", "compute_steps"):
+            trial.set_user_attr(key, record.get(key))
+        trial.set_user_attr("steps_run", experiment.train_steps)
+        value = record[self.objective]
+        if value is None or not math.isfinite(value) or not math.isfinite(record["dev_loss"] or math.nan):
+            trial.set_user_attr("fail_reason", "non-finite loss")
+            return math.nan
+        return value
+
     def _fail_dead_trials(self, study) -> None:
         """Fails the trials of dead workers (on this host at once, elsewhere by their missed
-        heartbeats) and queues their retries."""
+        heartbeats) and queues their retries, and the retries of lost places."""
         optuna.storages.fail_stale_trials(study)
         storage = study._storage  # noqa: SLF001  (as optuna.storages.fail_stale_trials does)
         retry = storage.get_heartbeat_stale_trial_callback()
+        grace = 2 * self.heartbeat
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if places.is_dead(trial, grace_seconds=2 * self.heartbeat):
+            if places.is_dead(trial, grace_seconds=grace):
                 try:
-                    if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):  # noqa: SLF001
-                        retry(study, storage.get_trial(trial._trial_id))  # noqa: SLF001
+                    trial_id = trial._trial_id  # noqa: SLF001
+                    storage.set_trial_user_attr(trial_id, "failed_by", places.this_worker())
+                    storage.set_trial_user_attr(trial_id, "failed_by_of", trial.number)
+                    if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                        retry(study, storage.get_trial(trial_id))
                 except UpdateFinishedTrialError:  # another worker failed it first
                     pass
+        for trial in places.lost(study.get_trials(deepcopy=False), self.n_trials):
+            if places.can_repair(trial, grace_seconds=grace):
+                retry(study, trial)
 
     def _follow(self, experiment, seed: int) -> Dict:
         """A host other than the leader: trains every trial the leader starts, in step with it,
