@@ -201,9 +201,9 @@ def test_finetuning_a_t5x_checkpoint_with_every_strategy(runs, tmp_path):
     assert records["guided"]["compute_steps"] == 4.0
 
 
-def test_t5x_hypergradients_equal_finite_differences(tmp_path):
-    """The guided step through T5X's update (learning rate, Adafactor's decay rate and label
-    smoothing, the last second order through T5X's custom-gradient cross-entropy)."""
+def _t5x_guided_trainer(tmp_path, horizon=1, bindings=()):
+    """hpo's GuidedTrainer on test.gin's T5X model (learning rate, Adafactor's decay rate and
+    label smoothing tuned), a state two steps in, and a maker of random batches."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -213,15 +213,15 @@ def test_t5x_hypergradients_equal_finite_differences(tmp_path):
     import gin
     import t5x.train
 
-    config.parse(["t5x/test.gin"], [f"MODEL_DIR = '{tmp_path}'"])
-    bindings = gin.get_bindings(t5x.train.train)
-    model, partitioner = bindings["model"], bindings["partitioner"]
+    config.parse(["t5x/test.gin"], [f"MODEL_DIR = '{tmp_path}'", *bindings])
+    train_args = gin.get_bindings(t5x.train.train)
+    model, partitioner = train_args["model"], train_args["partitioner"]
     specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"],
              "decay_rate": hyper.DEFAULT_SPECS["decay_rate"],
              "label_smoothing": hyper.HparamSpec("exp", init=0.1)}
-    tuning = hyper.Tuning(specs=specs, fixed_values={"eps": 1e-20}, meta_tx=optax.adam(1e-2))
+    tuning = hyper.Tuning(specs=specs, fixed_values={"eps": 1e-20}, meta_tx=optax.adam(1e-2), horizon=horizon)
     model.optimizer_def = optimizers.OptaxWrapper(
-        t5x_optim.carrying_tuner(model.optimizer_def.optax_optimizer, tuning.init(4)))
+        t5x_optim.carrying_tuner(model.optimizer_def.optax_optimizer, tuning.init(8)))
     rng = np.random.RandomState(0)
 
     def batch():
@@ -241,6 +241,32 @@ def test_t5x_hypergradients_equal_finite_differences(tmp_path):
     update = jax.jit(trainer.update)
     for _ in range(2):  # Adafactor's second-moment decay has no effect on the first step
         state, _ = update(state, batch(), tuning.initial_values())
+    return trainer, state, batch
+
+
+def _assert_finite_differences(guide_loss, raw, reported, h=2e-2):
+    """Each reported hyper-gradient equals the central difference of `guide_loss` (a function of
+    the raw values) in that raw value; T5X's network keeps float32 parameters: h well above rounding."""
+    for name, value in reported.items():
+        up = float(guide_loss({**raw, name: raw[name] + h}))
+        down = float(guide_loss({**raw, name: raw[name] - h}))
+        fd = (up - down) / (2 * h)
+        # The estimate's own error: float32 rounding of the two losses (a few ulps of the loss,
+        # summed over many tokens), divided by 2h; plus 2% for the O(h^2) truncation.
+        rounding = 8 * np.finfo(np.float32).eps * max(abs(up), abs(down)) / (2 * h)
+        assert abs(fd) > 3 * rounding, (name, fd, rounding)  # the check below can tell a wrong gradient
+        assert abs(value - fd) <= 2e-2 * abs(fd) + rounding, (name, value, fd, rounding)
+
+
+def test_t5x_hypergradients_equal_finite_differences(tmp_path):
+    """The guided step through T5X's update (learning rate, Adafactor's decay rate and label
+    smoothing, the last second order through T5X's custom-gradient cross-entropy)."""
+    import jax
+    from hpo import hyper
+    from hpo.t5x_backend import trainer as t5x_trainer
+
+    trainer, state, batch = _t5x_guided_trainer(tmp_path)
+    tuning, model, specs = trainer._tuning, trainer._model, trainer._tuning.specs
     train, guide = batch(), batch()
     combined = {**train, **{t5x_trainer.GUIDE + k: v for k, v in guide.items()}}
 
@@ -253,23 +279,83 @@ def test_t5x_hypergradients_equal_finite_differences(tmp_path):
 
     raw = state.param_states.tuner["raw"]
     _, metrics = jax.jit(trainer.step)(state, combined)
-    h = 2e-2  # T5X's network keeps float32 parameters: a step well above rounding
-    for name in specs:
-        reported = float(metrics[f"hypergrad/{name}"].compute())
-        up = float(guide_loss({**raw, name: raw[name] + h}))
-        down = float(guide_loss({**raw, name: raw[name] - h}))
-        fd = (up - down) / (2 * h)
-        # The estimate's own error: float32 rounding of the two losses (a few ulps of the loss,
-        # summed over many tokens), divided by 2h; plus 2% for the O(h^2) truncation.
-        rounding = 8 * np.finfo(np.float32).eps * max(abs(up), abs(down)) / (2 * h)
-        assert abs(fd) > 3 * rounding, (name, fd, rounding)  # the check below can tell a wrong gradient
-        assert abs(reported - fd) <= 2e-2 * abs(fd) + rounding, (name, reported, fd, rounding)
+    _assert_finite_differences(guide_loss, raw, {k: float(metrics[f"hypergrad/{k}"].compute()) for k in specs})
     # A step between tuned ones (update_every > 1) is T5X's update with the current values.
     plain, _ = jax.jit(functools.partial(trainer.step, tune=False))(state, combined)
     expected, _ = jax.jit(trainer.update)(state, train, {**tuning.fixed_values, **hyper.activate_all(specs, raw)})
     for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(expected.params)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(plain.param_states.tuner["raw"]["learning_rate"], raw["learning_rate"])
+
+
+def test_t5x_window_hypergradients_equal_finite_differences(tmp_path):
+    """A window of 2 T5X updates with the same values (`Guided.horizon = 2`, one scanned and
+    rematerialised program): its state is the two updates', and its hyper-gradients are those of
+    the guide loss after both, as differentiating the two updates written out gives them."""
+    import jax
+    from hpo import hyper
+    from hpo.t5x_backend import trainer as t5x_trainer
+
+    one_layer = ["network.T5Config.num_encoder_layers = 1", "network.T5Config.num_decoder_layers = 1"]
+    trainer, state, batch = _t5x_guided_trainer(tmp_path, horizon=2, bindings=one_layer)  # less to compile
+    tuning, model, specs = trainer._tuning, trainer._model, trainer._tuning.specs
+    trains, guides = [batch() for _ in range(2)], [batch() for _ in range(2)]
+    window = tuple({**t, **{t5x_trainer.GUIDE + k: v for k, v in g.items()}} for t, g in zip(trains, guides))
+    raw = state.param_states.tuner["raw"]
+
+    def updates_and_guide_loss(raw):
+        values, updated = {**tuning.fixed_values, **hyper.activate_all(specs, raw)}, state
+        for train in trains:
+            updated, _ = trainer.update(updated, train, values)
+        total, weight = t5x_trainer.cross_entropy(model, updated.params, guides[-1])
+        return total / weight, updated.params
+
+    after, metrics = jax.jit(trainer.window)(state, window)
+    assert len(metrics) == 2 and int(after.step) == int(state.step) + 2
+    reported = {k: float(metrics[-1][f"hypergrad/{k}"].compute()) for k in specs}
+    (guide_loss, unrolled), grads = jax.jit(jax.value_and_grad(updates_and_guide_loss, has_aux=True))(raw)
+    # The same parameters as the two updates, up to float32 rounding (relative to the update's size:
+    # Adafactor divides by second moments, so two programs' roundings differ most in small entries).
+    flat = lambda params: jax.flatten_util.ravel_pytree(params)[0]  # noqa: E731
+    difference = np.linalg.norm(flat(after.params) - flat(unrolled))
+    assert difference <= 1e-4 * np.linalg.norm(flat(unrolled) - flat(state.params)), difference
+    assert reported["learning_rate"] < 0 and abs(reported["decay_rate"]) > 0
+    for name in specs:
+        assert reported[name] == pytest.approx(float(grads[name]), rel=1e-3, abs=1e-7), name
+    # And that derivative is the loss's own: a central difference (Adafactor clips updates, which
+    # kinks the loss about 0.01-0.02 away in the raw rate; h stays inside).
+    _assert_finite_differences(jax.jit(lambda raw: updates_and_guide_loss(raw)[0]), raw,
+                               {"learning_rate": reported["learning_rate"]}, h=5e-3)
+    assert after.param_states.tuner["raw"]["learning_rate"] != raw["learning_rate"]  # moved once, at its end
+
+
+def _t5x_loop(cadence, source, state, first, end):
+    """What T5X's `Trainer.train` does with the step function: a batch, a step, per step."""
+    batches, metrics = cadence.start(source, first, end), []
+    for _ in range(first, end):
+        state, m = cadence(state, next(batches))
+        metrics.append(m)
+    return state, metrics
+
+
+@pytest.mark.parametrize("update_every, train_steps, chunks, expected", [
+    (1, 5, [(0, 2), (2, 4), (4, 5)], "w0 w1 w2 w3 p4"),  # the last window would pass the end
+    (1, 5, [(0, 3), (3, 5)], "w0 w1 p2 w3 w4"),  # nor does one cross a train() call
+    (4, 8, [(0, 8)], "w0 w1 p2 p3 w4 w5 p6 p7")])
+def test_t5x_cadence_takes_a_window_of_horizon_batches(update_every, train_steps, chunks, expected):
+    import optax
+    from hpo import hyper
+    from hpo.t5x_backend.trainer import _Cadence
+    tuning = hyper.Tuning(specs={}, fixed_values={}, meta_tx=optax.adam(1e-2), horizon=2,
+                          update_every=update_every)
+    window = lambda state, batches: (state + batches, [f"w{b}" for b in batches])  # noqa: E731
+    plain = lambda state, batch: (state + (batch,), f"p{batch}")  # noqa: E731
+    cadence, source, state, metrics = _Cadence(tuning, window, plain, train_steps), iter(range(100)), (), []
+    for first, end in chunks:
+        state, more = _t5x_loop(cadence, source, state, first, end)
+        metrics += more
+    assert state == tuple(range(train_steps)) and next(source) == train_steps  # each batch once, in order
+    assert " ".join(metrics) == expected
 
 
 def test_t5x_cadence_takes_tuned_steps_every_update_every_steps():
@@ -402,5 +488,18 @@ def test_a_t5x_run_that_diverges_is_a_row_marked_diverged(tmp_path):
     assert f"fixed    seed 0 (t5x): diverged at step {record['diverged']['step']}" in out
 
 
-def test_a_horizon_beyond_one_step_on_t5x(capsys, tmp_path):
-    _fails(capsys, tmp_path, *T5X, "--strategy=guided", "--gin.Guided.horizon=4", match="Guided.horizon > 1")
+def test_a_horizon_whose_windows_would_straddle_an_evaluation(capsys, tmp_path):
+    _fails(capsys, tmp_path, *T5X, "--strategy=guided", "--gin.Guided.horizon=4",
+           match="needs EVAL_PERIOD (2) and the checkpoint period (2) to be a multiple of it")
+
+
+def test_a_guided_t5x_run_with_a_horizon_moves_values_once_per_window(tmp_path):
+    model_dir = tmp_path / "run"
+    one_layer = ["--gin.network.T5Config.num_encoder_layers=1", "--gin.network.T5Config.num_decoder_layers=1"]
+    assert main(["run", *T5X, *one_layer, "--strategy=guided", "--gin.Guided.horizon=2",
+                 f"--model_dir={model_dir}"]) == 0
+    record = _records(model_dir)["guided"]
+    rates = _schedule(model_dir, record)
+    assert len(rates) == 4 and rates[0] == rates[1] and rates[2] == rates[3]  # windows of steps 0-1, 2-3
+    assert rates[2] != rates[0]  # moved once, after the first window
+    assert [h["step"] for h in record["dev_history"]] == [2, 4]

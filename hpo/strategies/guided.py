@@ -37,7 +37,7 @@ class Guided(Strategy):
     `guide_refresh` is 'fixed' (one batch for the run, the reference's default),
     'step', 'epoch', or a number of steps; values change every `update_every` steps,
     and only those steps take a guide pass (the others are plain training steps).
-    `horizon` K > 1 (built-in engine): the hyper-gradient is that of the guide loss
+    `horizon` K > 1: the hyper-gradient is that of the guide loss
     after K training steps taken with the same values, through all K updates
     (rematerialised), and values change every K steps; 1 is the reference's
     one-step lookahead. `hypergrad_bound`: ±inf hyper-gradients become ±bound.

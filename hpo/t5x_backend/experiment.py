@@ -128,8 +128,7 @@ class T5xExperiment:
         optimizer_def = self.model.optimizer_def
         t5x_optim.require_optax(optimizer_def, strategy)
         if tuning.horizon > 1:
-            raise UserError("guided: Guided.horizon > 1 runs on the built-in engine; on T5X it is 1 "
-                            "(T5X's trainer takes one batch per step)")
+            self._check_windows(tuning.horizon)
         if tuning.guide_batch_size != self.batch_size:
             raise UserError(f"guided: on T5X the guide batch is as large as the training batch "
                             f"({self.batch_size}), not {tuning.guide_batch_size}: T5X feeds one batch shape")
@@ -140,6 +139,20 @@ class T5xExperiment:
         trainer = _bound(GuidedTrainer, tuning=tuning)
         return self._train(strategy, seed, trainer, model=model,
                            get_dataset_fn=data.guided_dataset_fn(tuning.guide_refresh_every), **kwargs)
+
+    def _check_windows(self, horizon: int) -> None:
+        """T5X's loop stops to evaluate and checkpoint every period, counted from the first step;
+        a tuned window of `horizon` steps must not straddle a stop."""
+        save = getattr(self.train_args.get("checkpoint_cfg"), "save", None)
+        stops = {"the initial checkpoint's step": self.first_step,
+                 "EVAL_PERIOD": self.train_args.get("eval_period"),
+                 "the checkpoint period": getattr(save, "period", None),
+                 "train.stats_period": self.train_args.get("stats_period")}
+        wrong = [f"{name} ({value})" for name, value in stops.items() if value and value % horizon]
+        if wrong:
+            raise UserError(f"guided: Guided.horizon {horizon} on T5X needs {' and '.join(wrong)} to be "
+                            f"a multiple of it: T5X evaluates and checkpoints there, and a tuned window "
+                            f"of {horizon} steps cannot stop in the middle")
 
     # --- one run ------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import functools
 from typing import Callable, Dict, Mapping
 
 import clu.metrics
+import jax
 import jax.numpy as jnp
 from t5x import losses
 from t5x import trainer as trainer_lib
@@ -117,7 +118,11 @@ class ValuesTrainer(trainer_lib.Trainer):
 
 
 class GuidedTrainer(ValuesTrainer):
-    """T5X's trainer taking the guided method's step; the tuner lives in the optimizer state."""
+    """T5X's trainer taking the guided method's step; the tuner lives in the optimizer state.
+
+    With `horizon` K > 1 a tuned step is a window: K updates with the same values in one
+    program over K batches (`window`), differentiated through all K, as on the built-in engine.
+    """
 
     def __init__(self, *args, tuning: hyper.Tuning, **kwargs):
         self._tuning = tuning
@@ -125,51 +130,117 @@ class GuidedTrainer(ValuesTrainer):
 
     def step(self, train_state, batch, tune: bool = True):
         """A tuned step, or with `tune=False` a plain one between tuned steps (`Tuning.step`)."""
-        train = {k: v for k, v in batch.items() if not k.startswith(GUIDE)}
-        guide = {k[len(GUIDE):]: v for k, v in batch.items() if k.startswith(GUIDE)}
+        train, guide = _split(batch)
+        return self._guided(train_state, functools.partial(self.update, train_state, train), guide, tune)
 
+    def window(self, train_state, batches):
+        """A tuned window: one update per batch of `batches` (K of them), all with the same values,
+        rematerialised; the guide loss is the last guide batch's. (state, [each step's metrics])."""
+        train, guides = _split(jax.tree.map(lambda *b: jnp.stack(b), *batches))
+        guide = jax.tree.map(lambda x: x[-1], guides)
+
+        def steps(values):
+            one = jax.checkpoint(lambda state, batch: self.update(state, batch, values))
+            return jax.lax.scan(one, train_state, train)
+
+        train_state, metrics = self._guided(train_state, steps, guide, tune=True, window=len(batches))
+        return train_state, [jax.tree.map(lambda m, i=i: m[i], metrics) for i in range(len(batches))]
+
+    def _guided(self, train_state, train, guide, tune: bool, window: int = 0):
         def guide_loss_of(aux):
             total, weight = cross_entropy(self._model, aux[0].params, guide)
             return total / jnp.maximum(weight, 1.0)
 
         step = _step_number(train_state)
         guide_loss, (updated, metrics), values, tuner, grads = self._tuning.step(
-            t5x_optim.tuner_of(train_state), step, functools.partial(self.update, train_state, train),
-            guide_loss_of, tune)
+            t5x_optim.tuner_of(train_state), step, train, guide_loss_of, tune)
         logged = hyper.step_metrics(guide_loss, values, grads, self._learning_rate_fn(step))
         del logged["learning_rate"]  # apply_grads logs the rate the step used
-        metrics.update(_averages(logged))
+        logged = _averages(logged)
+        if window:  # every step of the window logs them
+            logged = jax.tree.map(lambda x: jnp.broadcast_to(x, (window, *x.shape)), logged)
+        metrics.update(logged)
         return t5x_optim.with_tuner(updated, tuner), metrics
 
+    @functools.cached_property
+    def _partitioned_window(self):
+        return self._partition_step(self.window)
+
     def compile_train(self, batch) -> None:
-        super().compile_train(batch)
-        if self._tuning.update_every > 1:  # the plain steps between tuned ones: a second program
+        if self._tuning.horizon == 1:
+            super().compile_train(batch)  # the tuned step (a window compiles on its first call)
+        if self._tuning.update_every > 1 or self._tuning.horizon > 1:  # the plain steps: a second program
             plain = self._partitioner.compile(self._partition_step(functools.partial(self.step, tune=False)),
                                               self.train_state, batch)
-            self._compiled_train_step = _Cadence(self._tuning, self._compiled_train_step, plain)
+            tuned = self._partitioned_window if self._tuning.horizon > 1 else self._compiled_train_step
+            self._compiled_train_step = _Cadence(self._tuning, tuned, plain, self._train_steps)
 
     def train(self, batch_iter, num_steps: int, start_step: int = None):
-        if self._tuning.update_every > 1 and not isinstance(self._compiled_train_step, _Cadence):
-            # T5X did not compile ahead (compile_train): both kinds compile on their first call.
-            self._compiled_train_step = _Cadence(self._tuning, self._partitioned_train_step, self._partition_step(
-                functools.partial(self.step, tune=False)))
-        if isinstance(self._compiled_train_step, _Cadence):
-            self._compiled_train_step.next_step = int(start_step if start_step is not None else self.train_state.step)
+        if self._tuning.update_every > 1 or self._tuning.horizon > 1:
+            if not isinstance(self._compiled_train_step, _Cadence):
+                # T5X did not compile ahead (compile_train): both kinds compile on their first call.
+                tuned = self._partitioned_window if self._tuning.horizon > 1 else self._partitioned_train_step
+                self._compiled_train_step = _Cadence(self._tuning, tuned, self._partition_step(
+                    functools.partial(self.step, tune=False)), self._train_steps)
+            first = int(start_step if start_step is not None else self.train_state.step)
+            batch_iter = self._compiled_train_step.start(batch_iter, first, first + num_steps)
         return super().train(batch_iter, num_steps, start_step)
 
 
-class _Cadence:
-    """T5X's train loop calls one step function: this one calls the tuned program on tuned steps
-    and the plain one between, counting steps on the host from `next_step`."""
+def _split(batch):
+    """(train batch, guide batch): the guide batch travels under the GUIDE keys."""
+    return ({k: v for k, v in batch.items() if not k.startswith(GUIDE)},
+            {k[len(GUIDE):]: v for k, v in batch.items() if k.startswith(GUIDE)})
 
-    def __init__(self, tuning: hyper.Tuning, tuned, plain):
-        self._tuning, self._tuned, self._plain = tuning, tuned, plain
-        self.next_step = 0
+
+class _Cadence:
+    """T5X's train loop calls one step function per batch: this one calls the tuned program on
+    tuned steps and the plain one between, counting steps on the host.
+
+    A tuned window of `horizon` K > 1 steps is one program over K batches: its first call takes
+    the window's other K - 1 batches from the loop's iterator itself, and the loop's next K - 1
+    calls (handed no batch by `start`'s iterator) return the state after the window and the
+    metrics of its later steps. A window never crosses the end of T5X's `train()` call, where
+    T5X evaluates and checkpoints (hpo checks that its periods are multiples of K); one that
+    would is taken as plain steps.
+    """
+
+    def __init__(self, tuning: hyper.Tuning, tuned, plain, train_steps: int = None):
+        self._tuning, self._tuned, self._plain, self._train_steps = tuning, tuned, plain, train_steps
+        self.next_step, self._end, self._source, self._later = 0, None, None, []
+
+    def start(self, batch_iter, first_step: int, end_step: int):
+        """For a `train()` call over steps [first_step, end_step): the iterator its loop pulls."""
+        self.next_step, self._end, self._source = first_step, end_step, batch_iter
+        return _Batches(self)
 
     def __call__(self, train_state, batch):
-        step_fn = self._tuned if self._tuning.due(self.next_step) else self._plain
+        step, horizon = self.next_step, self._tuning.horizon
         self.next_step += 1
-        return step_fn(train_state, batch)
+        if self._later:
+            return train_state, self._later.pop(0)
+        fits = self._end is None or step + horizon <= self._end
+        if not (self._tuning.due(step, self._train_steps) and fits):
+            return self._plain(train_state, batch)
+        if horizon == 1:
+            return self._tuned(train_state, batch)
+        batches = (batch, *(next(self._source) for _ in range(horizon - 1)))
+        train_state, metrics = self._tuned(train_state, batches)
+        self._later = list(metrics[1:])
+        return train_state, metrics[0]
+
+
+class _Batches:
+    """The loop's iterator while a `_Cadence` runs: no batch for a window's later steps."""
+
+    def __init__(self, cadence: _Cadence):
+        self._cadence = cadence
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return None if self._cadence._later else next(self._cadence._source)  # noqa: SLF001
 
 
 class _Counted:
