@@ -216,3 +216,22 @@ def test_a_lost_trial_waits_for_a_living_failer_to_queue_its_retry():
     assert not places.can_repair(failed, grace_seconds=60)
     failed.datetime_complete = now - timedelta(seconds=61)
     assert places.can_repair(failed, grace_seconds=60)
+
+
+def test_a_lost_retry_is_retried_again(tiny_experiment, fake_training):
+    """A place's second attempt lost too (its failer killed before queueing its retry): the
+    third attempt runs the place (a retry's history is the storage's, never the trial itself)."""
+    exp = tiny_experiment()
+    search = OptunaSearch(SPACE, n_trials=1)
+    study = search.study(exp, seed=0)
+    first, lr = _lost_trial(study)
+    study._storage.get_heartbeat_stale_trial_callback()(study, study._storage.get_trial(
+        study.get_trials()[first]._trial_id))
+    second = study.get_trials()[-1]
+    study._storage.set_trial_state_values(second._trial_id, state=optuna.trial.TrialState.RUNNING)
+    study._storage.set_trial_user_attr(second._trial_id, "worker", study.get_trials()[first].user_attrs["worker"])
+    study._storage.set_trial_user_attr(second._trial_id, "worker_of", second.number)
+    study._storage.set_trial_state_values(second._trial_id, state=optuna.trial.TrialState.FAIL)
+    record = search.run(exp, seed=0)
+    assert [(t["number"], t["state"], t["attempts"]) for t in record["trials"]] == [(first, "COMPLETE", 3)]
+    assert record["trials"][0]["params"]["learning_rate"] == lr

@@ -10,6 +10,7 @@ killed process is failed (at once on its own host, else by its missed
 heartbeat) and retried in its directory; see `places` for the bookkeeping.
 """
 
+import copy
 import math
 import os
 import time
@@ -198,12 +199,12 @@ class OptunaSearch(Strategy):
                     storage.set_trial_user_attr(trial_id, "failed_by", places.this_worker())
                     storage.set_trial_user_attr(trial_id, "failed_by_of", trial.number)
                     if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                        retry(study, storage.get_trial(trial_id))
+                        _queue_retry(study, retry, storage.get_trial(trial_id))
                 except UpdateFinishedTrialError:  # another worker failed it first
                     pass
         for trial in places.lost(study.get_trials(deepcopy=False), self.n_trials):
             if places.can_repair(trial, grace_seconds=grace):
-                retry(study, trial)
+                _queue_retry(study, retry, trial)
 
     def _follow(self, experiment, seed: int) -> Dict:
         """A host other than the leader: trains every trial the leader starts, in step with it,
@@ -265,6 +266,12 @@ class OptunaSearch(Strategy):
         from hpo import records
         records.add(experiment.model_dir, record)
         return record
+
+
+def _queue_retry(study, retry, trial) -> None:
+    # Optuna's callback appends to the failed trial's own retry history list: give it a copy, not
+    # the storage's cached trial (whose history would then name the trial itself).
+    retry(study, copy.deepcopy(trial))
 
 
 def default_study_name(experiment, seed: int) -> str:

@@ -38,11 +38,11 @@ def _history(trial: FrozenTrial) -> tuple:
 def is_duplicate(trial: FrozenTrial, trials: List[FrozenTrial]) -> bool:
     """A second retry of one failed attempt (two workers repaired a lost place at once), or a
     retry of such a duplicate; `trials` in number order."""
-    history = _history(trial)
-    if not history:
-        return False
-    return (any(_history(t) == history for t in trials[:trial.number])
-            or is_duplicate(trials[history[-1]], trials))
+    while _history(trial) and _history(trial)[-1] < trial.number:  # a retry follows an earlier trial
+        if any(_history(t) == _history(trial) for t in trials[:trial.number]):
+            return True
+        trial = trials[_history(trial)[-1]]
+    return False
 
 
 def _openers(trials: List[FrozenTrial]) -> List[FrozenTrial]:
