@@ -35,14 +35,20 @@ def _history(trial: FrozenTrial) -> tuple:
     return tuple(trial.system_attrs.get("retry_history", ()))
 
 
+def _duplicates(trials: List[FrozenTrial]) -> set:
+    """The numbers of duplicate retries, in one pass in number order: a second retry of one
+    failed attempt (two workers repaired a lost place at once), or a retry of a duplicate."""
+    seen, duplicates = set(), set()
+    for t in sorted(trials, key=lambda t: t.number):
+        history = _history(t)
+        if history and (history in seen or history[-1] in duplicates):
+            duplicates.add(t.number)
+        seen.add(history)
+    return duplicates
+
+
 def is_duplicate(trial: FrozenTrial, trials: List[FrozenTrial]) -> bool:
-    """A second retry of one failed attempt (two workers repaired a lost place at once), or a
-    retry of such a duplicate; `trials` in number order."""
-    while _history(trial) and _history(trial)[-1] < trial.number:  # a retry follows an earlier trial
-        if any(_history(t) == _history(trial) for t in trials[:trial.number]):
-            return True
-        trial = trials[_history(trial)[-1]]
-    return False
+    return trial.number in _duplicates(trials)
 
 
 def _openers(trials: List[FrozenTrial]) -> List[FrozenTrial]:
@@ -60,10 +66,9 @@ def is_surplus(trial: FrozenTrial, trials: List[FrozenTrial], n_trials: int) -> 
 
 def places(trials: List[FrozenTrial], n_trials: int) -> Dict[int, List[FrozenTrial]]:
     """Place (its first trial's number) -> its attempts in order, for the first `n_trials` places."""
-    kept = {t.number: [] for t in _openers(trials)[:n_trials]}
-    trials = sorted(trials, key=lambda t: t.number)
-    for t in trials:
-        if original(t) in kept and not is_duplicate(t, trials):
+    kept, duplicates = {t.number: [] for t in _openers(trials)[:n_trials]}, _duplicates(trials)
+    for t in sorted(trials, key=lambda t: t.number):
+        if original(t) in kept and t.number not in duplicates:
             kept[original(t)].append(t)
     return kept
 

@@ -166,22 +166,31 @@ class GuidedTrainer(ValuesTrainer):
     def _partitioned_window(self):
         return self._partition_step(self.window)
 
+    @functools.cached_property
+    def _partitioned_plain_step(self):
+        return self._partition_step(functools.partial(self.step, tune=False))
+
+    def _cadence(self, tuned, plain) -> "_Cadence":
+        """The step function when tuned steps (windows) and plain ones alternate."""
+        tuned = self._partitioned_window if self._tuning.horizon > 1 else tuned
+        return _Cadence(self._tuning, tuned, plain, self._train_steps)
+
+    @property
+    def _alternates(self) -> bool:
+        return self._tuning.update_every > 1 or self._tuning.horizon > 1
+
     def compile_train(self, batch) -> None:
         if self._tuning.horizon == 1:
             super().compile_train(batch)  # the tuned step (a window compiles on its first call)
-        if self._tuning.update_every > 1 or self._tuning.horizon > 1:  # the plain steps: a second program
-            plain = self._partitioner.compile(self._partition_step(functools.partial(self.step, tune=False)),
-                                              self.train_state, batch)
-            tuned = self._partitioned_window if self._tuning.horizon > 1 else self._compiled_train_step
-            self._compiled_train_step = _Cadence(self._tuning, tuned, plain, self._train_steps)
+        if self._alternates:  # the plain steps: a second program
+            plain = self._partitioner.compile(self._partitioned_plain_step, self.train_state, batch)
+            self._compiled_train_step = self._cadence(self._compiled_train_step, plain)
 
     def train(self, batch_iter, num_steps: int, start_step: int = None):
-        if self._tuning.update_every > 1 or self._tuning.horizon > 1:
+        if self._alternates:
             if not isinstance(self._compiled_train_step, _Cadence):
                 # T5X did not compile ahead (compile_train): both kinds compile on their first call.
-                tuned = self._partitioned_window if self._tuning.horizon > 1 else self._partitioned_train_step
-                self._compiled_train_step = _Cadence(self._tuning, tuned, self._partition_step(
-                    functools.partial(self.step, tune=False)), self._train_steps)
+                self._compiled_train_step = self._cadence(self._partitioned_train_step, self._partitioned_plain_step)
             first = int(start_step if start_step is not None else self.train_state.step)
             batch_iter = self._compiled_train_step.start(batch_iter, first, first + num_steps)
         return super().train(batch_iter, num_steps, start_step)
