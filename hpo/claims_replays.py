@@ -10,8 +10,6 @@ fixed runs (`MODEL_DIR/fixed-replay-<mode>/seed<N>`, the table's `fixed (replay
 import os
 from typing import Dict, List, Optional, Sequence
 
-import gin
-
 from hpo import distributed, records
 from hpo.errors import UserError
 
@@ -31,15 +29,7 @@ def guided_record(experiment, seed: int) -> Optional[Dict]:
 
 
 def check(experiment, seeds: Sequence[int], strategies: Sequence[str]) -> None:
-    """Before anything trains: --claims needs a guided run of every seed, this command's or recorded,
-    whose schedule the fixed strategy can replay (not per-group learning rates)."""
-    try:
-        groups = gin.query_parameter("Guided.groups")
-    except ValueError:  # not bound
-        groups = None
-    if groups:
-        raise UserError("--claims: the fixed strategy cannot replay per-group learning rates (Guided.groups); "
-                        "run without --claims or without Guided.groups")
+    """Before anything trains: --claims needs a guided run of every seed, this command's or recorded."""
     if GUIDED in strategies:
         return
     missing = [s for s in seeds if guided_record(experiment, s) is None]

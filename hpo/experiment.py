@@ -88,15 +88,21 @@ class Experiment:
 
     # --- what strategies call: one run with given values, or one guided run -------------
 
-    def fixed_step(self, values_at: Callable) -> Tuple[Callable, optax.GradientTransformation]:
+    def fixed_step(self, values_at: Callable, groups=None) -> Tuple[Callable, optax.GradientTransformation]:
         """(step(state, batch), optimizer): the train step with the values `values_at(step)`."""
         tx = optim.make_optimizer(self.optimizer, {k: float(v) for k, v in values_at(0).items()})
-        step = functools.partial(train_step, model=self.model, tx=tx, schedule=self.schedule)
+        step = functools.partial(train_step, model=self.model, tx=tx, schedule=self.schedule, groups=groups)
         return (lambda state, batch: step(state, batch, values_at(state.step))), tx
 
-    def train_fixed(self, strategy: str, seed: int, values_at: Callable, **kwargs) -> Dict:
-        """Trains with the values `values_at(step)` (constants or a replayed schedule)."""
-        step, tx = self.fixed_step(values_at)
+    def param_shapes(self):
+        """The model's parameters as shapes (`jax.eval_shape`), for checks before anything trains."""
+        lengths = dict(self.data.task_feature_lengths)
+        return jax.eval_shape(lambda: self.model.init(jax.random.PRNGKey(0), lengths))
+
+    def train_fixed(self, strategy: str, seed: int, values_at: Callable, groups=None, **kwargs) -> Dict:
+        """Trains with the values `values_at(step)` (constants or a replayed schedule); `groups`: the
+        parameter groups of its `learning_rate/<g>` values (a replayed `Guided.groups` run)."""
+        step, tx = self.fixed_step(values_at, groups)
         return self.train_and_evaluate(strategy, seed, step, tx, **kwargs)
 
     def train_guided(self, strategy: str, seed: int, tuning: hyper.Tuning, **kwargs) -> Dict:

@@ -10,13 +10,19 @@ momentum and adds weight decay after it: with `beta1` or `weight_decay` set,
 the multiplier also scales the momentum built from earlier steps and the decay
 term, which the global rate does not. Parameters in no group keep the global
 multiplier alone.
+
+On T5X, whose optimizer applies the updates inside its own `apply_grads`, the
+scaling is an optax transformation chained after the optimizer
+(`scale_by_group_rates`), reading the step's multipliers from its state, where
+hpo's trainers write them before each update.
 """
 
 import re
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from hpo.errors import UserError
 
@@ -92,3 +98,27 @@ def scale_updates(updates, groups: Mapping[str, str], hparams: Mapping[str, jnp.
         return update if group is None else update * jnp.asarray(hparams[rate_name(group)], update.dtype)
 
     return jax.tree_util.tree_map_with_path(scale, updates)
+
+
+class GroupRatesState(NamedTuple):
+    """Group name -> the multiplier of the coming update (the trainer sets it each step)."""
+    rates: Dict[str, jnp.ndarray]
+
+
+def scale_by_group_rates(groups: Mapping[str, str]) -> optax.GradientTransformation:
+    """`scale_updates` as an optax transformation whose state holds the multipliers (initially 1)."""
+
+    def init(params):
+        del params
+        return GroupRatesState({g: jnp.ones([], jnp.float32) for g in groups})
+
+    def update(updates, state, params=None):
+        del params
+        return scale_updates(updates, groups, {rate_name(g): r for g, r in state.rates.items()}), state
+
+    return optax.GradientTransformation(init, update)
+
+
+def rates_of(values: Mapping[str, jnp.ndarray]) -> Dict[str, jnp.ndarray]:
+    """The group multipliers among a step's `values`, by group name."""
+    return {k[len(PREFIX):]: v for k, v in values.items() if is_group_rate(k)}

@@ -113,7 +113,7 @@ class Tuning:
     through all of its updates (1: the reference's one-step lookahead).
     ±inf hyper-gradients become ±`bound` (the reference's 10: a larger push
     also inflates Adam's second moment for hundreds of steps). `groups` (name ->
-    regex, `hpo.groups`; built-in engine): each group's learning-rate multiplier
+    regex, `hpo.groups`): each group's learning-rate multiplier
     `learning_rate/<name>`, tuned among `specs`, scales its parameters' updates.
     """
     specs: Mapping[str, HparamSpec]

@@ -71,8 +71,9 @@ def apply_update(state: TrainState, batch: Batch, hparams: Mapping[str, jnp.ndar
     return optax.apply_updates(state.params, updates), opt_state, loss
 
 
-def train_step(state: TrainState, batch: Batch, hparams, *, model, tx, schedule):
-    params, opt_state, loss = apply_update(state, batch, hparams, model=model, tx=tx, schedule=schedule)
+def train_step(state: TrainState, batch: Batch, hparams, *, model, tx, schedule, groups=None):
+    params, opt_state, loss = apply_update(state, batch, hparams, model=model, tx=tx, schedule=schedule,
+                                           groups=groups)
     metrics = {"loss": loss, "learning_rate": schedule(state.step) * hparams.get("learning_rate", 1.0)}
     metrics.update({f"hparams/{k}": v for k, v in hparams.items()})
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpo import groups as param_groups, hyper, optim, plots, records
+from hpo import claims, groups as param_groups, hyper, optim, plots, records
 from hpo.cli.main import main
 from hpo.errors import UserError
 from hpo.strategies.fixed import Fixed
@@ -117,8 +117,41 @@ def test_a_guided_run_learns_one_rate_per_group(tiny_experiment, tmp_path, monke
     assert plots.plot_trajectories(records.load(exp.model_dir), exp.model_dir, str(tmp_path / "t.png"))
     assert titles == ["learning_rate", *RATES]
 
-    with pytest.raises(UserError, match="cannot replay per-group learning rates"):
-        Fixed(replay=path).run(exp, seed=0)
+    # The fixed strategy replays the group columns on the run's groups (groups.json beside the CSV).
+    replay = Fixed(replay=path).run(exp, seed=0)
+    assert replay["hparams"] == {**replay["hparams"], **{k: float(schedule[k][0]) for k in RATES}}
+    assert replay["dev_loss"] == pytest.approx(record["dev_loss"], rel=claims.REPRODUCTION_RTOL)
+    ungrouped = Fixed(replay=_without(path, RATES, tmp_path)).run(  # the same, but no groups
+        exp, seed=0, run_dir=str(tmp_path / "ungrouped-run"))
+    assert abs(ungrouped["dev_loss"] - record["dev_loss"]) > claims.REPRODUCTION_RTOL * record["dev_loss"]
+
+
+def _without(path, columns, tmp_path) -> str:
+    """A copy of schedule `path` without `columns`."""
+    with open(path) as f:
+        rows = [{k: v for k, v in row.items() if k not in columns} for row in csv.DictReader(f)]
+    out = tmp_path / "ungrouped" / "hparams.csv"
+    out.parent.mkdir()
+    with open(out, "w") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(out)
+
+
+def test_replaying_group_rates_needs_their_groups(tiny_experiment, tmp_path):
+    path = tmp_path / "guided" / "hparams.csv"
+    path.parent.mkdir()
+    path.write_text("step,learning_rate,learning_rate/encoder\n0,1.0,1.0\n1,1.1,0.9\n")
+    exp = tiny_experiment("TRAIN_STEPS = 2")
+    with pytest.raises(UserError, match=r"per-group learning rates \(encoder\) but no groups.json beside it"):
+        Fixed(replay=str(path)).run(exp, seed=0)
+    (path.parent / "groups.json").write_text('{"decoder": "^decoder/"}')
+    with pytest.raises(UserError, match="names groups decoder, the schedule encoder"):
+        Fixed(replay=str(path)).run(exp, seed=0)
+    (path.parent / "groups.json").write_text('{"encoder": "^nothing/"}')
+    with pytest.raises(UserError, match=r"Guided.groups\['encoder'\]: the regex '\^nothing/' matches no parameter"):
+        Fixed(replay=str(path)).run(exp, seed=0)
 
 
 def test_groups_alone_may_be_tuned_and_presets_resolve():
@@ -134,11 +167,3 @@ def test_groups_alone_may_be_tuned_and_presets_resolve():
     with pytest.raises(UserError, match=r"Guided.specs\['learning_rate/encoder'\]: unknown field \['steep'\]"):
         Guided(groups="encoder_decoder", specs={"learning_rate/encoder": {"steep": 2.0}})
 
-
-def test_groups_on_t5x_are_one_line_and_exit_2(capsys, tmp_path, t5x_gin):
-    model_dir = tmp_path / "run"
-    assert main(["run", "--backend=t5x", "--gin_file=t5x/test.gin", "--strategy=guided", f"--model_dir={model_dir}",
-                 "--gin.Guided.groups='encoder_decoder'"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "Guided.groups runs on the built-in engine" in err[0], err
-    assert not (model_dir / "comparison.json").exists()

@@ -201,14 +201,15 @@ def test_finetuning_a_t5x_checkpoint_with_every_strategy(runs, tmp_path):
     assert records["guided"]["compute_steps"] == 4.0
 
 
-def _t5x_guided_trainer(tmp_path, horizon=1, bindings=()):
+def _t5x_guided_trainer(tmp_path, horizon=1, bindings=(), groups=None):
     """hpo's GuidedTrainer on test.gin's T5X model (learning rate, Adafactor's decay rate and
-    label smoothing tuned), a state two steps in, and a maker of random batches."""
+    label smoothing tuned; with `groups`, their multipliers too), a state two steps in, and a
+    maker of random batches."""
     import jax
     import jax.numpy as jnp
     import optax
     from t5x import optimizers, train_state as train_state_lib
-    from hpo import hyper
+    from hpo import groups as param_groups, hyper
     from hpo.t5x_backend import config, optim as t5x_optim, trainer as t5x_trainer
     import gin
     import t5x.train
@@ -219,9 +220,11 @@ def _t5x_guided_trainer(tmp_path, horizon=1, bindings=()):
     specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"],
              "decay_rate": hyper.DEFAULT_SPECS["decay_rate"],
              "label_smoothing": hyper.HparamSpec("exp", init=0.1)}
-    tuning = hyper.Tuning(specs=specs, fixed_values={"eps": 1e-20}, meta_tx=optax.adam(1e-2), horizon=horizon)
-    model.optimizer_def = optimizers.OptaxWrapper(
-        t5x_optim.carrying_tuner(model.optimizer_def.optax_optimizer, tuning.init(8)))
+    specs.update({param_groups.rate_name(g): hyper.DEFAULT_SPECS["learning_rate"] for g in groups or ()})
+    tuning = hyper.Tuning(specs=specs, fixed_values={"eps": 1e-20}, meta_tx=optax.adam(1e-2), horizon=horizon,
+                          groups=groups)
+    model.optimizer_def = optimizers.OptaxWrapper(t5x_optim.carrying_tuner(
+        t5x_optim.with_groups(model.optimizer_def.optax_optimizer, groups), tuning.init(8)))
     rng = np.random.RandomState(0)
 
     def batch():
@@ -260,32 +263,47 @@ def _assert_finite_differences(guide_loss, raw, reported, h=2e-2):
 
 def test_t5x_hypergradients_equal_finite_differences(tmp_path):
     """The guided step through T5X's update (learning rate, Adafactor's decay rate and label
-    smoothing, the last second order through T5X's custom-gradient cross-entropy)."""
+    smoothing, the last second order through T5X's custom-gradient cross-entropy), with per-group
+    multipliers (`Guided.groups`: an optax transformation after T5X's optimizer, its values in the
+    train state) that scale their own parameters' updates alone."""
     import jax
-    from hpo import hyper
-    from hpo.t5x_backend import trainer as t5x_trainer
+    from hpo import groups as param_groups, hyper
+    from hpo.t5x_backend import optim as t5x_optim, trainer as t5x_trainer
 
-    trainer, state, batch = _t5x_guided_trainer(tmp_path)
+    groups = param_groups.PRESETS["encoder_decoder"]
+    trainer, state, batch = _t5x_guided_trainer(tmp_path, groups=groups)
     tuning, model, specs = trainer._tuning, trainer._model, trainer._tuning.specs
     train, guide = batch(), batch()
     combined = {**train, **{t5x_trainer.GUIDE + k: v for k, v in guide.items()}}
+    raw = t5x_optim.tuner_of(state)["raw"]
+    values = {**tuning.fixed_values, **hyper.activate_all(specs, raw)}
 
     @jax.jit
     def guide_loss(raw):
-        values = {**tuning.fixed_values, **hyper.activate_all(specs, raw)}
-        updated, _ = trainer.update(state, train, values)
+        updated, _ = trainer.update(state, train, {**tuning.fixed_values, **hyper.activate_all(specs, raw)})
         total, weight = t5x_trainer.cross_entropy(model, updated.params, guide)
         return total / weight
 
-    raw = state.param_states.tuner["raw"]
     _, metrics = jax.jit(trainer.step)(state, combined)
+    assert set(specs) == {"learning_rate", "decay_rate", "label_smoothing", *map(param_groups.rate_name, groups)}
     _assert_finite_differences(guide_loss, raw, {k: float(metrics[f"hypergrad/{k}"].compute()) for k in specs})
     # A step between tuned ones (update_every > 1) is T5X's update with the current values.
     plain, _ = jax.jit(functools.partial(trainer.step, tune=False))(state, combined)
-    expected, _ = jax.jit(trainer.update)(state, train, {**tuning.fixed_values, **hyper.activate_all(specs, raw)})
-    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(expected.params)):
+    update = jax.jit(trainer.update)
+    expected = update(state, train, values)[0].params
+    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(plain.param_states.tuner["raw"]["learning_rate"], raw["learning_rate"])
+    # The encoder's multiplier doubled: the encoder's updates double, every other parameter's stays.
+    doubled = update(state, train, {**values, "learning_rate/encoder": 2.0})[0].params
+    flat = lambda params: jax.tree_util.tree_flatten_with_path(params)[0]  # noqa: E731
+    for (keys, before), (_, one), (_, two) in zip(flat(state.params), flat(expected), flat(doubled)):
+        path = param_groups.path_of(keys)
+        if path.startswith("encoder/"):
+            np.testing.assert_allclose(two - before, 2 * (one - before), rtol=1e-4, atol=1e-6)
+            assert np.any(one != before), path
+        else:
+            np.testing.assert_array_equal(two, one)
 
 
 def test_t5x_window_hypergradients_equal_finite_differences(tmp_path):
@@ -493,13 +511,32 @@ def test_a_horizon_whose_windows_would_straddle_an_evaluation(capsys, tmp_path):
            match="needs EVAL_PERIOD (2) and the checkpoint period (2) to be a multiple of it")
 
 
-def test_a_guided_t5x_run_with_a_horizon_moves_values_once_per_window(tmp_path):
+def test_a_guided_t5x_run_with_a_horizon_and_groups_and_its_replay(tmp_path):
+    """Guided.horizon 2 and per-group rates in one T5X run: every value moves once per window;
+    the fixed strategy's replay of its schedule, group columns included, reproduces it."""
+    from hpo import claims
     model_dir = tmp_path / "run"
     one_layer = ["--gin.network.T5Config.num_encoder_layers=1", "--gin.network.T5Config.num_decoder_layers=1"]
     assert main(["run", *T5X, *one_layer, "--strategy=guided", "--gin.Guided.horizon=2",
-                 f"--model_dir={model_dir}"]) == 0
+                 "--gin.Guided.groups='encoder_decoder'", f"--model_dir={model_dir}"]) == 0
     record = _records(model_dir)["guided"]
-    rates = _schedule(model_dir, record)
-    assert len(rates) == 4 and rates[0] == rates[1] and rates[2] == rates[3]  # windows of steps 0-1, 2-3
-    assert rates[2] != rates[0]  # moved once, after the first window
+    schedule_file = os.path.join(model_dir, record["schedule_file"])
+    with open(schedule_file) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "learning_rate", "learning_rate/encoder", "learning_rate/decoder"]
+    for name in list(rows[0])[1:]:
+        values = [float(r[name]) for r in rows]
+        assert len(values) == 4 and values[0] == values[1] and values[2] == values[3]  # windows 0-1, 2-3
+        assert values[2] != values[0]  # moved once, after the first window
     assert [h["step"] for h in record["dev_history"]] == [2, 4]
+
+    assert main(["run", *T5X, *one_layer, "--strategy=fixed", f"--gin.Fixed.replay='{schedule_file}'",
+                 f"--model_dir={model_dir}"]) == 0
+    replay = _records(model_dir)["fixed"]
+    assert replay["replay"]["hparams"] == ["learning_rate", "learning_rate/decoder", "learning_rate/encoder"]
+    assert replay["dev_loss"] == pytest.approx(record["dev_loss"], rel=claims.REPRODUCTION_RTOL)
+
+
+def test_t5x_groups_that_match_no_parameter(capsys, tmp_path):
+    _fails(capsys, tmp_path, *T5X, "--strategy=guided", "--gin.Guided.groups={'enc': '^encoder/', 'x': '^nothing'}",
+           match="Guided.groups['x']: the regex '^nothing' matches no parameter (paths look like 'decoder/")

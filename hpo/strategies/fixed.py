@@ -1,11 +1,12 @@
 """The fixed strategy: one run with constant or replayed hyper-parameter values."""
 
+import os
 from typing import Callable, Dict, Mapping, Tuple
 
 import gin
 import jax.numpy as jnp
 
-from hpo import io as hpo_io, optim, records
+from hpo import groups as param_groups, io as hpo_io, optim, records
 from hpo.errors import UserError
 from hpo.strategies.base import Strategy
 
@@ -19,7 +20,8 @@ class Fixed(Strategy):
     With `replay` (a learned-schedule CSV written by the guided strategy) the
     run takes the schedule step by step (`replay_mode='schedule'`; past its end
     the last value holds) or a constant derived from it ('final' or 'mean'),
-    which tests whether a learned schedule beats a constant.
+    which tests whether a learned schedule beats a constant. A schedule of per-group
+    learning rates (`Guided.groups`) replays on the groups in its run's groups.json.
     """
 
     name = "fixed"
@@ -39,11 +41,16 @@ class Fixed(Strategy):
         self.replay, self.replay_mode = replay, replay_mode
 
     def values(self, experiment) -> Dict[str, float]:
-        # Replayed values start at the schedule's first; they must exist in the optimizer state.
+        # Replayed values start at the schedule's first; they must exist in the optimizer state
+        # (a group's multiplier, in its groups' parameters).
         _, schedule = self._schedule()
         overrides = {**{k: float(v[0]) for k, v in schedule.items()}, **self.hparams}
         for name in overrides:
-            experiment.check_settable(name, "fixed")
+            if not param_groups.is_group_rate(name):
+                experiment.check_settable(name, "fixed")
+        groups = self.groups()
+        if groups:
+            param_groups.labels(groups, experiment.param_shapes())
         return {**experiment.base_hparams(), **{k: float(v) for k, v in overrides.items()}}
 
     def _schedule(self) -> Tuple[int, Dict]:
@@ -52,11 +59,26 @@ class Fixed(Strategy):
         if not self.replay:
             return 0, {}
         schedule = read_schedule(self.replay)
-        grouped = [k for k in schedule if k.startswith("learning_rate/")]
-        if grouped:  # the regexes of Guided.groups are not in the CSV, and fixed steps take no groups
-            raise UserError(f"fixed: cannot replay per-group learning rates ({', '.join(grouped)}) of "
-                            f"{self.replay}; only schedules of runs without Guided.groups replay")
         return int(schedule.pop("step")[0]), schedule
+
+    def groups(self) -> Dict[str, str]:
+        """The parameter groups of a replayed schedule's per-group learning rates (`Guided.groups`,
+        in the guided run's groups.json beside the schedule); {} when it has none."""
+        from hpo.strategies.guided import GROUPS_FILE
+        _, schedule = self._schedule()
+        grouped = sorted(k[len(param_groups.PREFIX):] for k in schedule if param_groups.is_group_rate(k))
+        if not grouped:
+            return {}
+        path = os.path.join(os.path.dirname(self.replay), GROUPS_FILE)
+        groups = hpo_io.read_json(path)
+        if groups is None:
+            raise UserError(f"fixed: {self.replay} has per-group learning rates ({', '.join(grouped)}) but no "
+                            f"{GROUPS_FILE} beside it naming their parameters (a guided run writes one)")
+        groups = param_groups.resolve(groups)
+        if sorted(groups) != grouped:
+            raise UserError(f"fixed: {path} names groups {', '.join(sorted(groups))}, the schedule "
+                            f"{', '.join(grouped)}")
+        return groups
 
     def step_values(self, experiment) -> Tuple[Callable, Dict]:
         """A function step -> the values that step trains with, plus a description for the record."""
@@ -86,5 +108,5 @@ class Fixed(Strategy):
         fixed = {k: records.as_float(v) for k, v in values_at(0).items()}
         default_dir = experiment.run_dir(self.name + ("-replay-" + self.replay_mode if info else ""), seed)
         return experiment.train_fixed(
-            self.name, seed, values_at, run_dir=run_dir or default_dir,
+            self.name, seed, values_at, groups=self.groups() or None, run_dir=run_dir or default_dir,
             record_extra=lambda tuner: {"hparams": fixed, **info}, **kwargs)

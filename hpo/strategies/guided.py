@@ -24,6 +24,7 @@ from hpo.errors import UserError, positive_int
 from hpo.strategies.base import Strategy
 
 SCHEDULE_FILE = "hparams.csv"
+GROUPS_FILE = "groups.json"  # beside the schedule: Guided.groups, {name: regex}
 
 
 @gin.configurable
@@ -41,7 +42,7 @@ class Guided(Strategy):
     after K training steps taken with the same values, through all K updates
     (rematerialised), and values change every K steps; 1 is the reference's
     one-step lookahead. `hypergrad_bound`: ±inf hyper-gradients become ±bound.
-    `groups` (built-in engine): a preset name (`hpo.groups.PRESETS`) or {name: regex over
+    `groups`: a preset name (`hpo.groups.PRESETS`) or {name: regex over
     parameter paths}; each group gets a learning-rate multiplier `learning_rate/<name>` on
     its parameters' updates, tuned with `tune` (the global `learning_rate` multiplies every
     parameter's rate and is tuned only if `tune` names it; `tune` may then be empty).
@@ -132,6 +133,8 @@ class Guided(Strategy):
         def record_extra(tuner):
             steps, trajectory = taken(np.asarray(jax.device_get(tuner["trajectory"])))
             write_schedule(os.path.join(run_dir, SCHEDULE_FILE), names, trajectory, steps)
+            if self.groups:  # what a fixed replay of the schedule's group columns scales
+                hpo_io.write_json(os.path.join(run_dir, GROUPS_FILE), self.groups)
             return {"hparams": {**tuning.fixed_values, **{k: float(trajectory[-1, i]) for i, k in enumerate(names)}},
                     "learned_schedule": summarise(names, trajectory),
                     "nonfinite_hypergrad_steps": {k: int(v) for k, v in jax.device_get(tuner["nonfinite"]).items()},
@@ -166,12 +169,7 @@ def _default_spec(name: str) -> hyper.HparamSpec:
 
 def _check_groups(groups, experiment) -> None:
     """Before anything trains: every group holds a parameter of this model, none holds one twice."""
-    if experiment.backend != "builtin":
-        raise UserError("Guided.groups runs on the built-in engine (T5X applies its updates inside "
-                        "its optimizer's apply_grads)")
-    lengths = dict(experiment.data.task_feature_lengths)
-    shapes = jax.eval_shape(lambda: experiment.model.init(jax.random.PRNGKey(0), lengths))
-    param_groups.labels(groups, shapes)
+    param_groups.labels(groups, experiment.param_shapes())
 
 
 # A reverse pass through one training step of a window, in plain-step units: the step's

@@ -21,6 +21,7 @@ from typing import Callable, Dict, Optional
 
 import gin
 import jax
+import jax.numpy as jnp
 import t5x.train as t5x_train
 from t5x import optimizers as t5x_optimizers
 from t5x import trainer as trainer_lib
@@ -110,16 +111,30 @@ class T5xExperiment:
 
     # --- what strategies call -------------------------------------------------------------
 
-    def train_fixed(self, strategy: str, seed: int, values_at: Callable, **kwargs) -> Dict:
+    def param_shapes(self):
+        """The model's parameters as shapes (`jax.eval_shape`), for checks before anything trains."""
+        converter = self.model.FEATURE_CONVERTER_CLS(pack=False)
+        lengths = converter.get_model_feature_lengths(self.data_cfg.task_feature_lengths)
+        shapes, types = {k: (1, n) for k, n in lengths.items()}, {k: jnp.int32 for k in lengths}
+        return jax.eval_shape(lambda: self.model.get_initial_variables(jax.random.PRNGKey(0), shapes, types))["params"]
+
+    def train_fixed(self, strategy: str, seed: int, values_at: Callable, groups=None, **kwargs) -> Dict:
+        """`groups`: the parameter groups of `learning_rate/<g>` values (a replayed `Guided.groups` run)."""
         if self.user_trainer is not None:  # runs as T5X runs it, so only with the configured values
             base = self.base_hparams()
             changed = sorted(k for k, v in values_at(0).items() if abs(float(v) - base.get(k, float(v))) > 1e-12)
-            if changed:
+            if changed or groups:
                 raise UserError(f"{strategy}: train.trainer_cls is {self.user_trainer.__name__}, a trainer of "
-                                f"your own, which cannot take hpo's values ({', '.join(changed)})")
+                                f"your own, which cannot take hpo's values ({', '.join(changed or groups)})")
             return self._train(strategy, seed, self.user_trainer, **kwargs)
+        model = None
+        if groups:
+            t5x_optim.require_optax(self.model.optimizer_def, strategy)
+            model = copy.copy(self.model)
+            model.optimizer_def = t5x_optimizers.OptaxWrapper(
+                t5x_optim.with_groups(self.model.optimizer_def.optax_optimizer, groups))
         trainer = _bound(ValuesTrainer, values_at=values_at)
-        return self._train(strategy, seed, trainer, **kwargs)
+        return self._train(strategy, seed, trainer, model=model, **kwargs)
 
     def train_guided(self, strategy: str, seed: int, tuning: hyper.Tuning, **kwargs) -> Dict:
         if self.user_trainer is not None:
@@ -135,7 +150,8 @@ class T5xExperiment:
         data.require_guide_split(self.task)
         model = copy.copy(self.model)
         model.optimizer_def = t5x_optimizers.OptaxWrapper(  # the schedule is indexed by T5X's step
-            t5x_optim.carrying_tuner(optimizer_def.optax_optimizer, tuning.init(self.total_steps)))
+            t5x_optim.carrying_tuner(t5x_optim.with_groups(optimizer_def.optax_optimizer, tuning.groups),
+                                     tuning.init(self.total_steps)))
         trainer = _bound(GuidedTrainer, tuning=tuning)
         return self._train(strategy, seed, trainer, model=model,
                            get_dataset_fn=data.guided_dataset_fn(tuning.guide_refresh_every), **kwargs)
@@ -181,7 +197,7 @@ class T5xExperiment:
         if report.diverged and not write_record:  # an Optuna trial: failed, with its reason
             raise Diverged(**report.diverged)
         num_params = _num_params(train_state.params)
-        tuner = train_state.param_states.tuner if isinstance(train_state.param_states, t5x_optim.TunedState) \
+        tuner = t5x_optim.tuner_of(train_state) if isinstance(train_state.param_states, t5x_optim.TunedState) \
             else None
         extra = record_extra(_local(tuner)) if record_extra else {}
         if report.diverged:  # a row marked diverged, not a score of its NaN model

@@ -6,6 +6,8 @@ they are checkpointed, restored and partitioned with everything else (T5X's
 `OptaxWrapper.apply_gradient` drops hyper-parameters passed to it). The
 guided strategy's tuner (raw values, meta-optimizer state, the schedule so far)
 rides in the same state, in a `TunedState` around the user's optimizer state.
+Per-group learning-rate multipliers (`Guided.groups`) are a transformation
+chained after the user's optimizer (`with_groups`), their values in its state.
 """
 
 from typing import Any, Dict, NamedTuple, Optional
@@ -16,7 +18,7 @@ import optax
 from t5x import adafactor as t5x_adafactor
 from t5x import optimizers as t5x_optimizers
 
-from hpo import optim, records
+from hpo import groups as param_groups, optim, records
 from hpo.errors import UserError
 
 INJECTED_STATES = (optax.InjectStatefulHyperparamsState, optax.InjectHyperparamsState)
@@ -53,7 +55,7 @@ def carrying_tuner(tx: optax.GradientTransformation, tuner) -> optax.GradientTra
     """`tx` whose state also holds `tuner` (initial value); updates pass it through unchanged."""
 
     def init(params):
-        return TunedState(tx.init(params), tuner)
+        return TunedState(tx.init(params), _stored(tuner))
 
     def update(updates, state, params=None):
         updates, inner = tx.update(updates, state.inner, params)
@@ -62,12 +64,50 @@ def carrying_tuner(tx: optax.GradientTransformation, tuner) -> optax.GradientTra
     return optax.GradientTransformation(init, update)
 
 
+def with_groups(tx: optax.GradientTransformation, groups) -> optax.GradientTransformation:
+    """`tx`, then each group's updates scaled by its multiplier (`set_group_rates` sets them)."""
+    return optax.chain(tx, param_groups.scale_by_group_rates(groups)) if groups else tx
+
+
+def set_group_rates(train_state, values: Dict[str, Any]):
+    """The train state with the step's group multipliers (`learning_rate/<g>` in `values`) in its
+    `with_groups` state; unchanged when the optimizer has no groups."""
+    rates = param_groups.rates_of(values)
+    if not rates:
+        return train_state
+    is_rates = lambda x: isinstance(x, param_groups.GroupRatesState)  # noqa: E731
+    leaves, treedef = jax.tree_util.tree_flatten(train_state.param_states, is_leaf=is_rates)
+    leaves = [param_groups.GroupRatesState({g: jax.numpy.asarray(rates[g], r.dtype) for g, r in leaf.rates.items()})
+              if is_rates(leaf) else leaf for leaf in leaves]
+    return with_param_states(train_state, jax.tree_util.tree_unflatten(treedef, leaves))
+
+
 def tuner_of(train_state):
-    return train_state.param_states.tuner
+    return _rekeyed(train_state.param_states.tuner, lambda k: k.replace(_SLASH, "/"))
 
 
 def with_tuner(train_state, tuner):
-    return with_param_states(train_state, train_state.param_states._replace(tuner=tuner))
+    return with_param_states(train_state, train_state.param_states._replace(tuner=_stored(tuner)))
+
+
+# T5X's checkpoints name state entries by their keys joined with '/' (OptaxWrapper.state_dict):
+# a group's multiplier, 'learning_rate/<g>', is stored as 'learning_rate:<g>' in the tuner.
+_SLASH = ":"
+
+
+def _stored(tuner):
+    return _rekeyed(tuner, lambda k: k.replace("/", _SLASH))
+
+
+def _rekeyed(tree, rename):
+    """`tree` with every dict key (at any depth, through optax's NamedTuple states) renamed."""
+    if isinstance(tree, dict):
+        return {rename(k): _rekeyed(v, rename) for k, v in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(_rekeyed(v, rename) for v in tree))
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_rekeyed(v, rename) for v in tree)
+    return tree
 
 
 def with_param_states(train_state, param_states):
@@ -176,8 +216,13 @@ def _tuned_rule(state, params_axes):
     return TunedState(inner=_derive(state.inner, params_axes), tuner=_replicated(state.tuner))
 
 
+def _group_rates_rule(state, params_axes):
+    return param_groups.GroupRatesState(rates=_replicated(state.rates))
+
+
 def register_partition_rules() -> None:
     rules = t5x_optimizers.OptaxStatePartitionRules._RULES  # noqa: SLF001  (T5X's registry of rules)
+    rules.setdefault(param_groups.GroupRatesState, _group_rates_rule)
     rules.setdefault(optax.InjectStatefulHyperparamsState, _injected_rule)
     rules.setdefault(optax.FactoredState, _factored_rule)
     rules.setdefault(TunedState, _tuned_rule)

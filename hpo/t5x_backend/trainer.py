@@ -6,7 +6,8 @@ schedule); `GuidedTrainer` learns the values with the guided method, through
 is T5X's: microbatched gradients (`accumulate_grads_microbatched`),
 `apply_grads`, and one pjit-partitioned function over the train-state axes.
 The learning rate of a step is `learning_rate_fn(step)` times the
-learning-rate multiplier, as on the built-in engine.
+learning-rate multiplier, as on the built-in engine; per-group multipliers
+(`learning_rate/<group>`) scale their groups' updates (`optim.with_groups`).
 """
 
 import copy
@@ -74,6 +75,7 @@ class ValuesTrainer(trainer_lib.Trainer):
             model, train_state, batch, self._get_step_rng(step), self._num_microbatches,
             self._partitioner.data_partition_spec)
         train_state = t5x_optim.set_values(train_state, self._injected, values, learning_rate)
+        train_state = t5x_optim.set_group_rates(train_state, values)  # Guided.groups' multipliers, if any
         return trainer_lib.apply_grads(
             train_state, grads, metrics, learning_rate, self._weight_metrics_computer,
             other_state_variables={"flax_mutables": flax_mutables} if flax_mutables else None)
