@@ -20,8 +20,10 @@ From the initial state and from states along the configured run, copies of the
 model train for each of Probe.horizons steps at each of Probe.multipliers (the
 learning-rate multiplier), on the batches the run sees next; the guide loss
 after each (the guided strategy's) is tabulated with the best multiplier per
-row. Same configuration flags as `hpo run`. Writes MODEL_DIR/probe.json,
-probe.csv and plots/probe.png."""
+row. Probe.values probes other hyper-parameters the same way, one at a time
+(e.g. --gin.Probe.values="{'beta1': [0.5, 0.9, 0.99]}"). Same configuration flags
+as `hpo run`. Writes MODEL_DIR/probe.json, probe.csv and plots/probe.png (another
+hyper-parameter's: probe-<name>.csv and plots/probe-<name>.png)."""
 
 USAGE_TABLE = """Tabulate and plot the results in one or more model dirs.
 
@@ -225,15 +227,15 @@ def probe_command(args, bindings) -> int:
     overrides = {} if args.probe_steps is None else {"from_steps": probe.parse_steps(args.probe_steps)}
     try:  # building from gin: a wrongly typed value is the user's input
         experiment = make_experiment()
-        grid = probe.Probe(**overrides).grid(experiment.train_steps)
+        grid = probe.Probe(**overrides).grid(experiment)
     except (TypeError, ValueError) as e:
         raise UserError(f"bad configuration: {e}") from e
     hpo_io.check_writable_dir(experiment.model_dir, "MODEL_DIR")  # before anything trains
     report = probe.probe(experiment, grid, seeds, progress=lambda row: print(probe.progress_line(row), flush=True))
     paths = probe.write_results(experiment.model_dir, report)
     print()
-    print(probe.markdown(report["rows"], report["multipliers"]))
-    print(report["verdict"])
+    print(probe.markdown(report["rows"], report["grids"]))
+    print("\n".join(report["verdicts"].values()))
     print(f"wrote {', '.join(paths)}")
     return 0
 

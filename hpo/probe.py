@@ -7,7 +7,9 @@ guide loss after each is compared. The guide loss is the guided strategy's: the
 loss without dropout or smoothing on its guide batch (same source, size and
 refresh as `Guided.*`). Where the one-step best multiplier is below the longest
 horizon's, the guided strategy's one-step lookahead is biased towards too small a
-rate (the short-horizon bias). One compiled step serves the run and every copy.
+rate (the short-horizon bias). Other hyper-parameters (`Probe.values`) are probed
+the same way, one at a time, each over its own grid of values, the others at the
+run's. One compiled step serves the run and every copy.
 """
 
 import csv
@@ -16,7 +18,7 @@ import functools
 import io
 import math
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import gin
 import jax
@@ -29,6 +31,7 @@ from hpo.errors import UserError, non_negative_int, positive_int
 from hpo.trainer import init_state, train_step
 
 JSON_FILE, CSV_FILE, PLOT_FILE = "probe.json", "probe.csv", os.path.join("plots", "probe.png")
+RATE = "learning_rate"  # probed as multipliers (Probe.multipliers); other values as they are
 # Where the probe's default states lie, as fractions of TRAIN_STEPS (0, 10, 25, 50, 150 of 200).
 DEFAULT_FROM_FRACTIONS = (0.0, 0.05, 0.125, 0.25, 0.75)
 
@@ -37,14 +40,22 @@ DEFAULT_FROM_FRACTIONS = (0.0, 0.05, 0.125, 0.25, 0.75)
 @dataclasses.dataclass(frozen=True)
 class Probe:
     """The probe's grid: states (`from_steps`, None: 0, 5%, 12.5%, 25% and 75% of
-    TRAIN_STEPS), `horizons` (training steps taken from each state) and learning-rate
-    `multipliers` (as Guided's and Fixed's learning_rate: a multiplier on the schedule)."""
+    TRAIN_STEPS), `horizons` (training steps taken from each state), learning-rate
+    `multipliers` (as Guided's and Fixed's learning_rate: a multiplier on the schedule),
+    and `values`: other hyper-parameters to probe, {name: [values]}, e.g. {'beta1': [0.5, 0.9]}."""
     from_steps: Optional[Sequence[int]] = None
     horizons: Sequence[int] = (1, 5, 20, 50)
     multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+    values: Optional[Mapping[str, Sequence[float]]] = None
 
-    def grid(self, train_steps: int) -> "Probe":
-        """The grid checked, sorted and without repeats; UserError for bad input."""
+    @property
+    def grids(self) -> Dict[str, Sequence[float]]:
+        """Each probed hyper-parameter's grid, the learning rate's (multipliers) first."""
+        return {RATE: self.multipliers, **(self.values or {})}
+
+    def grid(self, experiment) -> "Probe":
+        """The grid checked against `experiment`, sorted and without repeats; UserError for bad input."""
+        train_steps = experiment.train_steps
         steps = self.from_steps
         if steps is None:
             steps = [round(f * train_steps) for f in DEFAULT_FROM_FRACTIONS]
@@ -54,7 +65,26 @@ class Probe:
             raise UserError(f"Probe.from_steps: step {beyond[0]} is beyond TRAIN_STEPS ({train_steps})")
         horizons = [positive_int(h, "Probe.horizons: a horizon") for h in _listed(self.horizons, "Probe.horizons")]
         multipliers = [_positive(m) for m in _listed(self.multipliers, "Probe.multipliers")]
-        return Probe(*(tuple(sorted(set(x))) for x in (steps, horizons, multipliers)))
+        values = _checked_values(self.values)
+        for name in values:
+            experiment.check_settable(name, "Probe.values")
+        return Probe(*(tuple(sorted(set(x))) for x in (steps, horizons, multipliers)),
+                     values={k: tuple(sorted(set(v))) for k, v in values.items()})
+
+
+def _checked_values(values) -> Dict[str, List[float]]:
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise UserError(f"Probe.values must map hyper-parameter names to lists of values, got {values!r}")
+    for name in values:
+        if name == RATE:
+            raise UserError("Probe.values: the learning rate is probed as multipliers: set Probe.multipliers")
+        if name not in (*optim.OPTIMIZER_HPARAMS, *optim.LOSS_HPARAMS):
+            raise UserError(f"Probe.values: unknown hyper-parameter '{name}' (choose from "
+                            f"{', '.join(n for n in (*optim.OPTIMIZER_HPARAMS, *optim.LOSS_HPARAMS) if n != RATE)})")
+    return {name: [optim.check_hparam(name, v, "Probe.values") for v in _listed(grid, f"Probe.values['{name}']")]
+            for name, grid in values.items()}
 
 
 def _listed(values, name: str) -> list:
@@ -99,13 +129,16 @@ class _Stream:
         self._kept, self._first = self._kept[drop:], self._first + drop
 
 
-def run_values(experiment) -> Dict[str, float]:
-    """The values the probed run trains with: the fixed strategy's configured ones (a replay is not followed)."""
+def run_values(experiment, probed: Sequence[str] = ()) -> Dict[str, float]:
+    """The values the probed run trains with: the fixed strategy's configured ones (a replay is not
+    followed). A probed hyper-parameter the optimizer leaves unset (Adafactor's beta1) is 0 there,
+    as in the guided strategy: present in the optimizer's state, and no momentum."""
     from hpo.strategies import get_strategy
     overrides = get_strategy("fixed").hparams
     for name in overrides:
         experiment.check_settable(name, "fixed")
-    return {**experiment.base_hparams(), **overrides}
+    base = experiment.base_hparams()
+    return {**{k: 0.0 for k in probed if k not in base}, **base, **overrides}
 
 
 def guide_settings(experiment) -> Dict[str, int]:
@@ -127,57 +160,61 @@ def make_steps(model, tx, schedule):
 
 
 def probe_seed(experiment, grid: Probe, seed: int, progress=None) -> List[Dict]:
-    """One row per (from-step, horizon): the guide loss at each multiplier."""
-    values = run_values(experiment)
+    """One row per (hyper-parameter, from-step, horizon): the guide loss at each value of its grid."""
+    values = run_values(experiment, list(grid.values))
     tx = optim.make_optimizer(experiment.optimizer, values)
     train, guide_loss = make_steps(experiment.model, tx, experiment.schedule)
-    at = {m: {**values, "learning_rate": m} for m in {*grid.multipliers, values["learning_rate"]}}
-    at = {m: {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()} for m, hparams in at.items()}
+    # A copy per (name, value) of the grids; the run itself steps with its own values (None).
+    settings = [(name, v) for name, grid_values in grid.grids.items() for v in grid_values]
+    at = {None: values, **{(name, v): {**values, name: v} for name, v in settings}}
+    at = {key: {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()} for key, hparams in at.items()}
 
-    def step(state, batch, multiplier):
-        return train(state, batch, at[multiplier])[0]
+    def step(state, batch, setting):
+        return train(state, batch, at[setting])[0]
 
     guide = guide_settings(experiment)
     stream = _Stream(pipeline.train_and_guide_batches(experiment.data, seed, guide["guide_batch_size"],
                                                       guide["guide_refresh_every"]))
     state = init_state(experiment.model, tx, seed, dict(experiment.data.task_feature_lengths))
-    run_multiplier, multipliers = values["learning_rate"], grid.multipliers
     rows, step_of_state = [], 0
     for start in grid.from_steps:
         for t in range(step_of_state, start):  # the run itself, to the next state probed
-            state = step(state, stream[t]["train"], run_multiplier)
+            state = step(state, stream[t]["train"], None)
         step_of_state = start
         stream.forget_before(start)
         before = float(guide_loss(state.params, stream[start]["guide"]))
-        copies, taken = [state] * len(multipliers), 0
+        copies, taken = [state] * len(settings), 0
         for horizon in grid.horizons:
             for t in range(start + taken, start + horizon):
-                copies = [step(c, stream[t]["train"], m) for c, m in zip(copies, multipliers)]
+                copies = [step(c, stream[t]["train"], setting) for c, setting in zip(copies, settings)]
             taken = horizon
             # The guide batch the guided strategy pairs with the last of these steps.
             guide_batch = stream[start + horizon - 1]["guide"]
             losses = np.array([float(guide_loss(c.params, guide_batch)) for c in copies])
-            rows.append(row(seed, start, horizon, grid.multipliers, losses, before))
-            if progress:
-                progress(rows[-1])
+            for name, grid_values in grid.grids.items():
+                mine = [i for i, (n, _) in enumerate(settings) if n == name]
+                rows.append(row(seed, start, horizon, grid_values, losses[mine], before, name))
+                if progress:
+                    progress(rows[-1])
     return rows
 
 
-def row(seed: int, from_step: int, horizon: int, multipliers, losses, before: float) -> Dict:
+def row(seed: int, from_step: int, horizon: int, grid_values, losses, before: float, hparam: str = RATE) -> Dict:
     finite = np.isfinite(losses)
-    best = multipliers[int(np.nanargmin(np.where(finite, losses, np.nan)))] if finite.any() else None
-    return {"seed": seed, "from_step": from_step, "horizon": horizon, "guide_loss_before": before,
-            "losses": [float(x) for x in losses], "best_multiplier": best}
+    best = grid_values[int(np.nanargmin(np.where(finite, losses, np.nan)))] if finite.any() else None
+    return {"seed": seed, "hparam": hparam, "from_step": from_step, "horizon": horizon,
+            "guide_loss_before": before, "losses": [float(x) for x in losses], "best_value": best}
 
 
 # ---------------------------------------------------------------- the verdict
 
-def verdict(rows: Sequence[Dict], horizons: Sequence[int]) -> str:
-    """One line: is the shortest horizon's best multiplier below the longest's, and from which states?"""
+def verdict(rows: Sequence[Dict], horizons: Sequence[int], hparam: str = RATE) -> str:
+    """One line: is the shortest horizon's best value of `hparam` below the longest's, and from which states?"""
     short, long = min(horizons), max(horizons)
     if short == long:
         return "verdict: one horizon only: give Probe.horizons two or more to compare"
-    best = {(r["seed"], r["from_step"], r["horizon"]): r["best_multiplier"] for r in rows}
+    rows = [r for r in rows if r.get("hparam", RATE) == hparam]
+    best = {(r["seed"], r["from_step"], r["horizon"]): r["best_value"] for r in rows}
     seeds = sorted({r["seed"] for r in rows})
     states = sorted({(r["seed"], r["from_step"]) for r in rows}, key=lambda s: (s[1], s[0]))
     name = (lambda s: str(s[1])) if len(seeds) == 1 else (lambda s: f"{s[1]} (seed {s[0]})")
@@ -189,6 +226,9 @@ def verdict(rows: Sequence[Dict], horizons: Sequence[int]) -> str:
     others = "; ".join(f"{key} it from {_listing(v)}" for key, v in groups.items() if v and key != "below")
     others = f" ({others})" if others else ""
     short_name = "one-step" if short == 1 else f"{short}-step"
+    if hparam != RATE:  # which way another value's bias hurts depends on the value: the comparison only
+        found = "; ".join(f"{key} it from {_listing(v)}" for key, v in groups.items() if v)
+        return f"verdict ({hparam}): the {short}-step best value compared with the {long}-step best: {found or 'none finite'}"
     if groups["below"]:
         return (f"verdict: {short_name} guidance is biased towards too small a rate on this task: the {short}-step "
                 f"best multiplier is below the {long}-step best from {_listing(groups['below'])}{others}")
@@ -207,35 +247,47 @@ def _steps(n: int) -> str:
 
 
 def progress_line(r: Dict) -> str:
-    best = _times(r["best_multiplier"]) if r["best_multiplier"] is not None else "none finite"
-    return f"seed {r['seed']}, from step {r['from_step']}, {_steps(r['horizon'])}: best {best}"
+    best = _value(r["hparam"], r["best_value"]) if r["best_value"] is not None else "none finite"
+    what = "" if r["hparam"] == RATE else f" {r['hparam']}"
+    return f"seed {r['seed']}, from step {r['from_step']}, {_steps(r['horizon'])}:{what} best {best}"
 
 
-def _times(m: float) -> str:
-    return f"×{m:g}"
+def _value(hparam: str, v: float) -> str:
+    return f"×{v:g}" if hparam == RATE else f"{v:g}"
 
 
-def markdown(rows: Sequence[Dict], multipliers: Sequence[float]) -> str:
-    """The table: per (from-step, horizon) the guide loss at each multiplier, and the best."""
+def _of(rows: Sequence[Dict], hparam: str) -> List[Dict]:
+    return [r for r in rows if r["hparam"] == hparam]
+
+
+def markdown(rows: Sequence[Dict], grids: Mapping[str, Sequence[float]]) -> str:
+    """A table per probed hyper-parameter: per (from-step, horizon) the guide loss at each value, and the best."""
     seeds = len({r["seed"] for r in rows}) > 1
-    head = [*(["seed"] if seeds else []), "from step", "steps", "before", *map(_times, multipliers), "best"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [*([str(r["seed"])] if seeds else []), str(r["from_step"]), str(r["horizon"]),
-                 f"{r['guide_loss_before']:.3f}", *(f"{x:.3f}" for x in r["losses"]),
-                 _times(r["best_multiplier"]) if r["best_multiplier"] is not None else "none finite"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    tables = []
+    for hparam, grid_values in grids.items():
+        head = [*(["seed"] if seeds else []), "from step", "steps", "before",
+                *(_value(hparam, v) for v in grid_values), "best"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in _of(rows, hparam):
+            cells = [*([str(r["seed"])] if seeds else []), str(r["from_step"]), str(r["horizon"]),
+                     f"{r['guide_loss_before']:.3f}", *(f"{x:.3f}" for x in r["losses"]),
+                     _value(hparam, r["best_value"]) if r["best_value"] is not None else "none finite"]
+            lines.append("| " + " | ".join(cells) + " |")
+        title = "learning-rate multiplier" if hparam == RATE else hparam
+        tables.append(("" if len(grids) == 1 else f"{title}:\n\n") + "\n".join(lines) + "\n")
+    return "\n".join(tables)
 
 
-def csv_text(rows: Sequence[Dict], multipliers: Sequence[float]) -> str:
+def csv_text(rows: Sequence[Dict], hparam: str, grid_values: Sequence[float]) -> str:
+    """One hyper-parameter's rows: a column per value (the learning rate's: x<multiplier>)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["seed", "from_step", "horizon", "guide_loss_before", *(f"x{m:g}" for m in multipliers),
-                     "best_multiplier"])
-    for r in rows:
+    columns = [f"x{v:g}" if hparam == RATE else f"{hparam}={v:g}" for v in grid_values]
+    writer.writerow(["seed", "from_step", "horizon", "guide_loss_before", *columns,
+                     "best_multiplier" if hparam == RATE else "best_value"])
+    for r in _of(rows, hparam):
         writer.writerow([r["seed"], r["from_step"], r["horizon"], repr(r["guide_loss_before"]),
-                         *map(repr, r["losses"]), "" if r["best_multiplier"] is None else repr(r["best_multiplier"])])
+                         *map(repr, r["losses"]), "" if r["best_value"] is None else repr(r["best_value"])])
     return out.getvalue()
 
 
@@ -243,19 +295,31 @@ def _finite_or_none(x: float):
     return x if math.isfinite(x) else None  # JSON has no NaN
 
 
+def _named(path: str, hparam: str) -> str:
+    """probe.csv, plots/probe.png for the learning rate; probe-<name>.csv, plots/probe-<name>.png for another."""
+    if hparam == RATE:
+        return path
+    stem, ext = os.path.splitext(path)
+    return f"{stem}-{hparam}{ext}"
+
+
 def write_results(model_dir: str, report: Dict) -> List[str]:
-    """probe.json, probe.csv and plots/probe.png in `model_dir` (each written, then renamed); their paths."""
-    paths = [os.path.join(model_dir, name) for name in (JSON_FILE, CSV_FILE, PLOT_FILE)]
+    """probe.json, and per probed hyper-parameter a CSV and a plot, in `model_dir` (each written,
+    then renamed); their paths."""
+    paths = [os.path.join(model_dir, JSON_FILE)]
     rows = [{**r, "losses": [_finite_or_none(x) for x in r["losses"]],
              "guide_loss_before": _finite_or_none(r["guide_loss_before"])} for r in report["rows"]]
     hpo_io.write_json(paths[0], {**report, "rows": rows})
-    hpo_io.write_text(paths[1], csv_text(report["rows"], report["multipliers"]))
-    hpo_io.write_bytes(paths[2], plot_png(report["rows"], report["multipliers"]))
+    for hparam, grid_values in report["grids"].items():
+        csv_path, plot_path = (os.path.join(model_dir, _named(f, hparam)) for f in (CSV_FILE, PLOT_FILE))
+        hpo_io.write_text(csv_path, csv_text(report["rows"], hparam, grid_values))
+        hpo_io.write_bytes(plot_path, plot_png(_of(report["rows"], hparam), grid_values, hparam))
+        paths += [csv_path, plot_path]
     return paths
 
 
-def plot_png(rows: Sequence[Dict], multipliers: Sequence[float]) -> bytes:
-    """Guide loss against multiplier, one line per horizon (and seed), one panel per from-step."""
+def plot_png(rows: Sequence[Dict], multipliers: Sequence[float], hparam: str = RATE) -> bytes:
+    """Guide loss against the value (multiplier), one line per horizon (and seed), one panel per from-step."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     starts = sorted({r["from_step"] for r in rows})
@@ -270,13 +334,14 @@ def plot_png(rows: Sequence[Dict], multipliers: Sequence[float]) -> bytes:
             label = _steps(r["horizon"]) + (f", seed {r['seed']}" if len(seeds) > 1 else "")
             ax.plot(multipliers, r["losses"], marker="o", ms=3, color=colours[r["horizon"]], label=label,
                     linestyle=("-", "--", ":", "-.")[seeds.index(r["seed"]) % 4])
-            if r["best_multiplier"] is not None:
-                ax.plot([r["best_multiplier"]], [min(x for x in r["losses"] if math.isfinite(x))], marker="*",
+            if r["best_value"] is not None:
+                ax.plot([r["best_value"]], [min(x for x in r["losses"] if math.isfinite(x))], marker="*",
                         ms=11, color=colours[r["horizon"]])
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(multipliers, [_times(m) for m in multipliers])
+        if hparam == RATE or min(multipliers) > 0:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(multipliers, [_value(hparam, m) for m in multipliers])
         ax.minorticks_off()
-        ax.set_xlabel("learning-rate multiplier")
+        ax.set_xlabel("learning-rate multiplier" if hparam == RATE else hparam)
         ax.set_title(f"from step {start}")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("guide loss after training")
@@ -288,9 +353,12 @@ def plot_png(rows: Sequence[Dict], multipliers: Sequence[float]) -> bytes:
 
 def probe(experiment, grid: Probe, seeds: Sequence[int], progress=None) -> Dict:
     """Runs the probe for each seed; the report that `write_results` writes."""
-    grid = grid.grid(experiment.train_steps)
+    grid = grid.grid(experiment)
+    values = run_values(experiment, list(grid.values))
     rows = [r for seed in seeds for r in probe_seed(experiment, grid, seed, progress)]
+    verdicts = {hparam: verdict(rows, grid.horizons, hparam) for hparam in grid.grids}
     return {"task": experiment.task, "train_steps": experiment.train_steps, "seeds": list(seeds),
-            "run_values": run_values(experiment), **guide_settings(experiment), "from_steps": list(grid.from_steps),
-            "horizons": list(grid.horizons), "multipliers": list(grid.multipliers), "rows": rows,
-            "verdict": verdict(rows, grid.horizons)}
+            "run_values": values, **guide_settings(experiment), "from_steps": list(grid.from_steps),
+            "horizons": list(grid.horizons), "multipliers": list(grid.multipliers),
+            "grids": {k: list(v) for k, v in grid.grids.items()}, "rows": rows,
+            "verdict": verdicts[RATE], "verdicts": verdicts}
