@@ -1,6 +1,7 @@
 """Several hosts, one run: two processes on JAX's distributed runtime (CPU, gloo), each with
 two CPU devices, for the built-in engine and for T5X; the TPU VM script's dry run."""
 
+import csv
 import json
 import os
 import re
@@ -79,16 +80,24 @@ def test_builtin_engine_on_two_hosts_equals_one_host_with_as_many_devices(tmp_pa
     assert [t["state"] for t in optuna["trials"]] == ["COMPLETE"] and optuna["train_runs"] == 1
 
 
-def test_t5x_guided_on_two_hosts(tmp_path):
+def test_t5x_guided_with_a_horizon_and_groups_on_two_hosts(tmp_path):
+    """Windows of Guided.horizon 2 (each host takes the window's batches from its own pipeline)
+    and per-group rates, on a data × model mesh over two processes."""
     model_dir = str(tmp_path / "t5x")
     leader, follower = _on_two_hosts("--backend=t5x", "--gin_file=t5x/test.gin", "--strategy=guided",
+                                     "--gin.Guided.horizon=2", "--gin.Guided.groups='encoder_decoder'",
                                      f"--model_dir={model_dir}")
     assert "| guided [t5x] |" in leader and follower == ""
     guided = _records(model_dir)["guided"]
     # T5X's CPU mesh: one row of devices per process.
     assert guided["devices"] == "4xcpu" and guided["t5x"]["mesh"] == {"data": 2, "model": 2}
     assert np.isfinite(guided["dev_loss"]) and guided["learned_schedule"]["learning_rate"]["final"] != 1.0
-    assert len(open(os.path.join(model_dir, guided["schedule_file"])).read().splitlines()) == 5
+    with open(os.path.join(model_dir, guided["schedule_file"])) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "learning_rate", "learning_rate/encoder", "learning_rate/decoder"]
+    for name in list(rows[0])[1:]:  # each value moves once, between the windows of steps 0-1 and 2-3
+        values = [float(r[name]) for r in rows]
+        assert len(values) == 4 and values[0] == values[1] != values[2] == values[3], (name, values)
 
 
 def test_a_host_that_is_not_the_leader_generates_its_own_data(tmp_path, monkeypatch):
