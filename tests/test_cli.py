@@ -191,8 +191,6 @@ def _bad_inputs(tmp_path):
         "update_every not a multiple of the horizon": (["--strategy=guided", "--gin.Guided.horizon=2",
                                                         "--gin.Guided.update_every=3"],
                                                        "update_every (3) must be 1 or a multiple of the horizon (2)"),
-        "claims with per-group rates": (["--strategy=guided", "--claims", "--gin.Guided.groups='encoder_decoder'"],
-                                        "--claims: the fixed strategy cannot replay per-group learning rates"),
         "unknown group preset": (["--strategy=guided", "--gin.Guided.groups='layers'"],
                                  "Guided.groups: unknown preset 'layers'"),
         "group matching no parameter": (["--strategy=guided", "--gin.Guided.groups={'encoder': '^encoder/', "
