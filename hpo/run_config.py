@@ -7,7 +7,9 @@ Fixed, Guided and OptunaSearch alike for every strategy it runs), and its
 strategy's own *settings*:
 
 - fixed: the values it trained with (`hparams`; a replay's replayed names aside,
-  they come from a per-seed schedule) and which names it replayed; the replay
+  they come from a per-seed schedule) and which names it replayed; a replay also
+  carries its `Guided` bindings (`hpo run --claims` replays with the guided run's
+  own, so replays of schedules learned differently are different rows); the replay
   mode sets rows apart before this (table_groups);
 - guided: its `Guided` bindings;
 - optuna: its study's settings (sampler, pruner, trials, ...). Its records carry no gin config:
@@ -117,18 +119,19 @@ def _fixed_overrides(bindings: Dict[str, object]) -> bool:
 
 def _settings(record: Dict, strategy: str, bindings: Dict[str, object]) -> Dict[str, object]:
     if strategy == "fixed":
-        return _fixed_settings(record)
+        return _fixed_settings(record, bindings)
     if strategy == "optuna":
         study = record.get("study") if isinstance(record.get("study"), dict) else {}
         return {f"study.{k}": _hashable(v) for k, v in study.items() if k not in STUDY_OUTCOME_FIELDS}
     return {k: v for k, v in bindings.items() if _strategy_of(k) == strategy}
 
 
-def _fixed_settings(record: Dict) -> Dict[str, object]:
+def _fixed_settings(record: Dict, bindings: Dict[str, object]) -> Dict[str, object]:
     replay = record.get("replay")
     replayed = list(replay.get("hparams") or []) if isinstance(replay, dict) else []
     hparams = record.get("hparams") if isinstance(record.get("hparams"), dict) else {}
     settings = {k: _hashable(v) for k, v in hparams.items() if k not in replayed}
     if replay:
         settings["replayed"] = ",".join(sorted(replayed))
+        settings.update({k: v for k, v in bindings.items() if _strategy_of(k) == "guided"})
     return settings

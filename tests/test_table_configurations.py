@@ -156,6 +156,19 @@ def test_replays_of_each_seeds_schedule_are_one_row_per_mode():
         ("fixed (replay mean; weight_decay=0.1)", [2])]
 
 
+def test_replays_of_schedules_learned_with_other_guided_settings_are_rows_of_their_own():
+    """Two dirs of `hpo run --claims`, one-step and horizon-16 guided: each seed's replays are of
+    different schedules, so neither counts as the other's seed (and the label says why)."""
+    def replay(model_dir, horizon):
+        gin = gin_config(model_dir, **{"Guided.horizon": horizon, "Guided.tune": ["learning_rate"]})
+        return record("fixed", seed=0, gin_config=gin, _model_dir=model_dir, hparams={"learning_rate": 0.7},
+                      replay={"file": f"{model_dir}/guided/seed0/hparams.csv", "mode": "mean",
+                              "hparams": ["learning_rate"]})
+    rows = table.build_rows([replay("/one", 1), replay("/sixteen", 16)], ".")
+    assert [(r["strategy"], r["seed_list"]) for r in rows] == [
+        ("fixed (replay mean; Guided.horizon=1)", [0]), ("fixed (replay mean; Guided.horizon=16)", [0])]
+
+
 def test_optuna_rows_by_study_settings_not_by_study_name():
     def optuna(seed, n_trials):
         study = {"name": f"task-seed{seed}", "sampler": "tpe", "n_trials": n_trials, "best_trial": seed}
