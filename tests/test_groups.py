@@ -146,6 +146,9 @@ def test_replaying_group_rates_needs_their_groups(tiny_experiment, tmp_path):
     exp = tiny_experiment("TRAIN_STEPS = 2")
     with pytest.raises(UserError, match=r"per-group learning rates \(encoder\) but no groups.json beside it"):
         Fixed(replay=str(path)).run(exp, seed=0)
+    (path.parent / "groups.json").write_text('{"encoder": ')
+    with pytest.raises(UserError, match="groups.json is not JSON"):
+        Fixed(replay=str(path)).run(exp, seed=0)
     (path.parent / "groups.json").write_text('{"decoder": "^decoder/"}')
     with pytest.raises(UserError, match="names groups decoder, the schedule encoder"):
         Fixed(replay=str(path)).run(exp, seed=0)

@@ -70,7 +70,10 @@ class Fixed(Strategy):
         if not grouped:
             return {}
         path = os.path.join(os.path.dirname(self.replay), GROUPS_FILE)
-        groups = hpo_io.read_json(path)
+        try:
+            groups = hpo_io.read_json(path)
+        except ValueError as e:
+            raise UserError(f"fixed: {path} is not JSON ({e})") from None
         if groups is None:
             raise UserError(f"fixed: {self.replay} has per-group learning rates ({', '.join(grouped)}) but no "
                             f"{GROUPS_FILE} beside it naming their parameters (a guided run writes one)")
