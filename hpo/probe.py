@@ -159,9 +159,9 @@ def make_steps(model, tx, schedule):
             jax.jit(functools.partial(model.mean_loss, train=False)))
 
 
-def probe_seed(experiment, grid: Probe, seed: int, progress=None) -> List[Dict]:
-    """One row per (hyper-parameter, from-step, horizon): the guide loss at each value of its grid."""
-    values = run_values(experiment, list(grid.values))
+def probe_seed(experiment, grid: Probe, values: Dict[str, float], seed: int, progress=None) -> List[Dict]:
+    """One row per (hyper-parameter, from-step, horizon): the guide loss at each value of its grid,
+    the run training with `values` (`run_values`)."""
     tx = optim.make_optimizer(experiment.optimizer, values)
     train, guide_loss = make_steps(experiment.model, tx, experiment.schedule)
     # A copy per (name, value) of the grids; the run itself steps with its own values (None).
@@ -355,7 +355,7 @@ def probe(experiment, grid: Probe, seeds: Sequence[int], progress=None) -> Dict:
     """Runs the probe for each seed; the report that `write_results` writes."""
     grid = grid.grid(experiment)
     values = run_values(experiment, list(grid.values))
-    rows = [r for seed in seeds for r in probe_seed(experiment, grid, seed, progress)]
+    rows = [r for seed in seeds for r in probe_seed(experiment, grid, values, seed, progress)]
     verdicts = {hparam: verdict(rows, grid.horizons, hparam) for hparam in grid.grids}
     return {"task": experiment.task, "train_steps": experiment.train_steps, "seeds": list(seeds),
             "run_values": values, **guide_settings(experiment), "from_steps": list(grid.from_steps),

@@ -1,5 +1,6 @@
 """The fixed strategy: one run with constant or replayed hyper-parameter values."""
 
+import functools
 import os
 from typing import Callable, Dict, Mapping, Tuple
 
@@ -43,29 +44,30 @@ class Fixed(Strategy):
     def values(self, experiment) -> Dict[str, float]:
         # Replayed values start at the schedule's first; they must exist in the optimizer state
         # (a group's multiplier, in its groups' parameters).
-        _, schedule = self._schedule()
+        _, schedule = self._replayed
         overrides = {**{k: float(v[0]) for k, v in schedule.items()}, **self.hparams}
         for name in overrides:
             if not param_groups.is_group_rate(name):
                 experiment.check_settable(name, "fixed")
-        groups = self.groups()
-        if groups:
-            param_groups.labels(groups, experiment.param_shapes())
+        if self.replay_groups:
+            param_groups.labels(self.replay_groups, experiment.param_shapes())
         return {**experiment.base_hparams(), **{k: float(v) for k, v in overrides.items()}}
 
-    def _schedule(self) -> Tuple[int, Dict]:
-        """(the step of the schedule's first row, its values per hyper-parameter)."""
+    @functools.cached_property
+    def _replayed(self) -> Tuple[int, Dict]:
+        """(the step of the schedule's first row, its values per hyper-parameter), read once."""
         from hpo.strategies.guided import read_schedule  # the guided strategy writes the format
         if not self.replay:
             return 0, {}
         schedule = read_schedule(self.replay)
         return int(schedule.pop("step")[0]), schedule
 
-    def groups(self) -> Dict[str, str]:
+    @functools.cached_property
+    def replay_groups(self) -> Dict[str, str]:
         """The parameter groups of a replayed schedule's per-group learning rates (`Guided.groups`,
         in the guided run's groups.json beside the schedule); {} when it has none."""
         from hpo.strategies.guided import GROUPS_FILE
-        _, schedule = self._schedule()
+        _, schedule = self._replayed
         grouped = sorted(k[len(param_groups.PREFIX):] for k in schedule if param_groups.is_group_rate(k))
         if not grouped:
             return {}
@@ -86,7 +88,7 @@ class Fixed(Strategy):
     def step_values(self, experiment) -> Tuple[Callable, Dict]:
         """A function step -> the values that step trains with, plus a description for the record."""
         values = {k: jnp.asarray(v, jnp.float32) for k, v in self.values(experiment).items()}
-        first, schedule = self._schedule()
+        first, schedule = self._replayed
         if not schedule:
             return (lambda step: values), {}
         if self.replay_mode != "schedule":
@@ -111,5 +113,5 @@ class Fixed(Strategy):
         fixed = {k: records.as_float(v) for k, v in values_at(0).items()}
         default_dir = experiment.run_dir(self.name + ("-replay-" + self.replay_mode if info else ""), seed)
         return experiment.train_fixed(
-            self.name, seed, values_at, groups=self.groups() or None, run_dir=run_dir or default_dir,
+            self.name, seed, values_at, groups=self.replay_groups or None, run_dir=run_dir or default_dir,
             record_extra=lambda tuner: {"hparams": fixed, **info}, **kwargs)
