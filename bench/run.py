@@ -23,6 +23,7 @@ import jax
 
 from bench.data_wait import data_wait
 from bench.decode_speed import cache_speedups, decode_speed
+from bench.forward import forward_costs
 from bench.guided_step import guided_step_ratios
 from bench.horizon import horizon_costs
 from bench.memory import training_memory
@@ -32,7 +33,7 @@ from hpo import config
 from hpo import io as hpo_io
 from hpo.errors import UserError
 
-SECTIONS = ("throughput", "guided", "horizon", "decode", "memory", "data_wait", "resume", "t5x")
+SECTIONS = ("throughput", "guided", "horizon", "forward", "decode", "memory", "data_wait", "resume", "t5x")
 
 
 def _parse(argv: Sequence[str]):
@@ -148,6 +149,17 @@ def _horizon(args, gin_files):
     return r
 
 
+def _forward(args, gin_files):
+    r = forward_costs(args.gin, args.bindings, repeats=max(3, args.repeats // 4))
+    for label, v in r.items():
+        for mode in ("one_step", "forward"):
+            _line(f"guided {mode} [{label}]: step time ÷ plain", v[f"{mode}_step_ratio"], "",
+                  f"planned memory {v[f'{mode}_mib']:.1f} MiB = {v[f'{mode}_mib_ratio']:.2f}x plain "
+                  f"({v['plain_mib']:.1f} MiB), {v[f'{mode}_forward_values']} forward values, "
+                  f"{v['optimizer']}, batch {v['batch']}")
+    return r
+
+
 def _decode(args, gin_files):
     r = decode_speed(gin_files, args.bindings)
     note = f"{r['sentences']} test sentences, untrained model: every sentence runs to the full length {r['max_len']}"
@@ -205,7 +217,8 @@ def _t5x(args, gin_files):
     return out
 
 
-_SECTION_FNS = {"throughput": _throughput, "guided": _guided, "horizon": _horizon, "decode": _decode,
+_SECTION_FNS = {"throughput": _throughput, "guided": _guided, "horizon": _horizon, "forward": _forward,
+                "decode": _decode,
                 "memory": _memory, "data_wait": _data_wait, "resume": _resume, "t5x": _t5x}
 _RESULT_KEYS = {"guided": "guided_step"}  # bench/results.json kept this name before
 

@@ -120,7 +120,7 @@ def t5x_vs_engine(size: str = "tiny", batch_size: int = 32, length: int = 32, re
                           fixed_values={k: v for k, v in values.items() if k != "learning_rate"},
                           meta_tx=optax.adam(1e-2))
     tuned_model = _with_optimizer(model, optimizers.OptaxWrapper(
-        t5x_optim.carrying_tuner(model.optimizer_def.optax_optimizer, tuning.init(2 * repeats + 8))))
+        t5x_optim.carrying_tuner(model.optimizer_def.optax_optimizer, tuning, 2 * repeats + 8)))
     guided_state, guided_axes = _t5x_state(tuned_model, partitioner, batch)
     guided = GuidedTrainer(train_state=guided_state, tuning=tuning,
                            **{**common, "model": tuned_model, "train_state_axes": guided_axes})

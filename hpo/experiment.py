@@ -115,7 +115,7 @@ class Experiment:
             step = StepSchedule((step, functools.partial(step, tune=False)),
                                 lambda t: 0 if tuning.due(t, self.train_steps) else 1, spans=(tuning.horizon, 1))
         return self.train_and_evaluate(
-            strategy, seed, step, tx, tuner=tuning.init(self.train_steps),
+            strategy, seed, step, tx, tuner=lambda carry: tuning.init(self.train_steps, carry),
             batches=lambda: pipeline.train_and_guide_batches(
                 self.data, seed, tuning.guide_batch_size, tuning.guide_refresh_every), **kwargs)
 

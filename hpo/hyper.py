@@ -7,11 +7,19 @@ backends: a training update with the current values, the guide loss of the
 updated model, its gradient with respect to the raw values (through the
 optimizer update), and a meta-optimizer step on them. `guided_update` is that
 step on the built-in engine; hpo.t5x_backend has the T5X one.
+
+Two ways to take that gradient (`Tuning.mode`): 'one_step' differentiates
+through the last update (or window of `horizon` updates) in reverse mode,
+treating the state before it as a constant (the paper's method); 'forward'
+carries, for each forward-tuned value, the tangent of the training state with
+respect to it through every update since the start (Franceschi et al. 2017's
+real-time hyper-gradient, discounted as in Donini et al. 2020), so the
+hyper-gradient sees the whole run at the memory of one tangent per value.
 """
 
 import dataclasses
 import functools
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +29,7 @@ from hpo.errors import UserError, finite_number
 from hpo.trainer import apply_update
 
 PARAMETERISATIONS = ("exp", "sigmoid", "softplus", "identity")
+MODES = ("one_step", "forward")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +124,9 @@ class Tuning:
     also inflates Adam's second moment for hundreds of steps). `groups` (name ->
     regex, `hpo.groups`): each group's learning-rate multiplier
     `learning_rate/<name>`, tuned among `specs`, scales its parameters' updates.
+    `mode` 'forward': the values named in `forward` take forward-mode
+    hyper-gradients with discount `discount` μ (`propagate`); the others keep
+    the one-step gradient. μ = 0 is the one-step method itself.
     """
     specs: Mapping[str, HparamSpec]
     fixed_values: Mapping[str, float]
@@ -126,13 +138,28 @@ class Tuning:
     guide_refresh_every: int = 0
     horizon: int = 1
     groups: Optional[Mapping[str, str]] = None
+    mode: str = "one_step"
+    forward: Sequence[str] = ()
+    discount: float = 1.0
+
+    @property
+    def forward_names(self) -> Tuple[str, ...]:
+        """The tuned values whose state tangents are carried: none in one-step mode or at μ = 0,
+        which is then the one-step method's program, bit for bit."""
+        if self.mode != "forward" or self.discount == 0:
+            return ()
+        return tuple(k for k in self.specs if k in self.forward)
 
     def initial_values(self) -> Dict[str, float]:
         return {**self.fixed_values, **{k: s.init for k, s in self.specs.items()}}
 
-    def init(self, train_steps: int):
-        """The tuner state: raw values, meta-optimizer state, counters and the schedule so far."""
-        return init_tuner(self.specs, {k: s.init for k, s in self.specs.items()}, self.meta_tx, train_steps)
+    def init(self, train_steps: int, carry=None):
+        """The tuner state: raw values, meta-optimizer state, counters and the schedule so far;
+        in forward mode also each forward value's tangent of `carry` (the training state), zero."""
+        tuner = init_tuner(self.specs, {k: s.init for k, s in self.specs.items()}, self.meta_tx, train_steps)
+        if self.forward_names:
+            tuner["tangent"] = {k: jax.tree.map(jnp.zeros_like, carry) for k in self.forward_names}
+        return tuner
 
     def due(self, step: int, train_steps: int = None) -> bool:
         """Whether step `step` (a host int) starts a tuned window: `step(..., tune=True)`. A window
@@ -140,54 +167,135 @@ class Tuning:
         fits = train_steps is None or step + self.horizon <= train_steps
         return step % self.update_every == 0 and fits
 
-    def step(self, tuner, step, train: Callable, guide_loss_of: Callable, tune: bool = True):
+    def meta_updates(self, first_step: int, end_step: int) -> int:
+        """How many tuned steps (meta-optimizer updates) a run over [first_step, end_step) takes: a
+        tuned window takes `horizon` steps, the steps between are plain."""
+        count, step = 0, first_step
+        while step < end_step:
+            tuned = self.due(step, end_step)
+            count, step = count + tuned, step + (self.horizon if tuned else 1)
+        return count
+
+    def step(self, tuner, step, carry, update: Callable, guide_loss: Callable, tune: bool = True):
         """The method's step, whatever trains the model (the built-in engine or T5X).
 
-        `train(values)` takes the training update with the hyper-parameter
-        values `values` (on a tuned step: the window's `horizon` updates) and
-        returns aux (the updated model, ...); `guide_loss_of(aux)` is the guide
-        loss of the updated model. On a tuned step (`tune`, every `update_every`
-        steps: `due(step)`) that loss is differentiated with respect to the raw
-        values through the window's updates, θ_t and the optimizer state at its
-        start being constants (truncation), and the meta-optimizer moves them. The steps between (`tune=False`) are
-        `train(values)` alone, with no guide pass (compute 1 + g / update_every
-        plain steps), and log the last guide loss and hyper-gradients. The
+        `carry` is the training state the values act on (parameters, optimizer
+        state); `update(carry, values)` takes the training update with the
+        hyper-parameter values `values` (on a tuned step: the window's `horizon`
+        updates) and returns (new carry, aux); `guide_loss(carry)` is the guide
+        loss of a model. On a tuned step (`tune`, every `update_every` steps:
+        `due(step)`) the guide loss of the updated model is differentiated with
+        respect to the raw values, and the meta-optimizer moves them. One-step
+        values are differentiated through the window's updates, the carry at its
+        start being a constant (truncation); forward values through every update
+        since the start, by their carried tangents. The steps between
+        (`tune=False`) are `update(carry, values)` alone, with no guide pass
+        (compute 1 + g / update_every plain steps; forward tangents are carried
+        through them too), and log the last guide loss and hyper-gradients. The
         engines compile the two kinds as two programs and pick one on the host
         (a lax.cond inside one program cost about 3% per step on CPU).
 
-        Returns (guide loss, aux, values the step used, new tuner, sanitised hyper-gradients).
+        Returns (guide loss, new carry, aux, values the step used, new tuner, sanitised hyper-gradients).
         """
-        specs = self.specs
+        specs, forward = self.specs, self.forward_names
 
         def values_of(raw):
             return {**self.fixed_values, **activate_all(specs, raw)}
 
-        def tuned(tuner):
-            def objective(raw):
+        def one_step_grads(raw, names):
+            """Reverse mode through this step's update: (guide loss, (new carry, aux, values)), grads."""
+            def objective(moved):
+                values = values_of({**raw, **moved})
+                new, aux = update(carry, values)
+                return guide_loss(new), (new, aux, values)
+            return jax.value_and_grad(objective, has_aux=True)({k: raw[k] for k in names})
+
+        raw = tuner["raw"]
+        if not tune:
+            values = values_of(raw)
+            if forward:
+                new, aux, tangent = self.propagate(carry, update, values_of, raw, tuner["tangent"])
+                tuner = {**tuner, "tangent": tangent}
+            else:
+                new, aux = update(carry, values)
+        else:
+            if forward:
+                new, aux, tangent = self.propagate(carry, update, values_of, raw, tuner["tangent"])
+                guide, grads = self.forward_grads(new, guide_loss, tangent)
+                others = [k for k in specs if k not in forward]
+                if others:  # one-step gradients of the rest: a reverse pass through this update
+                    _, more = one_step_grads(raw, others)
+                    grads = {**grads, **more}
+                grads = {k: grads[k] for k in specs}
                 values = values_of(raw)
-                aux = train(values)
-                return guide_loss_of(aux), (aux, values)
-
-            (guide, (aux, values)), grads = jax.value_and_grad(objective, has_aux=True)(tuner["raw"])
-            nonfinite = {k: tuner["nonfinite"][k] + (~jnp.isfinite(grads[k])).astype(jnp.int32) for k in specs}
+            else:
+                (guide, (new, aux, values)), grads = one_step_grads(raw, list(specs))
+            finite = {k: jnp.isfinite(grads[k]) for k in specs}
+            nonfinite = {k: tuner["nonfinite"][k] + (~finite[k]).astype(jnp.int32) for k in specs}
             grads = sanitize(grads, self.bound, self.clip)
-            updates, meta_state = self.meta_tx.update(grads, tuner["meta_state"], tuner["raw"])
-            return aux, values, {
-                **tuner, "raw": optax.apply_updates(tuner["raw"], updates), "meta_state": meta_state,
-                "nonfinite": nonfinite,  # steps whose hyper-gradient was NaN/inf (then sanitised): in the record
-                "last": {"guide_loss": guide, "hypergrad": grads}}
-
-        def plain(tuner):
-            values = values_of(tuner["raw"])
-            return train(values), values, tuner
-
-        aux, values, tuner = tuned(tuner) if tune else plain(tuner)
+            updates, meta_state = self.meta_tx.update(grads, tuner["meta_state"], raw)
+            tuner = {**tuner, "raw": optax.apply_updates(raw, updates), "meta_state": meta_state,
+                     "nonfinite": nonfinite,  # steps whose hyper-gradient was NaN/inf (then sanitised): in the record
+                     "last": {"guide_loss": guide, "hypergrad": grads}}
+            if forward:  # a tangent that went non-finite starts afresh, as if from this step
+                tuner["tangent"] = {k: jax.tree.map(lambda z, ok=finite[k]: jnp.where(ok, z, jnp.zeros_like(z)), t)
+                                    for k, t in tangent.items()}
         # The learned schedule: the values each step was taken with (a tuned window's steps: the same).
         rows = jnp.tile(jnp.stack([values[k] for k in specs])[None], (self.horizon if tune else 1, 1))
         trajectory = jax.lax.dynamic_update_slice(tuner["trajectory"], rows.astype(tuner["trajectory"].dtype),
-                                                  (step, 0))
+                                                  (jnp.asarray(step, jnp.int32), jnp.int32(0)))
         tuner = {**tuner, "trajectory": trajectory}
-        return tuner["last"]["guide_loss"], aux, values, tuner, tuner["last"]["hypergrad"]
+        return tuner["last"]["guide_loss"], new, aux, values, tuner, tuner["last"]["hypergrad"]
+
+    def propagate(self, carry, update: Callable, values_of: Callable, raw, tangent):
+        """The update with the current values, and each forward value k's tangent carried through it:
+        Z_k ← μ·(∂update/∂carry)·Z_k + ∂update/∂raw_k, one `jax.jvp` of the update per value.
+
+        Returns (new carry, aux, new tangents). The update's own computation is the same in every
+        jvp, and XLA computes it once (its common-subexpression pass: measured, the FLOPs of
+        one update plus two per tangent).
+        """
+        floats, rebuild = _inexact(carry)
+        forward = [k for k in self.specs if k in self.forward]  # at μ = 0 too (tests compare it)
+
+        def moved(floats_in, raw_forward):
+            new, aux = update(rebuild(floats_in), values_of({**raw, **raw_forward}))
+            return _inexact(new)[0], (new, aux)
+
+        at = {k: raw[k] for k in forward}
+        new = aux = None
+        out = {}
+        for k in forward:
+            stored, rebuild_tangent = _inexact(tangent[k])
+            z = stored if self.discount == 1 else [self.discount * x for x in stored]
+            unit = {j: jnp.asarray(float(j == k), raw[j].dtype) for j in forward}
+            _, dz, (new, aux) = jax.jvp(moved, (floats, at), (z, unit), has_aux=True)
+            out[k] = rebuild_tangent([x.astype(s.dtype) for x, s in zip(dz, stored)])
+        return new, aux, out
+
+    @staticmethod
+    def forward_grads(new, guide_loss: Callable, tangent):
+        """(guide loss of `new`, {k: ∇G · Z_k}): the forward values' hyper-gradients."""
+        floats, rebuild = _inexact(new)
+        guide, grad = jax.value_and_grad(lambda f: guide_loss(rebuild(f)))(floats)
+        grads = {}
+        for k, z in tangent.items():
+            zs = _inexact(z)[0]
+            grads[k] = sum(jnp.vdot(g, x.astype(g.dtype)) for g, x in zip(grad, zs)).astype(jnp.float32)
+        return guide, grads
+
+
+def _inexact(tree):
+    """(the tree's floating-point leaves, rebuild(leaves) -> the tree with those leaves): what
+    differentiates in a training state (its integer counters do not)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    floating = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
+
+    def rebuild(new_floats):
+        it = iter(new_floats)
+        return jax.tree.unflatten(treedef, [next(it) if f else x for x, f in zip(leaves, floating)])
+
+    return [x for x, f in zip(leaves, floating) if f], rebuild
 
 
 def guide_loss(raw, state, batch, *, model, tx, schedule, specs, fixed_values, groups=None):
@@ -233,13 +341,18 @@ def guided_update(state, batch, *, model, tx, schedule, tuning: Tuning, tune: bo
     its gradient is already averaged across devices.
     """
     window = tune and tuning.horizon > 1
-    update = train_window if window else apply_update
-    train = functools.partial(update, state, batch["train"], model=model, tx=tx, schedule=schedule,
-                              groups=tuning.groups)
+    train = train_window if window else apply_update
+
+    def update(carry, values):
+        params, opt_state = carry
+        params, opt_state, loss = train(state.replace(params=params, opt_state=opt_state), batch["train"], values,
+                                        model=model, tx=tx, schedule=schedule, groups=tuning.groups)
+        return (params, opt_state), loss
+
     guide_batch = jax.tree.map(lambda x: x[-1], batch["guide"]) if window else batch["guide"]
-    guide_loss_of = lambda aux: model.mean_loss(aux[0], guide_batch, train=False)  # noqa: E731
-    guide, (params, opt_state, loss), values, tuner, grads = tuning.step(state.tuner, state.step, train,
-                                                                         guide_loss_of, tune)
+    guide_loss = lambda carry: model.mean_loss(carry[0], guide_batch, train=False)  # noqa: E731
+    guide, (params, opt_state), loss, values, tuner, grads = tuning.step(
+        state.tuner, state.step, (state.params, state.opt_state), update, guide_loss, tune)
     metrics = {"loss": loss, **step_metrics(guide, values, grads, schedule(state.step))}
     steps = tuning.horizon if window else 1
     return state.replace(step=state.step + steps, params=params, opt_state=opt_state, tuner=tuner), metrics

@@ -38,9 +38,13 @@ class TrainState:
 
 
 def init_state(model, tx: optax.GradientTransformation, seed: int, lengths, tuner=None) -> TrainState:
+    """`tuner`: the strategy's state, or a function of (params, optimizer state) that makes it."""
     init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
     params = model.init(init_rng, lengths)
-    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=jax.jit(tx.init)(params),
+    opt_state = jax.jit(tx.init)(params)
+    if callable(tuner):
+        tuner = tuner((params, opt_state))
+    return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=opt_state,
                       rng=dropout_rng, tuner={} if tuner is None else tuner)
 
 

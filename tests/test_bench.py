@@ -10,6 +10,7 @@ import pytest
 from bench import run  # bench/ is on pytest's pythonpath (pyproject.toml)
 from bench.data_wait import data_wait
 from bench.decode_speed import decode_speed
+from bench.forward import forward_costs
 from bench.horizon import horizon_costs
 from bench.memory import training_memory
 from bench.resume import resume_times
@@ -70,6 +71,19 @@ def test_horizon_costs_time_and_plan_memory_per_window():
         assert 0 < r[f"step_ratio@{k}"] < math.inf and r[f"mib@{k}"] > 0
     # A window keeps each step's parameters and optimizer state for the reverse pass.
     assert r["mib@2"] > r["mib@1"] >= r["plain_mib"]
+
+
+def test_forward_costs_time_and_plan_memory_per_variant():
+    r = forward_costs(TINY, repeats=1)
+    assert list(r) == ["learning rate", "4 learning rates", "paper regime, six values"]
+    assert [v["forward_forward_values"] for v in r.values()] == [1, 4, 6]
+    for v in r.values():
+        assert v["one_step_forward_values"] == 0 and v["plain_mib"] > 0
+        for mode in ("one_step", "forward"):
+            assert 0 < v[f"{mode}_step_ratio"] < math.inf
+        # A tangent per forward value: more of them, more memory.
+        assert v["forward_mib"] > v["one_step_mib"]
+    assert r["4 learning rates"]["forward_mib"] > r["learning rate"]["forward_mib"]
 
 
 def test_resume_times_at_two_positions():

@@ -20,11 +20,18 @@ import optax
 
 from hpo import groups as param_groups, hyper, io as hpo_io
 from hpo.data import catalog
-from hpo.errors import UserError, positive_int
+from hpo.errors import UserError, finite_number, positive_int
 from hpo.strategies.base import Strategy
 
 SCHEDULE_FILE = "hparams.csv"
 GROUPS_FILE = "groups.json"  # beside the schedule: Guided.groups, {name: regex}
+
+
+# A raw value moves at most about one meta learning rate per meta-update under these
+# meta-optimizers (Adam's step is lr · m/√v, |m/√v| ≲ 1), so a travel T over M updates is lr T/M.
+BOUNDED_STEP_META_OPTIMIZERS = ("adam", "adamw", "adamax", "adamaxw", "nadam", "nadamw", "radam", "lion",
+                                "amsgrad", "adabelief", "rmsprop", "sign_sgd")
+DEFAULT_TRAVEL = 2.0
 
 
 @gin.configurable
@@ -46,15 +53,27 @@ class Guided(Strategy):
     parameter paths}; each group gets a learning-rate multiplier `learning_rate/<name>` on
     its parameters' updates, tuned with `tune` (the global `learning_rate` multiplies every
     parameter's rate and is tuned only if `tune` names it; `tune` may then be empty).
+
+    `mode`: 'one_step' (the paper's method: the gradient through the last update, or
+    window) or 'forward' (the values in `forward`, None: the learning-rate multipliers,
+    take the gradient through every update since the start, carried forward as a
+    tangent of the training state, discounted by `discount` μ in [0, 1] per step
+    (None: 1, no truncation; 0: the one-step method); the other tuned values keep the
+    one-step gradient).
+
+    `travel`: how far a raw value may move over the run (in raw units: e^travel for
+    the learning-rate multiplier); the meta learning rate is travel ÷ the run's
+    meta-updates (train steps ÷ update_every, or ÷ horizon), so one setting means
+    the same at any budget. `meta_learning_rate`, when given, is used as it is instead.
     """
 
     name = "guided"
 
     def __init__(self, tune: Sequence[str] = ("learning_rate",), specs: Mapping[str, Mapping] = None,
-                 meta_optimizer: str = "adam", meta_learning_rate: float = 3e-3,
+                 meta_optimizer: str = "adam", meta_learning_rate: float = None, travel: float = None,
                  guide_batch_size: int = None, guide_refresh="fixed", update_every: int = 1,
                  hypergrad_bound: float = 10.0, hypergrad_clip: float = None, horizon: int = 1,
-                 groups=None):
+                 groups=None, mode: str = "one_step", forward: Sequence[str] = None, discount: float = None):
         if isinstance(tune, str):
             tune = (tune,)
         self.groups = param_groups.resolve(groups)
@@ -62,25 +81,64 @@ class Guided(Strategy):
         if unknown or not (tune or self.groups):
             raise UserError(f"guided: cannot tune {sorted(unknown) or 'nothing'} "
                             f"(choose from {', '.join(hyper.DEFAULT_SPECS)})")
-        if update_every <= 0 or meta_learning_rate <= 0:
-            raise UserError("guided: update_every and meta_learning_rate must be positive")
+        if update_every <= 0:
+            raise UserError("guided: update_every must be positive")
         if not isinstance(meta_optimizer, str) or not callable(getattr(optax, meta_optimizer, None)):
             raise UserError(f"guided: unknown meta-optimizer optax.{meta_optimizer}")
+        if meta_learning_rate is not None and not finite_number(meta_learning_rate, "Guided.meta_learning_rate") > 0:
+            raise UserError(f"Guided.meta_learning_rate must be positive, got {meta_learning_rate}")
+        if meta_learning_rate is None:
+            travel = DEFAULT_TRAVEL if travel is None else travel
+            if not finite_number(travel, "Guided.travel") > 0:
+                raise UserError(f"Guided.travel must be positive, got {travel}")
+            if meta_optimizer not in BOUNDED_STEP_META_OPTIMIZERS:
+                raise UserError(f"Guided.travel assumes a meta-optimizer whose step is about its learning rate "
+                                f"({', '.join(BOUNDED_STEP_META_OPTIMIZERS[:3])}, ...); with optax.{meta_optimizer} "
+                                f"give Guided.meta_learning_rate")
         if guide_batch_size is not None:
             positive_int(guide_batch_size, "Guided.guide_batch_size")
         positive_int(horizon, "Guided.horizon")
         if horizon > 1 and update_every != 1 and update_every % horizon:
             raise UserError(f"guided: update_every ({update_every}) must be 1 or a multiple of the "
                             f"horizon ({horizon}): a tuned window is `horizon` steps")
-        self._check_specs([*tune, *map(param_groups.rate_name, self.groups)], specs)
+        tuned = [*tune, *map(param_groups.rate_name, self.groups)]
+        self._check_specs(tuned, specs)
+        self.forward, self.discount = self._check_mode(mode, forward, discount, horizon, tuned)
         self.tune = tuple(tune)
         self.spec_overrides = dict(specs or {})
-        self.meta_tx = getattr(optax, meta_optimizer)(learning_rate=meta_learning_rate)
-        self.settings = dict(meta_optimizer=meta_optimizer, meta_learning_rate=meta_learning_rate,
+        self.mode = mode
+        self.settings = dict(meta_optimizer=meta_optimizer, meta_learning_rate=meta_learning_rate, travel=travel,
                              guide_batch_size=guide_batch_size, guide_refresh=guide_refresh,
                              update_every=update_every, horizon=horizon,
-                             **({"groups": self.groups} if self.groups else {}))
+                             **({"groups": self.groups} if self.groups else {}), mode=mode,
+                             **({"forward": list(self.forward), "discount": self.discount} if mode == "forward" else {}))
         self.bound, self.clip = hypergrad_bound, hypergrad_clip
+
+    @staticmethod
+    def _check_mode(mode, forward, discount, horizon: int, tuned: Sequence[str]):
+        """(forward names, discount) for `mode`; UserError for settings that do not fit it."""
+        if mode not in hyper.MODES:
+            raise UserError(f"Guided.mode must be one of {', '.join(map(repr, hyper.MODES))}, got {mode!r}")
+        if mode == "one_step":
+            given = [name for name, v in (("forward", forward), ("discount", discount)) if v is not None]
+            if given:
+                raise UserError(f"Guided.{given[0]} applies to Guided.mode = 'forward' (the mode is 'one_step')")
+            return (), None
+        if horizon > 1:
+            raise UserError("Guided.horizon applies to Guided.mode = 'one_step': forward mode sees every "
+                            "update since the start (use update_every for fewer meta-updates)")
+        discount = 1.0 if discount is None else finite_number(discount, "Guided.discount")
+        if not 0 <= discount <= 1:
+            raise UserError(f"Guided.discount must be in [0, 1], got {discount}")
+        if forward is None:  # the learning-rate multipliers, global and per group
+            forward = [k for k in tuned if k == "learning_rate" or param_groups.is_group_rate(k)]
+        forward = [forward] if isinstance(forward, str) else list(forward)
+        untuned = [k for k in forward if k not in tuned]
+        if untuned:
+            raise UserError(f"Guided.forward: '{untuned[0]}' is not tuned (tuned: {', '.join(tuned)})")
+        if not forward:
+            raise UserError("Guided.forward names no tuned value: forward mode needs one (e.g. 'learning_rate')")
+        return tuple(dict.fromkeys(forward)), float(discount)
 
     @staticmethod
     def _check_specs(tune: Sequence[str], specs) -> None:
@@ -118,16 +176,26 @@ class Guided(Strategy):
         if self.groups:
             _check_groups(self.groups, experiment)
         specs = self.specs(experiment)
-        return hyper.Tuning(
+        tuning = hyper.Tuning(
             specs=specs, fixed_values={k: v for k, v in experiment.base_hparams().items() if k not in specs},
-            meta_tx=self.meta_tx, update_every=self.settings["update_every"], horizon=self.settings["horizon"],
+            meta_tx=optax.identity(), update_every=self.settings["update_every"], horizon=self.settings["horizon"],
             bound=self.bound, clip=self.clip,
             guide_batch_size=self.settings["guide_batch_size"] or experiment.batch_size,
-            guide_refresh_every=self._refresh_every(experiment), groups=self.groups or None)
+            guide_refresh_every=self._refresh_every(experiment), groups=self.groups or None,
+            mode=self.mode, forward=self.forward, discount=1.0 if self.discount is None else self.discount)
+        rate = self.meta_learning_rate(tuning, experiment)
+        return dataclasses.replace(tuning, meta_tx=getattr(optax, self.settings["meta_optimizer"])(learning_rate=rate))
+
+    def meta_learning_rate(self, tuning: hyper.Tuning, experiment) -> float:
+        """The meta learning rate: given, or `travel` ÷ the meta-updates of this experiment's run."""
+        if self.settings["meta_learning_rate"] is not None:
+            return float(self.settings["meta_learning_rate"])
+        return self.settings["travel"] / max(1, _meta_updates(tuning, experiment))
 
     def run(self, experiment, seed: int) -> Dict:
         tuning = self.tuning(experiment)
         names = list(tuning.specs)
+        updates, rate = _meta_updates(tuning, experiment), self.meta_learning_rate(tuning, experiment)
         run_dir = experiment.run_dir(self.name, seed)
 
         def record_extra(tuner):
@@ -140,7 +208,9 @@ class Guided(Strategy):
                     "nonfinite_hypergrad_steps": {k: int(v) for k, v in jax.device_get(tuner["nonfinite"]).items()},
                     "schedule_file": os.path.relpath(os.path.join(run_dir, SCHEDULE_FILE), experiment.model_dir),
                     "guided": {**self.settings, "tune": names, "guide_batch_size": tuning.guide_batch_size,
-                               "specs": {k: s.__dict__ for k, s in tuning.specs.items()}}}
+                               "specs": {k: s.__dict__ for k, s in tuning.specs.items()},
+                               # what the run used: the meta learning rate, derived or given, and its travel
+                               "meta_updates": updates, "meta_learning_rate": rate, "travel": rate * updates}}
 
         return experiment.train_guided(
             self.name, seed, tuning, run_dir=run_dir, record_extra=record_extra,
@@ -162,6 +232,12 @@ class Guided(Strategy):
                         f"number of steps, got {refresh!r}")
 
 
+def _meta_updates(tuning: hyper.Tuning, experiment) -> int:
+    """The tuned steps of a run of `experiment` (on T5X from an initial checkpoint's step)."""
+    first = getattr(experiment, "first_step", 0)
+    return tuning.meta_updates(first, first + experiment.train_steps)
+
+
 def _default_spec(name: str) -> hyper.HparamSpec:
     """The reference's spec of a tuned name; a group's multiplier is learned as the learning rate is."""
     return hyper.DEFAULT_SPECS["learning_rate" if param_groups.is_group_rate(name) else name]
@@ -175,15 +251,25 @@ def _check_groups(groups, experiment) -> None:
 # A reverse pass through one training step of a window, in plain-step units: the step's
 # forward again (rematerialised) and a Hessian-vector product (about two gradients).
 REVERSE_STEP_COST = 3.0
+# A forward value's tangent carried through one training step: each matrix product of the
+# step's forward and backward passes gets two more, one per operand that varies (XLA counts
+# 2.0 plain steps of FLOPs per tangent on the demo's model, the update itself computed once).
+TANGENT_COST = 2.0
 
 
 def step_cost(tuning: hyper.Tuning, batch_size: int) -> float:
     """Compute per training step in plain-step units: a tuned window of K steps every P steps
     (P = max(update_every, K)) adds its guide pass and reverse passes through K - 1 steps
-    (the last step's is the one-step lookahead's, which the reference counts as free)."""
+    (the last step's is the one-step lookahead's, which the reference counts as free). In
+    forward mode every step also carries a tangent per forward value, and the tuned steps'
+    one-step values (if any) take their reverse pass through the update, its forward again."""
+    guide = tuning.guide_batch_size / batch_size
+    forward = tuning.forward_names
+    if forward:
+        one_step = len(tuning.specs) > len(forward)
+        return 1.0 + TANGENT_COST * len(forward) + (guide + one_step) / tuning.update_every
     period = max(tuning.update_every, tuning.horizon)
-    extra = tuning.guide_batch_size / batch_size + REVERSE_STEP_COST * (tuning.horizon - 1)
-    return 1.0 + extra / period
+    return 1.0 + (guide + REVERSE_STEP_COST * (tuning.horizon - 1)) / period
 
 
 def taken(trajectory: np.ndarray):

@@ -151,7 +151,7 @@ class T5xExperiment:
         model = copy.copy(self.model)
         model.optimizer_def = t5x_optimizers.OptaxWrapper(  # the schedule is indexed by T5X's step
             t5x_optim.carrying_tuner(t5x_optim.with_groups(optimizer_def.optax_optimizer, tuning.groups),
-                                     tuning.init(self.total_steps)))
+                                     tuning, self.total_steps))
         trainer = _bound(GuidedTrainer, tuning=tuning)
         return self._train(strategy, seed, trainer, model=model,
                            get_dataset_fn=data.guided_dataset_fn(tuning.guide_refresh_every), **kwargs)

@@ -46,16 +46,22 @@ def optax_optimizer(name: str = "adafactor", **hparams) -> optax.GradientTransfo
 
 
 class TunedState(NamedTuple):
-    """The user's optimizer state, and the guided tuner beside it."""
+    """The user's optimizer state, the guided tuner beside it, and in forward mode the tangents of
+    (parameters, `inner`) with respect to each forward value (partitioned as what they shadow)."""
     inner: Any
     tuner: Any
+    tangent: Any = None
 
 
-def carrying_tuner(tx: optax.GradientTransformation, tuner) -> optax.GradientTransformation:
-    """`tx` whose state also holds `tuner` (initial value); updates pass it through unchanged."""
+def carrying_tuner(tx: optax.GradientTransformation, tuning, train_steps: int) -> optax.GradientTransformation:
+    """`tx` whose state also holds the tuner of `tuning` (`hyper.Tuning.init`, a schedule of
+    `train_steps` rows); updates pass it through unchanged."""
 
     def init(params):
-        return TunedState(tx.init(params), _stored(tuner))
+        inner = tx.init(params)
+        tuner = tuning.init(train_steps, (params, inner))
+        return TunedState(inner, _stored({k: v for k, v in tuner.items() if k != TANGENT}),
+                          _stored(tuner.get(TANGENT, {})))
 
     def update(updates, state, params=None):
         updates, inner = tx.update(updates, state.inner, params)
@@ -82,12 +88,35 @@ def set_group_rates(train_state, values: Dict[str, Any]):
     return with_param_states(train_state, jax.tree_util.tree_unflatten(treedef, leaves))
 
 
+TANGENT = "tangent"  # the tuner's forward-mode tangents (`hyper.Tuning.init`), stored apart on T5X
+
+
 def tuner_of(train_state):
-    return _rekeyed(train_state.param_states.tuner, lambda k: k.replace(_SLASH, "/"))
+    """The tuner `hyper.Tuning.step` takes: the stored one, with the tangents if there are any."""
+    states = train_state.param_states
+    tuner = _rekeyed(states.tuner, lambda k: k.replace(_SLASH, "/"))
+    if states.tangent:
+        tuner[TANGENT] = _rekeyed(states.tangent, lambda k: k.replace(_SLASH, "/"))
+    return tuner
 
 
 def with_tuner(train_state, tuner):
-    return with_param_states(train_state, train_state.param_states._replace(tuner=_stored(tuner)))
+    tangent = tuner.get(TANGENT)
+    states = train_state.param_states._replace(tuner=_stored({k: v for k, v in tuner.items() if k != TANGENT}))
+    if tangent is not None:
+        states = states._replace(tangent=_stored(tangent))
+    return with_param_states(train_state, states)
+
+
+def carry_of(train_state):
+    """What the hyper-parameters act on: (parameters, the user's optimizer state)."""
+    return train_state.params, train_state.param_states.inner
+
+
+def with_carry(train_state, carry):
+    params, inner = carry
+    state = train_state.replace_params(params)
+    return with_param_states(state, state.param_states._replace(inner=inner))
 
 
 # T5X's checkpoints name state entries by their keys joined with '/' (OptaxWrapper.state_dict):
@@ -213,7 +242,10 @@ def _factored_rule(state, params_axes):
 
 
 def _tuned_rule(state, params_axes):
-    return TunedState(inner=_derive(state.inner, params_axes), tuner=_replicated(state.tuner))
+    # A tangent has the axes of what it shadows: the parameters and the inner state.
+    inner = _derive(state.inner, params_axes)
+    return TunedState(inner=inner, tuner=_replicated(state.tuner),
+                      tangent={k: (params_axes, inner) for k in (state.tangent or {})})
 
 
 def _group_rates_rule(state, params_axes):

@@ -133,7 +133,7 @@ class GuidedTrainer(ValuesTrainer):
     def step(self, train_state, batch, tune: bool = True):
         """A tuned step, or with `tune=False` a plain one between tuned steps (`Tuning.step`)."""
         train, guide = _split(batch)
-        return self._guided(train_state, functools.partial(self.update, train_state, train), guide, tune)
+        return self._guided(train_state, lambda state, values: self.update(state, train, values), guide, tune)
 
     def window(self, train_state, batches):
         """A tuned window: one update per batch of `batches` (K of them), all with the same values,
@@ -141,21 +141,26 @@ class GuidedTrainer(ValuesTrainer):
         train, guides = _split(jax.tree.map(lambda *b: jnp.stack(b), *batches))
         guide = jax.tree.map(lambda x: x[-1], guides)
 
-        def steps(values):
+        def steps(state, values):
             one = jax.checkpoint(lambda state, batch: self.update(state, batch, values))
-            return jax.lax.scan(one, train_state, train)
+            return jax.lax.scan(one, state, train)
 
         train_state, metrics = self._guided(train_state, steps, guide, tune=True, window=len(batches))
         return train_state, [jax.tree.map(lambda m, i=i: m[i], metrics) for i in range(len(batches))]
 
     def _guided(self, train_state, train, guide, tune: bool, window: int = 0):
-        def guide_loss_of(aux):
-            total, weight = cross_entropy(self._model, aux[0].params, guide)
+        """`train(state, values)` -> (state, metrics): the update(s) the values act on."""
+        def update(carry, values):
+            updated, metrics = train(t5x_optim.with_carry(train_state, carry), values)
+            return t5x_optim.carry_of(updated), (updated, metrics)
+
+        def guide_loss(carry):
+            total, weight = cross_entropy(self._model, carry[0], guide)
             return total / jnp.maximum(weight, 1.0)
 
         step = _step_number(train_state)
-        guide_loss, (updated, metrics), values, tuner, grads = self._tuning.step(
-            t5x_optim.tuner_of(train_state), step, train, guide_loss_of, tune)
+        guide_loss, _, (updated, metrics), values, tuner, grads = self._tuning.step(
+            t5x_optim.tuner_of(train_state), step, t5x_optim.carry_of(train_state), update, guide_loss, tune)
         logged = hyper.step_metrics(guide_loss, values, grads, self._learning_rate_fn(step))
         del logged["learning_rate"]  # apply_grads logs the rate the step used
         logged = _averages(logged)
