@@ -155,11 +155,15 @@ class Tuning:
 
     def init(self, train_steps: int, carry=None):
         """The tuner state: raw values, meta-optimizer state, counters and the schedule so far;
-        in forward mode also each forward value's tangent of `carry` (the training state), zero."""
+        given `carry` (the training state), in forward mode also its tangents (`zero_tangents`)."""
         tuner = init_tuner(self.specs, {k: s.init for k, s in self.specs.items()}, self.meta_tx, train_steps)
-        if self.forward_names:
-            tuner["tangent"] = {k: jax.tree.map(jnp.zeros_like, carry) for k in self.forward_names}
+        if self.forward_names and carry is not None:
+            tuner["tangent"] = self.zero_tangents(carry)
         return tuner
+
+    def zero_tangents(self, carry):
+        """Each forward value's tangent of the training state `carry`: zero at the run's start."""
+        return {k: jax.tree.map(jnp.zeros_like, carry) for k in self.forward_names}
 
     def due(self, step: int, train_steps: int = None) -> bool:
         """Whether step `step` (a host int) starts a tuned window: `step(..., tune=True)`. A window

@@ -23,6 +23,7 @@ import warm
 from hpo.cli.main import main
 
 T5X = ["--backend=t5x", "--gin_file=t5x/test.gin"]
+FORWARD = "--gin.Guided.mode='forward'"  # the module's guided runs: forward mode (finetuning's: one-step)
 # T5X's PjitPartitioner, with 2 model partitions on a (2 data x 2 model) CPU mesh.
 MODEL_PARALLEL = """
 from __gin__ import dynamic_registration
@@ -62,9 +63,9 @@ def _schedule(model_dir, record):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """fixed, guided and two Optuna trials on T5X's tiny network, one device."""
+    """fixed, guided (forward mode) and two Optuna trials on T5X's tiny network, one device."""
     model_dir = str(tmp_path_factory.mktemp("t5x"))
-    out = _finish(_hpo("run", *T5X, "--strategy=fixed,guided,optuna", "--gin.OptunaSearch.n_trials=2",
+    out = _finish(_hpo("run", *T5X, "--strategy=fixed,guided,optuna", "--gin.OptunaSearch.n_trials=2", FORWARD,
                        f"--model_dir={model_dir}"))
     return model_dir, out
 
@@ -99,8 +100,11 @@ def test_guided_on_t5x_learns_and_writes_its_schedule(runs):
     assert len(schedule) == 4 and schedule[0] == pytest.approx(1.0, rel=1e-6)
     assert schedule[-1] != schedule[0]  # the meta-optimizer moved it
     assert guided["learned_schedule"]["learning_rate"]["final"] == pytest.approx(schedule[-1])
-    assert guided["compute_steps"] == 8.0  # a guide batch as large as the training batch
+    # Per step: the update, its tangent (2), a guide batch as large as the training batch (1).
+    assert guided["compute_steps"] == 4 * (1 + 2 + 1)
     assert guided["nonfinite_hypergrad_steps"] == {"learning_rate": 0}
+    assert guided["guided"]["mode"] == "forward" and guided["guided"]["forward"] == ["learning_rate"]
+    assert len(set(schedule)) == 4  # moved by every step's hyper-gradient
 
 
 def test_optuna_on_t5x_runs_trials_as_t5x_runs(runs):
@@ -119,8 +123,8 @@ def test_model_parallel_losses_equal_one_device_losses(runs, tmp_path):
     gin_file = tmp_path / "model_parallel.gin"
     gin_file.write_text(MODEL_PARALLEL)
     parallel_dir = str(tmp_path / "parallel")
-    _finish(_hpo("run", *T5X, f"--gin_file={gin_file}", "--strategy=fixed,guided", f"--model_dir={parallel_dir}",
-                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}))
+    _finish(_hpo("run", *T5X, f"--gin_file={gin_file}", "--strategy=fixed,guided", FORWARD,
+                 f"--model_dir={parallel_dir}", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}))
     one, four = _records(model_dir), _records(parallel_dir)
     for strategy in ("fixed", "guided"):
         assert four[strategy]["t5x"]["mesh"] == {"data": 2, "model": 2}
@@ -130,20 +134,23 @@ def test_model_parallel_losses_equal_one_device_losses(runs, tmp_path):
                                rtol=1e-4)
     info = open(os.path.join(parallel_dir, four["guided"]["run_dir"], "model-info.txt")).read()
     assert "partition spec (None, 'model')" in info  # parameters are split over the model axis
+    # So are forward mode's tangents of them (T5X lists the train state's variables).
+    tangents = [line for line in info.splitlines() if "param_states/tangent/learning_rate/0/" in line]
+    assert any("kernel" in line and "partition spec (None, 'model')" in line for line in tangents), tangents[:3]
 
 
 def test_guided_resumes_after_a_kill_with_the_same_schedule(runs, tmp_path):
     model_dir, _ = runs
     resumed_dir = str(tmp_path / "resumed")
     checkpoint = os.path.join(resumed_dir, "t5x", "guided", "seed0", "checkpoint_2", "commit_success.txt")
-    process = _hpo("run", *T5X, "--strategy=guided", f"--model_dir={resumed_dir}")
+    process = _hpo("run", *T5X, "--strategy=guided", FORWARD, f"--model_dir={resumed_dir}")
     while not os.path.exists(checkpoint) and process.poll() is None:
         time.sleep(0.02)
     process.kill()
     process.wait()
     assert process.returncode == -signal.SIGKILL, "finished before it could be killed"
     assert not os.path.exists(os.path.join(resumed_dir, "comparison.json"))
-    _finish(_hpo("run", *T5X, "--strategy=guided", f"--model_dir={resumed_dir}"))
+    _finish(_hpo("run", *T5X, "--strategy=guided", FORWARD, f"--model_dir={resumed_dir}"))
     whole, resumed = _records(model_dir)["guided"], _records(resumed_dir)["guided"]
     np.testing.assert_allclose(_schedule(resumed_dir, resumed), _schedule(model_dir, whole), rtol=1e-6)
     assert resumed["dev_loss"] == pytest.approx(whole["dev_loss"], rel=1e-6)

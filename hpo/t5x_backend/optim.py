@@ -57,11 +57,11 @@ def carrying_tuner(tx: optax.GradientTransformation, tuning, train_steps: int) -
     """`tx` whose state also holds the tuner of `tuning` (`hyper.Tuning.init`, a schedule of
     `train_steps` rows); updates pass it through unchanged."""
 
+    tuner = _stored(tuning.init(train_steps))  # here: T5X traces `init`, and the tuner's inits are host values
+
     def init(params):
         inner = tx.init(params)
-        tuner = tuning.init(train_steps, (params, inner))
-        return TunedState(inner, _stored({k: v for k, v in tuner.items() if k != TANGENT}),
-                          _stored(tuner.get(TANGENT, {})))
+        return TunedState(inner, tuner, _stored(tuning.zero_tangents((params, inner))))
 
     def update(updates, state, params=None):
         updates, inner = tx.update(updates, state.inner, params)
