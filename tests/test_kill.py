@@ -9,7 +9,10 @@ import warm  # noqa: E402
 
 
 def test_twenty_one_kills_lose_nothing(tmp_path):
-    report = kill_harness.run(str(tmp_path), ["--gin_file=test.gin", "--gin.TRAIN_STEPS=20"],
+    """Guided in forward mode: its tangents go with each checkpoint (one-step guided resumes are
+    tested by test_guided.py and test_horizon.py)."""
+    report = kill_harness.run(str(tmp_path), ["--gin_file=test.gin", "--gin.TRAIN_STEPS=20",
+                                              "--gin.Guided.mode='forward'"],
                               kills_per_strategy=7, window=2.0, n_trials=3, launch=warm.Hpo)
     kills = report["kills"]
     assert sum(map(len, kills.values())) >= 21, kills
