@@ -236,6 +236,7 @@ def probe_command(args, bindings) -> int:
     print()
     print(probe.markdown(report["rows"], report["grids"]))
     print("\n".join(report["verdicts"].values()))
+    print("\n".join(report["run_verdicts"].values()))
     print(f"wrote {', '.join(paths)}")
     return 0
 

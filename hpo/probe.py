@@ -10,6 +10,12 @@ horizon's, the guided strategy's one-step lookahead is biased towards too small 
 rate (the short-horizon bias). Other hyper-parameters (`Probe.values`) are probed
 the same way, one at a time, each over its own grid of values, the others at the
 run's. One compiled step serves the run and every copy.
+
+The run probed is the fixed strategy's: the configured values, or a learned
+schedule replayed step by step (`Fixed.replay`, e.g. a forward-mode guided run's
+hparams.csv). Each row also holds the run's own value at its state, and a second
+verdict says where the run's values lie against the longest horizon's best, and
+whether a schedule moved them away from it.
 """
 
 import csv
@@ -18,7 +24,7 @@ import functools
 import io
 import math
 import os
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import gin
 import jax
@@ -129,16 +135,24 @@ class _Stream:
         self._kept, self._first = self._kept[drop:], self._first + drop
 
 
-def run_values(experiment, probed: Sequence[str] = ()) -> Dict[str, float]:
-    """The values the probed run trains with: the fixed strategy's configured ones (a replay is not
-    followed). A probed hyper-parameter the optimizer leaves unset (Adafactor's beta1) is 0 there,
-    as in the guided strategy: present in the optimizer's state, and no momentum."""
+def run_schedule(experiment, probed: Sequence[str] = ()):
+    """(step -> the values the probed run trains with at that step, the fixed strategy's replay
+    description or {}, its parameter groups or None): the fixed strategy's values, constant or a
+    replayed schedule (`Fixed.replay`). A probed hyper-parameter the optimizer leaves unset
+    (Adafactor's beta1) is 0 there, as in the guided strategy: present in the optimizer's state,
+    and no momentum."""
     from hpo.strategies import get_strategy
-    overrides = get_strategy("fixed").hparams
-    for name in overrides:
-        experiment.check_settable(name, "fixed")
+    fixed = get_strategy("fixed")
+    values_at, info = fixed.step_values(experiment)
     base = experiment.base_hparams()
-    return {**{k: 0.0 for k in probed if k not in base}, **base, **overrides}
+    zeros = {k: 0.0 for k in probed if k not in base}
+    return (lambda step: {**zeros, **{k: float(v) for k, v in values_at(step).items()}}), info, \
+        fixed.replay_groups or None
+
+
+def run_values(experiment, probed: Sequence[str] = ()) -> Dict[str, float]:
+    """The values the probed run trains with at its first step (`run_schedule`)."""
+    return run_schedule(experiment, probed)[0](0)
 
 
 def guide_settings(experiment) -> Dict[str, int]:
@@ -148,29 +162,29 @@ def guide_settings(experiment) -> Dict[str, int]:
     return {"guide_batch_size": tuning.guide_batch_size, "guide_refresh_every": tuning.guide_refresh_every}
 
 
-def make_steps(model, tx, schedule):
+def make_steps(model, tx, schedule, groups=None):
     """(train_step, the guided strategy's guide loss: no dropout, no smoothing), each compiled once.
 
     The copies step one after another, not as one `jax.vmap`ped program: on CPU the
     vmapped step of 7 copies of the demo's model took 2.9 s against 1.6 s for 7 calls,
     and one copy at a time keeps a large model's activations to one copy's.
     """
-    return (jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule)),
+    return (jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, groups=groups)),
             jax.jit(functools.partial(model.mean_loss, train=False)))
 
 
-def probe_seed(experiment, grid: Probe, values: Dict[str, float], seed: int, progress=None) -> List[Dict]:
+def probe_seed(experiment, grid: Probe, values_at: Callable[[int], Dict[str, float]], seed: int, progress=None,
+               groups=None) -> List[Dict]:
     """One row per (hyper-parameter, from-step, horizon): the guide loss at each value of its grid,
-    the run training with `values` (`run_values`)."""
-    tx = optim.make_optimizer(experiment.optimizer, values)
-    train, guide_loss = make_steps(experiment.model, tx, experiment.schedule)
+    the run training with `values_at(step)` (`run_schedule`)."""
+    tx = optim.make_optimizer(experiment.optimizer, values_at(0))
+    train, guide_loss = make_steps(experiment.model, tx, experiment.schedule, groups)
     # A copy per (name, value) of the grids; the run itself steps with its own values (None).
     settings = [(name, v) for name, grid_values in grid.grids.items() for v in grid_values]
-    at = {None: values, **{(name, v): {**values, name: v} for name, v in settings}}
-    at = {key: {k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()} for key, hparams in at.items()}
 
-    def step(state, batch, setting):
-        return train(state, batch, at[setting])[0]
+    def step(state, batch, setting, t):
+        values = values_at(t) if setting is None else {**values_at(t), setting[0]: setting[1]}
+        return train(state, batch, {k: jnp.asarray(v, jnp.float32) for k, v in values.items()})[0]
 
     guide = guide_settings(experiment)
     stream = _Stream(pipeline.train_and_guide_batches(experiment.data, seed, guide["guide_batch_size"],
@@ -179,31 +193,35 @@ def probe_seed(experiment, grid: Probe, values: Dict[str, float], seed: int, pro
     rows, step_of_state = [], 0
     for start in grid.from_steps:
         for t in range(step_of_state, start):  # the run itself, to the next state probed
-            state = step(state, stream[t]["train"], None)
+            state = step(state, stream[t]["train"], None, t)
         step_of_state = start
         stream.forget_before(start)
         before = float(guide_loss(state.params, stream[start]["guide"]))
         copies, taken = [state] * len(settings), 0
         for horizon in grid.horizons:
             for t in range(start + taken, start + horizon):
-                copies = [step(c, stream[t]["train"], setting) for c, setting in zip(copies, settings)]
+                copies = [step(c, stream[t]["train"], setting, t) for c, setting in zip(copies, settings)]
             taken = horizon
             # The guide batch the guided strategy pairs with the last of these steps.
             guide_batch = stream[start + horizon - 1]["guide"]
             losses = np.array([float(guide_loss(c.params, guide_batch)) for c in copies])
             for name, grid_values in grid.grids.items():
                 mine = [i for i, (n, _) in enumerate(settings) if n == name]
-                rows.append(row(seed, start, horizon, grid_values, losses[mine], before, name))
+                rows.append(row(seed, start, horizon, grid_values, losses[mine], before, name,
+                                values_at(start).get(name)))
                 if progress:
                     progress(rows[-1])
     return rows
 
 
-def row(seed: int, from_step: int, horizon: int, grid_values, losses, before: float, hparam: str = RATE) -> Dict:
+def row(seed: int, from_step: int, horizon: int, grid_values, losses, before: float, hparam: str = RATE,
+        run_value: Optional[float] = None) -> Dict:
+    """`run_value`: the run's own value of `hparam` at `from_step` (the learning rate's: its multiplier)."""
     finite = np.isfinite(losses)
     best = grid_values[int(np.nanargmin(np.where(finite, losses, np.nan)))] if finite.any() else None
     return {"seed": seed, "hparam": hparam, "from_step": from_step, "horizon": horizon,
-            "guide_loss_before": before, "losses": [float(x) for x in losses], "best_value": best}
+            "guide_loss_before": before, "losses": [float(x) for x in losses], "best_value": best,
+            "run_value": run_value}
 
 
 # ---------------------------------------------------------------- the verdict
@@ -236,6 +254,33 @@ def verdict(rows: Sequence[Dict], horizons: Sequence[int], hparam: str = RATE) -
             f"multiplier is never below the {long}-step best{others}")
 
 
+def run_verdict(rows: Sequence[Dict], horizons: Sequence[int], hparam: str = RATE) -> str:
+    """One line: where the run's own value lies against the longest horizon's best at each state
+    probed, and whether the run's values (a replayed schedule) moved away from it between states."""
+    long = max(horizons)
+    rows = sorted((r for r in rows if r.get("hparam", RATE) == hparam and r["horizon"] == long
+                   and r.get("run_value") is not None and r["best_value"] is not None),
+                  key=lambda r: (r["seed"], r["from_step"]))
+    what = "multiplier" if hparam == RATE else f"{hparam}"
+    if not rows:
+        return f"verdict (the run's {what}): no state with a finite {long}-step best"
+    seeds = len({r["seed"] for r in rows}) > 1
+    name = (lambda r: f"{r['from_step']} (seed {r['seed']})") if seeds else (lambda r: str(r["from_step"]))
+    groups = {"below": [], "equal to": [], "above": []}
+    away = []
+    for i, r in enumerate(rows):
+        run, best = r["run_value"], r["best_value"]
+        groups["below" if run < best else "above" if run > best else "equal to"].append(name(r))
+        before = rows[i - 1] if i and rows[i - 1]["seed"] == r["seed"] else None
+        if before is not None and abs(run - best) > abs(before["run_value"] - best) \
+                and (run - before["run_value"]) * (best - before["run_value"]) < 0:
+            away.append(f"{before['from_step']}-{name(r)}")
+    found = "; ".join(f"{key} it from {_listing(v)}" for key, v in groups.items() if v)
+    moved = (f"; it moved away from it over steps {', '.join(away)}" if away else
+             "; it never moved away from it between the states probed")
+    return f"verdict (the run's {what}): compared with the {long}-step best: {found}{moved}"
+
+
 def _listing(states: Sequence[str]) -> str:
     return f"step{'s' if len(states) > 1 else ''} {', '.join(states)}"
 
@@ -266,12 +311,13 @@ def markdown(rows: Sequence[Dict], grids: Mapping[str, Sequence[float]]) -> str:
     tables = []
     for hparam, grid_values in grids.items():
         head = [*(["seed"] if seeds else []), "from step", "steps", "before",
-                *(_value(hparam, v) for v in grid_values), "best"]
+                *(_value(hparam, v) for v in grid_values), "best", "run"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in _of(rows, hparam):
             cells = [*([str(r["seed"])] if seeds else []), str(r["from_step"]), str(r["horizon"]),
                      f"{r['guide_loss_before']:.3f}", *(f"{x:.3f}" for x in r["losses"]),
-                     _value(hparam, r["best_value"]) if r["best_value"] is not None else "none finite"]
+                     _value(hparam, r["best_value"]) if r["best_value"] is not None else "none finite",
+                     _value(hparam, r["run_value"]) if r.get("run_value") is not None else ""]
             lines.append("| " + " | ".join(cells) + " |")
         title = "learning-rate multiplier" if hparam == RATE else hparam
         tables.append(("" if len(grids) == 1 else f"{title}:\n\n") + "\n".join(lines) + "\n")
@@ -284,10 +330,12 @@ def csv_text(rows: Sequence[Dict], hparam: str, grid_values: Sequence[float]) ->
     writer = csv.writer(out)
     columns = [f"x{v:g}" if hparam == RATE else f"{hparam}={v:g}" for v in grid_values]
     writer.writerow(["seed", "from_step", "horizon", "guide_loss_before", *columns,
-                     "best_multiplier" if hparam == RATE else "best_value"])
+                     "best_multiplier" if hparam == RATE else "best_value",
+                     "run_multiplier" if hparam == RATE else "run_value"])
     for r in _of(rows, hparam):
         writer.writerow([r["seed"], r["from_step"], r["horizon"], repr(r["guide_loss_before"]),
-                         *map(repr, r["losses"]), "" if r["best_value"] is None else repr(r["best_value"])])
+                         *map(repr, r["losses"]), "" if r["best_value"] is None else repr(r["best_value"]),
+                         "" if r.get("run_value") is None else repr(r["run_value"])])
     return out.getvalue()
 
 
@@ -354,11 +402,12 @@ def plot_png(rows: Sequence[Dict], multipliers: Sequence[float], hparam: str = R
 def probe(experiment, grid: Probe, seeds: Sequence[int], progress=None) -> Dict:
     """Runs the probe for each seed; the report that `write_results` writes."""
     grid = grid.grid(experiment)
-    values = run_values(experiment, list(grid.values))
-    rows = [r for seed in seeds for r in probe_seed(experiment, grid, values, seed, progress)]
+    values_at, replay, groups = run_schedule(experiment, list(grid.values))
+    rows = [r for seed in seeds for r in probe_seed(experiment, grid, values_at, seed, progress, groups)]
     verdicts = {hparam: verdict(rows, grid.horizons, hparam) for hparam in grid.grids}
+    run_verdicts = {hparam: run_verdict(rows, grid.horizons, hparam) for hparam in grid.grids}
     return {"task": experiment.task, "train_steps": experiment.train_steps, "seeds": list(seeds),
-            "run_values": values, **guide_settings(experiment), "from_steps": list(grid.from_steps),
+            "run_values": values_at(0), **replay, **guide_settings(experiment), "from_steps": list(grid.from_steps),
             "horizons": list(grid.horizons), "multipliers": list(grid.multipliers),
             "grids": {k: list(v) for k, v in grid.grids.items()}, "rows": rows,
-            "verdict": verdicts[RATE], "verdicts": verdicts}
+            "verdict": verdicts[RATE], "verdicts": verdicts, "run_verdicts": run_verdicts}

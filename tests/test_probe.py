@@ -16,7 +16,7 @@ from hpo import config, optim
 from hpo.cli.main import main
 from hpo.data import pipeline
 from hpo.experiment import Experiment
-from hpo.probe import row, verdict
+from hpo.probe import row, run_verdict, verdict
 from hpo.trainer import init_state, train_step
 
 TINY = ["probe", "--gin_file=test.gin"]
@@ -93,6 +93,46 @@ def test_the_states_probed_are_the_runs_own(probed):
     at_one = report["multipliers"].index(1.0)
     assert rows[(2, 1)]["guide_loss_before"] == pytest.approx(rows[(0, 2)]["losses"][at_one], rel=1e-5)
     assert rows[(0, 2)]["guide_loss_before"] == rows[(0, 1)]["guide_loss_before"]
+
+
+def test_a_replayed_schedule_is_the_run_probed(tmp_path):
+    """With Fixed.replay (a learned schedule) the run steps with the schedule's values: the state at
+    step 2 is two train_steps at its rates, and each row holds the run's multiplier at its state."""
+    schedule = tmp_path / "hparams.csv"
+    schedule.write_text("step,learning_rate\n0,0.5\n1,2.0\n2,3.0\n3,0.25\n")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*TINY, f"--model_dir={tmp_path / 'probe'}", "--probe_steps=0,2", "--gin.Probe.horizons=[1,2]",
+                     "--gin.Probe.multipliers=[1,4]", f"--gin.Fixed.replay={schedule}"]) == 0
+    report = json.load(open(tmp_path / "probe" / "probe.json"))
+    assert report["replay"]["mode"] == "schedule" and report["run_values"]["learning_rate"] == 0.5
+    assert [(r["from_step"], r["run_value"]) for r in report["rows"]] == [(0, 0.5), (0, 0.5), (2, 3.0), (2, 3.0)]
+    assert report["run_verdicts"]["learning_rate"] in out.getvalue()
+
+    config.parse(["test.gin"], [f"MODEL_DIR = '{tmp_path}'"])
+    experiment = Experiment()
+    values = experiment.base_hparams()
+    tx = optim.make_optimizer(experiment.optimizer, values)
+    state = init_state(experiment.model, tx, 0, dict(experiment.data.task_feature_lengths))
+    batches = pipeline.train_and_guide_batches(experiment.data, 0, experiment.batch_size, 0)
+    step = jax.jit(functools.partial(train_step, model=experiment.model, tx=tx, schedule=experiment.schedule))
+    for rate in (0.5, 2.0):
+        batch = next(batches)
+        state, _ = step(state, batch["train"], {k: jnp.float32(v) for k, v in {**values, "learning_rate": rate}.items()})
+    guide = next(batches)["guide"]  # one guide batch for the run: the same in every batch
+    at_two = next(r for r in report["rows"] if r["from_step"] == 2)
+    assert at_two["guide_loss_before"] == pytest.approx(
+        float(experiment.model.mean_loss(state.params, guide, train=False)), rel=1e-5)
+
+
+def test_the_runs_verdict_says_where_its_values_lie_and_where_they_moved():
+    rows = [{"seed": 0, "hparam": "learning_rate", "from_step": s, "horizon": 50, "best_value": best,
+             "run_value": run} for s, best, run in ((0, 4.0, 1.0), (25, 4.0, 0.5), (50, 2.0, 2.0), (75, 1.0, 3.0))]
+    line = run_verdict(rows, [1, 50])
+    assert line == ("verdict (the run's multiplier): compared with the 50-step best: below it from steps 0, 25; "
+                    "equal to it from step 50; above it from step 75; it moved away from it over steps 0-25, 50-75")
+    towards = [{**r, "run_value": r["best_value"] / 2} for r in rows]
+    assert run_verdict(towards, [1, 50]).endswith("it never moved away from it between the states probed")
 
 
 @pytest.mark.parametrize("flags, message", [
