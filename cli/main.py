@@ -219,8 +219,6 @@ def _announce(args, experiment, record, label: str) -> None:
 def probe_command(args, bindings) -> int:
     from hpo import io as hpo_io, probe  # before parsing: gin must know Probe
     from hpo.errors import UserError
-    if args.backend != "builtin":
-        raise UserError("hpo probe runs on the built-in engine (--backend=builtin)")
     make_experiment = _configure(args, bindings)
     _cache_compilations()
     seeds = parse_seeds(args.seeds)

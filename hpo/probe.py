@@ -173,30 +173,57 @@ def make_steps(model, tx, schedule, groups=None):
             jax.jit(functools.partial(model.mean_loss, train=False)))
 
 
+class BuiltinRun:
+    """What the probe needs of an engine, on the built-in one: a run's first state, a training step
+    with given values, the guide loss of a state, and the run's {"train", "guide"} batches."""
+
+    def __init__(self, experiment, first_values: Mapping[str, float], groups=None):
+        self._experiment = experiment
+        self._tx = optim.make_optimizer(experiment.optimizer, first_values)
+        self._train, self._loss = make_steps(experiment.model, self._tx, experiment.schedule, groups)
+
+    def initial_state(self, seed: int):
+        return init_state(self._experiment.model, self._tx, seed, dict(self._experiment.data.task_feature_lengths))
+
+    def step(self, state, batch, values: Mapping[str, float]):
+        return self._train(state, batch, {k: jnp.asarray(v, jnp.float32) for k, v in values.items()})[0]
+
+    def guide_loss(self, state, batch) -> float:
+        return float(self._loss(state.params, batch))
+
+    def batches(self, seed: int, guide_batch_size: int, guide_refresh_every: int):
+        return pipeline.train_and_guide_batches(self._experiment.data, seed, guide_batch_size, guide_refresh_every)
+
+
+def engine_run(experiment, first_values, groups=None):
+    """The probe's run on the experiment's engine (`BuiltinRun` or T5X's)."""
+    if experiment.backend == "t5x":
+        from hpo.t5x_backend.probe import T5xRun
+        return T5xRun(experiment, first_values, groups)
+    return BuiltinRun(experiment, first_values, groups)
+
+
 def probe_seed(experiment, grid: Probe, values_at: Callable[[int], Dict[str, float]], seed: int, progress=None,
                groups=None) -> List[Dict]:
     """One row per (hyper-parameter, from-step, horizon): the guide loss at each value of its grid,
     the run training with `values_at(step)` (`run_schedule`)."""
-    tx = optim.make_optimizer(experiment.optimizer, values_at(0))
-    train, guide_loss = make_steps(experiment.model, tx, experiment.schedule, groups)
+    run = engine_run(experiment, values_at(0), groups)
     # A copy per (name, value) of the grids; the run itself steps with its own values (None).
     settings = [(name, v) for name, grid_values in grid.grids.items() for v in grid_values]
 
     def step(state, batch, setting, t):
-        values = values_at(t) if setting is None else {**values_at(t), setting[0]: setting[1]}
-        return train(state, batch, {k: jnp.asarray(v, jnp.float32) for k, v in values.items()})[0]
+        return run.step(state, batch, values_at(t) if setting is None else {**values_at(t), setting[0]: setting[1]})
 
     guide = guide_settings(experiment)
-    stream = _Stream(pipeline.train_and_guide_batches(experiment.data, seed, guide["guide_batch_size"],
-                                                      guide["guide_refresh_every"]))
-    state = init_state(experiment.model, tx, seed, dict(experiment.data.task_feature_lengths))
+    stream = _Stream(run.batches(seed, guide["guide_batch_size"], guide["guide_refresh_every"]))
+    state = run.initial_state(seed)
     rows, step_of_state = [], 0
     for start in grid.from_steps:
         for t in range(step_of_state, start):  # the run itself, to the next state probed
             state = step(state, stream[t]["train"], None, t)
         step_of_state = start
         stream.forget_before(start)
-        before = float(guide_loss(state.params, stream[start]["guide"]))
+        before = run.guide_loss(state, stream[start]["guide"])
         copies, taken = [state] * len(settings), 0
         for horizon in grid.horizons:
             for t in range(start + taken, start + horizon):
@@ -204,7 +231,7 @@ def probe_seed(experiment, grid: Probe, values_at: Callable[[int], Dict[str, flo
             taken = horizon
             # The guide batch the guided strategy pairs with the last of these steps.
             guide_batch = stream[start + horizon - 1]["guide"]
-            losses = np.array([float(guide_loss(c.params, guide_batch)) for c in copies])
+            losses = np.array([run.guide_loss(c, guide_batch) for c in copies])
             for name, grid_values in grid.grids.items():
                 mine = [i for i, (n, _) in enumerate(settings) if n == name]
                 rows.append(row(seed, start, horizon, grid_values, losses[mine], before, name,
@@ -270,7 +297,8 @@ def run_verdict(rows: Sequence[Dict], horizons: Sequence[int], hparam: str = RAT
     away = []
     for i, r in enumerate(rows):
         run, best = r["run_value"], r["best_value"]
-        groups["below" if run < best else "above" if run > best else "equal to"].append(name(r))
+        same = math.isclose(run, best, rel_tol=1e-6)  # a float32 value of the run against the grid's
+        groups["equal to" if same else "below" if run < best else "above"].append(name(r))
         before = rows[i - 1] if i and rows[i - 1]["seed"] == r["seed"] else None
         if before is not None and abs(run - best) > abs(before["run_value"] - best) \
                 and (run - before["run_value"]) * (best - before["run_value"]) < 0:

@@ -476,6 +476,25 @@ def test_t5x_cadence_takes_tuned_steps_every_update_every_steps():
         ("plain", 4), ("plain", 5), ("tuned", 6), ("plain", 7), ("plain", 8), ("tuned", 9), ("plain", 10)]
 
 
+def test_probe_on_t5x(tmp_path, capsys):
+    """`hpo probe --backend=t5x`: T5X's model, pipeline and update; the state at step 2 is the run's
+    own (the ×1 copy after two steps from step 0), and Adafactor's decay rate is probed too."""
+    out = tmp_path / "probe"
+    assert main(["probe", *T5X, f"--model_dir={out}", "--probe_steps=0,2", "--gin.Probe.horizons=[1,2]",
+                 "--gin.Probe.multipliers=[1,4]", "--gin.Probe.values={'decay_rate': [0.5, 0.8]}"]) == 0
+    report = json.load(open(out / "probe.json"))
+    rows = {(r["hparam"], r["from_step"], r["horizon"]): r for r in report["rows"]}
+    assert len(rows) == 8 and all(np.isfinite(r["losses"]).all() for r in rows.values())
+    assert rows[("learning_rate", 2, 1)]["guide_loss_before"] == pytest.approx(
+        rows[("learning_rate", 0, 2)]["losses"][0], rel=1e-5)
+    assert len(set(rows[("learning_rate", 0, 2)]["losses"])) == 2  # the multiplier made a difference
+    assert rows[("decay_rate", 0, 2)]["run_value"] == pytest.approx(0.8)
+    printed = capsys.readouterr().out
+    assert report["verdict"] in printed and "verdict (the run's decay_rate)" in printed
+    assert main(["probe", *T5X, f"--model_dir={tmp_path / 'bad'}", "--gin.Guided.guide_batch_size=4"]) == 2
+    assert "on T5X the guide batch is as large as the training batch" in capsys.readouterr().err
+
+
 # --- bad input: one line, exit status 2, nothing written --------------------------------------
 
 USER_TRAINER = """

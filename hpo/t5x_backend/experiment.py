@@ -188,7 +188,7 @@ class T5xExperiment:
         report = EvalReport(self.task, history, self.total_steps, on_eval, calls_on_infer=infer_cfg is not None)
         start = initial.from_initial_checkpoint(getattr(self.train_args.get("checkpoint_cfg"), "restore", None),
                                                 self.model.optimizer_def)
-        overrides = {"actions": report.actions(), "train_dataset_cfg": self._seeded(self.data_cfg, seed),
+        overrides = {"actions": report.actions(), "train_dataset_cfg": self.seeded(self.data_cfg, seed),
                      "train_state_initializer_cls": initial.initializer(start)}
         if get_dataset_fn is not None:
             overrides["get_dataset_fn"] = get_dataset_fn
@@ -250,7 +250,7 @@ class T5xExperiment:
             hpo_io.write_json(wall_file, {"seconds": earlier + time.time() - start})
         return made["trainer"], train_state, earlier + time.time() - start
 
-    def _seeded(self, cfg: utils.DatasetConfig, seed: int) -> utils.DatasetConfig:
+    def seeded(self, cfg: utils.DatasetConfig, seed: int) -> utils.DatasetConfig:
         # T5X's run configs leave the training data's seed to the clock; a run is a function of its seed.
         return cfg if cfg.seed is not None else dataclasses.replace(cfg, seed=seed)
 

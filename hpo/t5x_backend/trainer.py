@@ -132,13 +132,13 @@ class GuidedTrainer(ValuesTrainer):
 
     def step(self, train_state, batch, tune: bool = True):
         """A tuned step, or with `tune=False` a plain one between tuned steps (`Tuning.step`)."""
-        train, guide = _split(batch)
+        train, guide = split_guide(batch)
         return self._guided(train_state, lambda state, values: self.update(state, train, values), guide, tune)
 
     def window(self, train_state, batches):
         """A tuned window: one update per batch of `batches` (K of them), all with the same values,
         rematerialised; the guide loss is the last guide batch's. (state, [each step's metrics])."""
-        train, guides = _split(jax.tree.map(lambda *b: jnp.stack(b), *batches))
+        train, guides = split_guide(jax.tree.map(lambda *b: jnp.stack(b), *batches))
         guide = jax.tree.map(lambda x: x[-1], guides)
 
         def steps(state, values):
@@ -203,7 +203,7 @@ class GuidedTrainer(ValuesTrainer):
         return super().train(batch_iter, num_steps, start_step)
 
 
-def _split(batch):
+def split_guide(batch):
     """(train batch, guide batch): the guide batch travels under the GUIDE keys."""
     return ({k: v for k, v in batch.items() if not k.startswith(GUIDE)},
             {k[len(GUIDE):]: v for k, v in batch.items() if k.startswith(GUIDE)})
