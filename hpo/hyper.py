@@ -218,18 +218,15 @@ class Tuning:
         if not tune:
             values = values_of(raw)
             if forward:
-                new, aux, tangent = self.propagate(carry, update, values_of, raw, tuner["tangent"])
+                new, aux, tangent, _ = self.propagate(carry, update, values_of, raw, tuner["tangent"])
                 tuner = {**tuner, "tangent": tangent}
             else:
                 new, aux = update(carry, values)
         else:
-            if forward:
-                new, aux, tangent = self.propagate(carry, update, values_of, raw, tuner["tangent"])
-                guide, grads = self.forward_grads(new, guide_loss, tangent)
+            if forward:  # the other tuned values: their derivative through this update alone (one step)
                 others = [k for k in specs if k not in forward]
-                if others:  # one-step gradients of the rest: a reverse pass through this update
-                    _, more = one_step_grads(raw, others)
-                    grads = {**grads, **more}
+                new, aux, tangent, this_step = self.propagate(carry, update, values_of, raw, tuner["tangent"], others)
+                guide, grads = self.forward_grads(new, guide_loss, {**tangent, **this_step})
                 grads = {k: grads[k] for k in specs}
                 values = values_of(raw)
             else:
@@ -251,20 +248,26 @@ class Tuning:
         tuner = {**tuner, "trajectory": trajectory}
         return tuner["last"]["guide_loss"], new, aux, values, tuner, tuner["last"]["hypergrad"]
 
-    def propagate(self, carry, update: Callable, values_of: Callable, raw, tangent):
+    def propagate(self, carry, update: Callable, values_of: Callable, raw, tangent, fresh: Sequence[str] = ()):
         """The update with the current values, and each forward value k's tangent carried through it:
-        Z_k ← μ·(∂update/∂carry)·Z_k + ∂update/∂raw_k, one `jax.jvp` of the update per value.
+        Z_k ← μ·(∂update/∂carry)·Z_k + ∂update/∂raw_k, one `jax.jvp` of the update per value; for
+        each value in `fresh`, its tangent through this update alone, ∂update/∂raw_k (the carry a
+        constant: only what depends on the value is differentiated, e.g. the elementwise optimizer
+        update for β1).
 
-        Returns (new carry, aux, new tangents). The update's own computation is the same in every
-        jvp, and XLA computes it once (its common-subexpression pass: measured, the FLOPs of
-        one update plus two per tangent).
+        Returns (new carry, aux, new tangents, fresh tangents). The update's own computation is the
+        same in every jvp, and XLA computes it once (its common-subexpression pass: measured, the
+        FLOPs of one update plus two per carried tangent).
         """
         floats, rebuild = _inexact(carry)
         forward = [k for k in self.specs if k in self.forward]  # at μ = 0 too (tests compare it)
 
-        def moved(floats_in, raw_forward):
-            new, aux = update(rebuild(floats_in), values_of({**raw, **raw_forward}))
+        def moved(floats_in, raw_moved):
+            new, aux = update(rebuild(floats_in), values_of({**raw, **raw_moved}))
             return _inexact(new)[0], (new, aux)
+
+        def unit(k, names):
+            return {j: jnp.asarray(float(j == k), raw[j].dtype) for j in names}
 
         at = {k: raw[k] for k in forward}
         new = aux = None
@@ -272,10 +275,14 @@ class Tuning:
         for k in forward:
             stored, rebuild_tangent = _inexact(tangent[k])
             z = stored if self.discount == 1 else [self.discount * x for x in stored]
-            unit = {j: jnp.asarray(float(j == k), raw[j].dtype) for j in forward}
-            _, dz, (new, aux) = jax.jvp(moved, (floats, at), (z, unit), has_aux=True)
+            _, dz, (new, aux) = jax.jvp(moved, (floats, at), (z, unit(k, forward)), has_aux=True)
             out[k] = rebuild_tangent([x.astype(s.dtype) for x, s in zip(dz, stored)])
-        return new, aux, out
+        this_step = {}
+        for k in fresh:
+            _, dz, (new, aux) = jax.jvp(lambda r: moved(floats, r), ({j: raw[j] for j in fresh},), (unit(k, fresh),),
+                                        has_aux=True)
+            this_step[k] = rebuild([x.astype(s.dtype) for x, s in zip(dz, floats)])
+        return new, aux, out, this_step
 
     @staticmethod
     def forward_grads(new, guide_loss: Callable, tangent):

@@ -155,7 +155,7 @@ def test_discount_zero_is_the_one_step_method():
 
     guide_loss = lambda carry: model.mean_loss(carry[0], batches[0]["guide"], train=False)  # noqa: E731
     values_of = lambda r: {**fixed, **hyper.activate_all(specs, r)}  # noqa: E731
-    new, _, tangent = tuning.propagate(carry, update, values_of, raw, noise)
+    new, _, tangent, _ = tuning.propagate(carry, update, values_of, raw, noise)
     _, forward = tuning.forward_grads(new, guide_loss, tangent)
     one = jax.grad(lambda r: guide_loss(update(carry, values_of(r))[0]))(raw)
     for k in NAMES:

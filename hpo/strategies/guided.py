@@ -261,13 +261,14 @@ def step_cost(tuning: hyper.Tuning, batch_size: int) -> float:
     """Compute per training step in plain-step units: a tuned window of K steps every P steps
     (P = max(update_every, K)) adds its guide pass and reverse passes through K - 1 steps
     (the last step's is the one-step lookahead's, which the reference counts as free). In
-    forward mode every step also carries a tangent per forward value, and the tuned steps'
-    one-step values (if any) take their reverse pass through the update, its forward again."""
+    forward mode every step also carries a tangent per forward value; a tuned step's tangents of
+    the other values through its update alone are elementwise (the optimizer's values), but label
+    smoothing's runs through the backward pass: a tangent's cost (XLA: 1.8 plain steps)."""
     guide = tuning.guide_batch_size / batch_size
     forward = tuning.forward_names
     if forward:
-        one_step = len(tuning.specs) > len(forward)
-        return 1.0 + TANGENT_COST * len(forward) + (guide + one_step) / tuning.update_every
+        smoothing = "label_smoothing" in tuning.specs and "label_smoothing" not in forward
+        return 1.0 + TANGENT_COST * len(forward) + (guide + TANGENT_COST * smoothing) / tuning.update_every
     period = max(tuning.update_every, tuning.horizon)
     return 1.0 + (guide + REVERSE_STEP_COST * (tuning.horizon - 1)) / period
 
