@@ -20,11 +20,10 @@ import numpy as np
 import optax
 
 from bench.guided_step import _batch, _timed
-from bench.horizon import _planned_mib
-from hpo import config, hyper, optim
+from bench.horizon import _planned_mib, configured
+from hpo import hyper, optim
 from hpo import groups as param_groups
-from hpo.experiment import Experiment
-from hpo.trainer import DataParallel, init_state, train_step
+from hpo.trainer import init_state, train_step
 
 SIX = ["learning_rate", "beta1", "beta2", "eps", "weight_decay", "label_smoothing"]
 # (label, gin files, tuned values, groups, forward values)
@@ -36,12 +35,8 @@ VARIANTS = (
 
 
 def _variant(gin_files, bindings, tune, groups, forward, repeats: int) -> Dict:
-    config.parse(list(gin_files), ["MODEL_DIR = '/tmp/hpo-bench'", *bindings])
-    exp = Experiment()
-    model, size = exp.model, exp.data.batch_size
-    length, vocab = exp.data.task_feature_lengths["targets"], model.config.vocab_size
-    rng = np.random.RandomState(0)
-    par = DataParallel()
+    exp, size, length, vocab, par = configured(gin_files, bindings)
+    model, rng = exp.model, np.random.RandomState(0)
     values = exp.base_hparams()
     groups = param_groups.resolve(groups)
     tuned = [*tune, *map(param_groups.rate_name, groups)]

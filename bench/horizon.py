@@ -32,15 +32,20 @@ def _planned_mib(jitted, *args) -> float:
             - m.alias_size_in_bytes) / MIB
 
 
+def configured(gin_files: Sequence[str], bindings: Sequence[str]):
+    """The configured experiment, its batch size, target length and vocabulary size, and the
+    data-parallel placement of the engine."""
+    config.parse(list(gin_files), ["MODEL_DIR = '/tmp/hpo-bench'", *bindings])
+    exp = Experiment()
+    return exp, exp.data.batch_size, exp.data.task_feature_lengths["targets"], exp.model.config.vocab_size, \
+        DataParallel()
+
+
 def horizon_costs(gin_files: Sequence[str] = ("default.gin",), bindings: Sequence[str] = (),
                   horizons: Sequence[int] = (1, 4, 16), repeats: int = 5) -> Dict:
     """{'plain_step_s', 'plain_mib', 'step_ratio@K', 'mib@K', 'mib_ratio@K'} for each horizon K."""
-    config.parse(list(gin_files), ["MODEL_DIR = '/tmp/hpo-bench'", *bindings])
-    exp = Experiment()
-    model, size = exp.model, exp.data.batch_size
-    length, vocab = exp.data.task_feature_lengths["targets"], model.config.vocab_size
-    rng = np.random.RandomState(0)
-    par = DataParallel()
+    exp, size, length, vocab, par = configured(gin_files, bindings)
+    model, rng = exp.model, np.random.RandomState(0)
     values = exp.base_hparams()
     tx = optim.make_optimizer(exp.optimizer, values)
     plain_values = {k: jnp.float32(v) for k, v in values.items()}

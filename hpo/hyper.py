@@ -18,7 +18,6 @@ hyper-gradient sees the whole run at the memory of one tangent per value.
 """
 
 import dataclasses
-import functools
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
