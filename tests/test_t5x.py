@@ -157,6 +157,23 @@ def test_guided_resumes_after_a_kill_with_the_same_schedule(runs, tmp_path):
     assert len(json.load(open(os.path.join(resumed_dir, "comparison.json")))) == 1
 
 
+def test_the_papers_regime_on_t5x_in_forward_mode(tmp_path):
+    """t5x/paper.gin: LAMB from optax (its values in the train state), the reference's warm-up
+    schedule as T5X's learning_rate_fn, six values guided, the learning rate in forward mode."""
+    model_dir = str(tmp_path / "paper")
+    _finish(_hpo("run", *T5X, "--gin_file=t5x/paper.gin", "--strategy=guided", FORWARD, f"--model_dir={model_dir}"))
+    guided = _records(model_dir)["guided"]
+    six = ["learning_rate", "beta1", "beta2", "eps", "weight_decay", "label_smoothing"]
+    assert guided["guided"]["tune"] == six and guided["guided"]["forward"] == ["learning_rate"]
+    assert guided["t5x"]["optimizer"] == "OptaxWrapper" and "name = 'lamb'" in guided["gin_config"]
+    # Per step: the update, the learning rate's tangent (2), label smoothing's through the update (2), the guide.
+    assert guided["compute_steps"] == 4 * (1 + 2 + 2 + 1)
+    with open(os.path.join(model_dir, guided["schedule_file"])) as f:
+        rows = list(csv.DictReader(f))
+    for name in six:  # the warm-up's first step has rate 0 (no hyper-gradient); then every value moves
+        assert float(rows[-1][name]) != float(rows[1][name]), name
+
+
 # T5X's own finetune.gin with hpo's translation tasks, at test.gin's sizes.
 FINETUNE = """
 from __gin__ import dynamic_registration
