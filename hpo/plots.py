@@ -67,8 +67,9 @@ def read_schedule(path: Optional[str]) -> Optional[Tuple[List[float], Dict[str, 
 
 
 def plot_trajectories(records: Sequence[Dict], model_dir: str, out_path: str) -> Optional[str]:
-    """One panel per learned hyper-parameter, one line per guided run (a seed of a table row);
-    None without guided schedules."""
+    """One panel per learned hyper-parameter, one line per guided run (a seed of a table row): a
+    colour per seed when there is one row, else a colour per row (its seeds alike) with the
+    legend below the panels; None without guided schedules."""
     guided = [(g, r) for g in group_runs(records) if g.strategy == "guided" and g.replay_mode is None
               for r in g.records]
     schedules = [read_schedule(resolve(r, model_dir, r.get("schedule_file"))) for _, r in guided]
@@ -77,17 +78,31 @@ def plot_trajectories(records: Sequence[Dict], model_dir: str, out_path: str) ->
         return None
     names = list(dict.fromkeys(n for *_, (_, values) in series for n in values))
     several_tasks = len({g.task for g, *_ in series}) > 1
-    several_rows = len({(g.task, g.label) for g, *_ in series}) > len({g.task for g, *_ in series})
+    rows = list(dict.fromkeys((g.task, g.label) for g, *_ in series))
+    several_rows = len(rows) > len({task for task, _ in rows})
     fig, axes = _figure(len(names))
+    labelled = {}
     for ax, name in zip(axes, names):
         for group, record, (steps, values) in series:
-            if name in values:
-                label = " ".join([*([group.task] if several_tasks else []), *([group.label] if several_rows else []),
-                                  f"seed {record.get('seed')}"])
-                ax.plot(steps, values[name], linewidth=1, label=label)
+            if name not in values:
+                continue
+            row = (group.task, group.label)
+            what = " ".join([*([group.task] if several_tasks else []), *([group.label] if several_rows else [])])
+            seeds = [r.get("seed") for g, r, _ in series if (g.task, g.label) == row]
+            key, colour = (row, rows.index(row)) if several_rows else ((row, record.get("seed")), len(labelled))
+            label = (f"{what} (seeds {', '.join(map(str, seeds))})" if several_rows
+                     else " ".join([what, f"seed {record.get('seed')}"]).strip())
+            colour = labelled.setdefault(key, f"C{colour % 10}")
+            ax.plot(steps, values[name], linewidth=1, color=colour,
+                    label=label if ax is axes[0] else None)
         _log_if_wide(ax, "y", [v for *_, (_, values) in series for v in values.get(name, [])])
         ax.set(title=name, xlabel="training step")
-        ax.legend(fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if several_rows or len(labels) > 4:  # below the panels, clear of the lines
+        unique = dict(zip(labels, handles))
+        fig.legend(list(unique.values()), list(unique), loc="outside lower center", fontsize="small")
+    else:
+        axes[0].legend(fontsize="small")
     fig.suptitle("guided: learned hyper-parameters")
     return _save(fig, out_path)
 
