@@ -5,7 +5,8 @@ A forward step carries one tangent of the training state per forward value throu
 (a `jax.jvp` each) and takes the guide pass; its horizon is the whole run, at a memory that does
 not grow with it. Variants: the learning rate alone (the default config), four learning rates
 (the global one and three per-group multipliers), and the paper regime (configs/paper.gin: LAMB,
-six values) with all six forward, each beside its one-step step. As bench/horizon.py: paired
+six values) with all six forward and as shipped (the learning rate forward, five one step ahead),
+each beside its one-step step. As bench/horizon.py: paired
 timings (A B A B ...), and `Compiled.memory_analysis` for memory (the same on every machine). The
 step programs donate their input state, as the trainer's do.
 """
@@ -31,6 +32,7 @@ VARIANTS = (
     ("learning rate", ("default.gin",), ["learning_rate"], None, None),
     ("4 learning rates", ("default.gin",), ["learning_rate"], "embeddings_encoder_decoder", None),
     ("paper regime, six values", ("default.gin", "paper.gin"), SIX, None, SIX),
+    ("paper regime as shipped", ("default.gin", "paper.gin"), SIX, None, None),  # the learning rate forward
 )
 
 

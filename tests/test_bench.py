@@ -75,8 +75,8 @@ def test_horizon_costs_time_and_plan_memory_per_window():
 
 def test_forward_costs_time_and_plan_memory_per_variant():
     r = forward_costs(TINY, repeats=1)
-    assert list(r) == ["learning rate", "4 learning rates", "paper regime, six values"]
-    assert [v["forward_forward_values"] for v in r.values()] == [1, 4, 6]
+    assert list(r) == ["learning rate", "4 learning rates", "paper regime, six values", "paper regime as shipped"]
+    assert [v["forward_forward_values"] for v in r.values()] == [1, 4, 6, 1]
     for v in r.values():
         assert v["one_step_forward_values"] == 0 and v["plain_mib"] > 0
         for mode in ("one_step", "forward"):
