@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bench.guided_step import _batch, _timed
-from bench.horizon import _planned_mib, configured
+from bench.horizon import configured
+from bench.measure import planned_mib, synthetic_batch, timed
 from hpo import hyper, optim
 from hpo import groups as param_groups
 from hpo.trainer import init_state, train_step
@@ -50,12 +50,12 @@ def _variant(gin_files, bindings, tune, groups, forward, repeats: int) -> Dict:
     plain = par.jit_step(lambda s, b: train_step(s, b, plain_values, model=model, tx=tx, schedule=exp.schedule,
                                                  groups=groups or None))
     lengths = exp.data.task_feature_lengths
-    train, guide = _batch(rng, size, length, vocab), _batch(rng, size, length, vocab)
+    train, guide = synthetic_batch(rng, size, length, vocab), synthetic_batch(rng, size, length, vocab)
     fresh = lambda tuner=None: par.put_state(init_state(model, tx, 0, lengths, tuner))  # noqa: E731
     state = fresh()
     out = {"model_params": int(sum(x.size for x in jax.tree.leaves(state.params))),
            "batch": f"{size}x{length}", "optimizer": exp.optimizer.name, "tuned": tuned,
-           "plain_mib": _planned_mib(plain, state, par.put_batch(train))}
+           "plain_mib": planned_mib(plain, state, par.put_batch(train))}
     fixed = {k: v for k, v in values.items() if k not in specs}
     batch = par.put_batch({"train": train, "guide": guide})
     steps = {}
@@ -66,17 +66,17 @@ def _variant(gin_files, bindings, tune, groups, forward, repeats: int) -> Dict:
         step = par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=exp.schedule,
                                               tuning=tuning))
         gstate = fresh(lambda carry, tuning=tuning: tuning.init(2 * repeats + 4, carry))
-        out[f"{mode}_mib"] = _planned_mib(step, gstate, batch)
+        out[f"{mode}_mib"] = planned_mib(step, gstate, batch)
         out[f"{mode}_mib_ratio"] = out[f"{mode}_mib"] / out["plain_mib"]
         out[f"{mode}_forward_values"] = len(tuning.forward_names)
-        _, gstate = _timed(step, gstate, [batch])  # compile
+        _, gstate = timed(step, gstate, [batch])  # compile
         steps[mode] = [step, gstate]
-    _, state = _timed(plain, state, [par.put_batch(train)])
+    _, state = timed(plain, state, [par.put_batch(train)])
     ratios = {mode: [] for mode in steps}
     for _ in range(repeats):
         for mode, entry in steps.items():
-            p, state = _timed(plain, state, [par.put_batch(train)])
-            g, entry[1] = _timed(entry[0], entry[1], [batch])
+            p, state = timed(plain, state, [par.put_batch(train)])
+            g, entry[1] = timed(entry[0], entry[1], [batch])
             ratios[mode].append(g / p)
     for mode in steps:
         out[f"{mode}_step_ratio"] = statistics.median(ratios[mode])

@@ -11,45 +11,29 @@ windows of k steps.
 import functools
 import itertools
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bench.measure import synthetic_batch, timed
 from hpo import config, hyper, optim
 from hpo.experiment import Experiment
 from hpo.trainer import DataParallel, init_state, train_step
 
 
-def _batch(rng, size, length, vocab):
-    targets = rng.randint(2, vocab, (size, length)).astype(np.int32)
-    return {"encoder_input_tokens": rng.randint(2, vocab, (size, length)).astype(np.int32),
-            "decoder_target_tokens": targets,
-            "decoder_input_tokens": np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
-            "decoder_loss_weights": np.ones((size, length), np.float32)}
-
-
-def _timed(step, state, batches):
-    start = time.perf_counter()
-    for batch in batches:
-        state, metrics = step(state, batch)
-    jax.block_until_ready(metrics)
-    return time.perf_counter() - start, state
-
-
 def _paired(plain, plain_state, guided, guided_state, train, guide, repeats, window=1):
     """Plain and guided windows of `window` steps in turn (A B A B ...), so machine noise
     hits both alike."""
-    _, plain_state = _timed(plain, plain_state, train[:1])  # compile both
-    _, guided_state = _timed(guided, guided_state, [{"train": train[0], "guide": guide}])
+    _, plain_state = timed(plain, plain_state, train[:1])  # compile both
+    _, guided_state = timed(guided, guided_state, [{"train": train[0], "guide": guide}])
     plain_times, guided_times = [], []
     for i in range(repeats):
         batches = [train[(i + j) % len(train)] for j in range(window)]
-        t, plain_state = _timed(plain, plain_state, batches)
+        t, plain_state = timed(plain, plain_state, batches)
         plain_times.append(t)
-        t, guided_state = _timed(guided, guided_state, [{"train": b, "guide": guide} for b in batches])
+        t, guided_state = timed(guided, guided_state, [{"train": b, "guide": guide} for b in batches])
         guided_times.append(t)
     ratios = [g / p for g, p in zip(guided_times, plain_times)]
     return statistics.median(plain_times), statistics.median(guided_times), statistics.median(ratios)
@@ -66,7 +50,7 @@ def guided_step_ratios(gin_files=("default.gin",), repeats=20, guide_fractions=(
     vocab = model.config.vocab_size
     rng = np.random.RandomState(0)
     par = DataParallel()
-    train = [par.put_batch(_batch(rng, size, length, vocab)) for _ in range(4)]
+    train = [par.put_batch(synthetic_batch(rng, size, length, vocab)) for _ in range(4)]
     values = exp.base_hparams()
     tx = optim.make_optimizer(exp.optimizer, values)
     plain_values = {k: jnp.float32(v) for k, v in values.items()}
@@ -82,11 +66,11 @@ def guided_step_ratios(gin_files=("default.gin",), repeats=20, guide_fractions=(
         tuned, between = (par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx,
                                                          schedule=exp.schedule, tuning=tuning, tune=tune))
                           for tune in (True, False))
-        guide = par.put_batch(_batch(rng, max(1, int(size * g)), length, vocab))
+        guide = par.put_batch(synthetic_batch(rng, max(1, int(size * g)), length, vocab))
         tuner = hyper.init_tuner(specs, {"learning_rate": 1.0}, meta, (repeats + 1) * update_every + 2)
         gstate = par.put_state(init_state(model, tx, 0, exp.data.task_feature_lengths, tuner))
         if update_every > 1:  # as the Trainer does: the program each step takes, chosen on the host
-            _, gstate = _timed(between, gstate, [{"train": train[0], "guide": guide}])  # compile it
+            _, gstate = timed(between, gstate, [{"train": train[0], "guide": guide}])  # compile it
             steps = itertools.count(1)
             guided = lambda state, batch: (tuned if tuning.due(next(steps)) else between)(state, batch)  # noqa: E731
         else:

@@ -18,19 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bench.guided_step import _batch, _timed
+from bench.measure import planned_mib, synthetic_batch, timed
 from hpo import config, hyper, optim
 from hpo.experiment import Experiment
 from hpo.trainer import DataParallel, init_state, train_step
-
-MIB = 2 ** 20
-
-
-def _planned_mib(jitted, *args) -> float:
-    m = jitted.lower(*args).compile().memory_analysis()
-    return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-            - m.alias_size_in_bytes) / MIB
-
 
 def configured(gin_files: Sequence[str], bindings: Sequence[str]):
     """The configured experiment, its batch size, target length and vocabulary size, and the
@@ -51,12 +42,12 @@ def horizon_costs(gin_files: Sequence[str] = ("default.gin",), bindings: Sequenc
     plain_values = {k: jnp.float32(v) for k, v in values.items()}
     plain = par.jit_step(lambda s, b: train_step(s, b, plain_values, model=model, tx=tx, schedule=exp.schedule))
     lengths = exp.data.task_feature_lengths
-    train = [_batch(rng, size, length, vocab) for _ in range(max(horizons))]
-    guide = _batch(rng, size, length, vocab)
+    train = [synthetic_batch(rng, size, length, vocab) for _ in range(max(horizons))]
+    guide = synthetic_batch(rng, size, length, vocab)
     state = par.put_state(init_state(model, tx, 0, lengths))
     out = {"model_params": int(sum(x.size for x in jax.tree.leaves(state.params))),
            "batch": f"{size}x{length}", "optimizer": exp.optimizer.name,
-           "plain_mib": _planned_mib(plain, state, par.put_batch(train[0]))}
+           "plain_mib": planned_mib(plain, state, par.put_batch(train[0]))}
     specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"]}
     meta = optax.adam(3e-3)
     fixed = {k: v for k, v in values.items() if k not in specs}
@@ -70,14 +61,14 @@ def horizon_costs(gin_files: Sequence[str] = ("default.gin",), bindings: Sequenc
         batch = par.put_batch({"train": stack(batches), "guide": stack([guide] * k)}, stacked=k > 1)
         tuner = hyper.init_tuner(specs, {"learning_rate": 1.0}, meta, (repeats + 1) * k)
         gstate = par.put_state(init_state(model, tx, 0, lengths, tuner))
-        out[f"mib@{k}"] = _planned_mib(window, gstate, batch)
+        out[f"mib@{k}"] = planned_mib(window, gstate, batch)
         out[f"mib_ratio@{k}"] = out[f"mib@{k}"] / out["plain_mib"]
-        _, gstate = _timed(window, gstate, [batch])  # compile
-        _, state = _timed(plain, state, [par.put_batch(train[0])])
+        _, gstate = timed(window, gstate, [batch])  # compile
+        _, state = timed(plain, state, [par.put_batch(train[0])])
         ratios = []
         for _ in range(repeats):
-            p, state = _timed(plain, state, [par.put_batch(b) for b in batches])
-            g, gstate = _timed(window, gstate, [batch])
+            p, state = timed(plain, state, [par.put_batch(b) for b in batches])
+            g, gstate = timed(window, gstate, [batch])
             plain_times.append(p / k)
             ratios.append(g / p)
         out[f"step_ratio@{k}"] = statistics.median(ratios)

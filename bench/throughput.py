@@ -9,29 +9,18 @@ decoder (batch × (inputs + targets)).
 
 import statistics
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import jax
 
 from bench import reference_loop
+from bench.measure import peak_flops, train_flops_per_example, xla_cost
 from hpo import config
 from hpo.data import pipeline
 from hpo.errors import UserError
 from hpo.experiment import Experiment
-from hpo.models.t5 import T5Config
 from hpo.strategies.fixed import Fixed
 from hpo.trainer import DataParallel, init_state
-
-# Dense bf16 peak FLOP/s by device_kind substring (first match wins; more specific first).
-PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
-                   ("A100", 312e12), ("L4", 121e12), ("TPU v4", 275e12), ("TPU v5 lite", 197e12),
-                   ("TPU v5e", 197e12), ("TPU v5p", 459e12), ("TPU v6", 918e12))
-
-
-def peak_flops(device_kind: str) -> Optional[float]:
-    """Dense bf16 peak of one device, or None where unknown (CPUs: no MFU)."""
-    return next((peak for key, peak in PEAK_BF16_FLOPS if key.lower() in device_kind.lower()), None)
-
 
 def experiment(gin_files: Sequence[str] = ("default.gin",), bindings: Sequence[str] = ()) -> Experiment:
     """An Experiment from base.gin + `gin_files` + `bindings`, writing nowhere that matters."""
@@ -49,30 +38,6 @@ def engine_step(exp: Experiment, par: DataParallel):
     """(jitted step, optimizer): the fixed strategy's step, jitted as `Trainer.fit` does."""
     step_fn, tx = engine_step_fn(exp)
     return par.jit_step(step_fn), tx
-
-
-def train_flops_per_example(cfg: T5Config, inputs: int, targets: int) -> float:
-    """Model FLOPs of one training example: 3 × the forward matmuls (backward = 2 × forward).
-
-    Counts the projections, the gated MLP, the logits and full (unmasked)
-    attention scores, as MFU conventionally does; norms, softmax and the
-    optimizer are left out.
-    """
-    d, inner, mlp = cfg.emb_dim, cfg.num_heads * cfg.head_dim, cfg.mlp_dim
-    attention = lambda q_len, k_len: 2 * 2 * q_len * k_len * inner  # scores and weighted sum
-    encoder_layer = inputs * 2 * (4 * d * inner + 3 * d * mlp) + attention(inputs, inputs)
-    decoder_layer = (targets * 2 * (6 * d * inner + 3 * d * mlp) + inputs * 2 * 2 * d * inner
-                     + attention(targets, targets) + attention(targets, inputs))
-    forward = (cfg.num_encoder_layers * encoder_layer + cfg.num_decoder_layers * decoder_layer
-               + targets * 2 * d * cfg.vocab_size)
-    return 3.0 * forward
-
-
-def xla_cost(jitted, *args) -> Dict[str, Optional[float]]:
-    """XLA's static count of FLOPs and bytes accessed of one call (free once the call has compiled)."""
-    cost = jitted.lower(*args).compile().cost_analysis()
-    cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
-    return {"flops": cost.get("flops"), "bytes": cost.get("bytes accessed")}
 
 
 def _timed(step, carry, batch):

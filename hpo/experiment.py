@@ -23,8 +23,6 @@ from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.models.t5 import T5Config, num_params
 from hpo.trainer import Diverged, StepSchedule, Trainer, TrainState, eval_step, init_state, train_step
 
-gin.external_configurable(T5Config, module="hpo")
-
 
 @gin.configurable
 @dataclasses.dataclass

@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from clu import metric_writers
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hpo import distributed, groups as param_groups, optim
@@ -244,7 +243,9 @@ def _stack(batches):
 
 
 def _summary_writer(directory: str):
-    # TensorBoard summaries from the leader only; the other hosts' are the same.
+    # TensorBoard summaries from the leader only; the other hosts' are the same. clu (and the
+    # TensorFlow it loads) is imported here, by a run that writes, not by the step functions.
+    from clu import metric_writers
     return metric_writers.SummaryWriter(directory) if distributed.is_leader() else metric_writers.MultiWriter([])
 
 

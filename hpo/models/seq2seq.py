@@ -19,6 +19,8 @@ from hpo.models.t5 import T5Config, Transformer
 
 DECODE_METHODS = ("greedy", "beam")
 
+gin.external_configurable(T5Config, module="hpo")  # models/*.gin size it
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
