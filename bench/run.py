@@ -1,13 +1,16 @@
 """`make bench`: run the benchmarks, print the figures, write bench/results.json.
 
     python -m bench.run [OUT.json] [--sizes small,base] [--gin bf16.gin] [--gin.KEY=VALUE ...]
-                        [--repeats 20] [--skip guided,decode,memory,data_wait] [--accelerator]
+                        [--repeats 20] [--skip guided,decode,memory,data_wait]
 
 Gin files and bindings apply to every section (on top of base.gin and
 default.gin); `--sizes` runs the throughput section once per T5 size
 (configs/models/t5_1_1_<size>.gin, before the --gin files so that e.g.
 bf16.gin still applies). Ratios are medians of paired (A B A B ...) timings,
 so they stay meaningful on a shared machine; absolute figures do not.
+
+On a GPU or TPU, run bench/gpu.sh (`make bench-gpu`) instead: T5 v1.1 small and base in
+bfloat16, with nothing but JAX and gin-config.
 """
 
 import argparse
@@ -44,10 +47,6 @@ def _parse(argv: Sequence[str]):
     parser.add_argument("--gin", action="append", default=[], help="gin file (repeatable), e.g. bf16.gin")
     parser.add_argument("--repeats", type=int, default=20, help="paired steps timed per ratio")
     parser.add_argument("--skip", default="", help=f"sections to leave out: {','.join(SECTIONS)}")
-    parser.add_argument("--accelerator", action="store_true",
-                        help="the GPU/TPU benchmark: T5 v1.1 small and base (or --sizes) in bfloat16 at "
-                             f"batch {ACCELERATOR_BATCH} x {ACCELERATOR_LENGTH} tokens: tokens/s, MFU, guided ÷ plain, "
-                             "cached decode sentences/s, device peak memory")
     args = parser.parse_args([a for a in argv if not a.startswith("--gin.")])
     args.bindings = [config.gin_binding(*b.split("=", 1)) for b in bindings if "=" in b]
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -59,11 +58,6 @@ def _parse(argv: Sequence[str]):
         if not os.path.isfile(os.path.join(config.configs_dir(), _size_gin(size))):
             raise UserError(f"--sizes: no model config {_size_gin(size)}")
     return args
-
-
-# The accelerator benchmark's realistic shape (any --gin.BATCH_SIZE / TASK_FEATURE_LENGTHS overrides it).
-ACCELERATOR_BATCH, ACCELERATOR_LENGTH = 128, 128
-ACCELERATOR_SECTIONS = ("throughput", "guided", "horizon", "decode", "memory")
 
 
 def _size_gin(size: str) -> str:
@@ -223,39 +217,6 @@ _SECTION_FNS = {"throughput": _throughput, "guided": _guided, "horizon": _horizo
 _RESULT_KEYS = {"guided": "guided_step"}  # bench/results.json kept this name before
 
 
-def _accelerator(args, results) -> None:
-    """Each size's figures under results["accelerator"][size]; a section that fails is reported
-    and the others go on (the run is meant to be left unattended)."""
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        raise UserError("--accelerator: JAX sees no GPU or TPU here (only the CPU)")
-    shape = [config.gin_binding("BATCH_SIZE", str(ACCELERATOR_BATCH)),
-             config.gin_binding("TASK_FEATURE_LENGTHS",
-                                f"{{'inputs': {ACCELERATOR_LENGTH}, 'targets': {ACCELERATOR_LENGTH}}}")]
-    args.bindings = [*shape, *args.bindings]  # the user's bindings come later and win
-    extra = args.gin if "bf16.gin" in args.gin else [*args.gin, "bf16.gin"]
-    results["accelerator"] = {}
-    for size in args.sizes or ["small", "base"]:
-        files = ["default.gin", _size_gin(size), *extra]
-        out = results["accelerator"][size] = {"gin_files": files}
-        print(f"== accelerator[{size}]: {' '.join(files)}", flush=True)
-        for name in ACCELERATOR_SECTIONS:
-            if name in args.skip:
-                continue
-            start = time.perf_counter()
-            try:
-                if name == "throughput":
-                    out[name] = train_throughput(files, args.bindings, repeats=args.repeats)
-                    _report_throughput(size, out[name])
-                else:
-                    out[_RESULT_KEYS.get(name, name)] = _SECTION_FNS[name](args, files)
-            except Exception as e:  # noqa: BLE001  (reported; the other sections still run)
-                out[name] = {"error": f"{type(e).__name__}: {e}"}
-                print(f"{name}[{size}] failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                      flush=True)
-            print(f"({name}[{size}] took {time.perf_counter() - start:.0f} s)", flush=True)
-
-
 def _run(args) -> int:
     global _machine
     gin_files = ["default.gin", *args.gin]
@@ -265,11 +226,6 @@ def _run(args) -> int:
                "jax": jax.__version__, "gin_files": gin_files, "bindings": args.bindings}
     print(f"machine: {results['machine']}  (a shared machine: absolute figures are noisy, ratios less so)",
           flush=True)
-    if args.accelerator:
-        _accelerator(args, results)
-        hpo_io.write_json(args.out, results)
-        print(f"written: {args.out}")
-        return 0
     for name in SECTIONS:
         if name not in args.skip:
             start = time.perf_counter()
