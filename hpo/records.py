@@ -77,12 +77,38 @@ def diverged_scores(experiment, diverged: Dict) -> Dict:
     return {**{key: None for key in experiment.evaluation.result_keys}, "diverged": dict(diverged)}
 
 
+# What a result depends on; a row averaging runs made with different versions is flagged in the table.
+VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "seqio", "tensorflow", "tensorflow-datasets",
+             "gin-config", "optuna", "sacrebleu")
+T5X_ENGINE = ("t5x", "airio", "jestimator")
+# The commit of google-research/t5x that the Makefile installs from GitHub and that
+# ../shared/wheels' t5x-0.0.0+offline was built from (tests/test_records.py keeps them equal).
+T5X_COMMIT = "cc342d419ec3e3e9c4bf1df33c82330cafdc1e16"
+
+
+def versions(backend: str) -> Dict[str, str]:
+    """{package: version} of what a run on `backend` used (installed metadata; nothing is imported),
+    with T5X's commit on the t5x backend: pip's record of a git install, else the pinned commit for
+    the offline wheel built from it."""
+    import importlib.metadata as metadata
+    import json
+    out = {}
+    for name in (*VERSIONED, *(T5X_ENGINE if backend == "t5x" else ())):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    if "t5x" in out:
+        direct = json.loads(metadata.distribution("t5x").read_text("direct_url.json") or "{}")
+        commit = direct.get("vcs_info", {}).get("commit_id")
+        out["t5x_commit"] = commit or (T5X_COMMIT if out["t5x"].endswith("+offline") else "unknown")
+    return out
+
+
 def run_record(experiment, strategy: str, seed: int, run_dir: str, *, history: Sequence[Dict],
                wall_seconds: float, step_cost: float, num_params: int, scores: Dict) -> Dict:
     """The fields every backend writes for one finished training run."""
     import gin
-    import jax
-    import hpo
     return {
         "task": experiment.task, "benchmark": experiment.evaluation.benchmark, "strategy": strategy,
         "seed": seed, "backend": experiment.backend, "run_dir": run_dir,
@@ -91,9 +117,17 @@ def run_record(experiment, strategy: str, seed: int, run_dir: str, *, history: S
         "compute_steps": experiment.train_steps * step_cost, "wall_seconds": wall_seconds,
         "hparams": {k: as_float(v) for k, v in experiment.base_hparams().items()},
         **scores,
-        "num_params": num_params, "devices": f"{jax.device_count()}x{jax.devices()[0].platform}",
+        "num_params": num_params,
         "dev_history": list(history),
         "gin_config": gin.config_str(),
-        "hpo_version": hpo.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **provenance(experiment.backend),
     }
+
+
+def provenance(backend: str) -> Dict:
+    """Where and with what a record was made: devices, versions, time."""
+    import jax
+    import hpo
+    return {"devices": f"{jax.device_count()}x{jax.devices()[0].platform}", "hpo_version": hpo.__version__,
+            "versions": versions(backend),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

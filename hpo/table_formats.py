@@ -8,6 +8,7 @@ CSV and JSON carry every field, raw.
 
 import csv
 import io
+import json
 import os
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
@@ -28,8 +29,9 @@ COLUMNS = (
 GLUE_HEAD_COLUMNS = ("synthetic", "glue_average_mean", "glue_average_sd")
 GLUE_TAIL_COLUMNS = ("invalid_predictions", "predictions", "dev_loss_mean", "dev_loss_sd")
 # Every row's, last, so that the columns above keep their places: what sets the row apart from the
-# task's other rows of its strategy, the label of the fixed row it is compared with, seeds recorded twice.
-CONFIGURATION_COLUMNS = ("configuration", "baseline", "duplicates")
+# task's other rows of its strategy, the label of the fixed row it is compared with, seeds recorded twice,
+# and the packages its runs were made with at different versions.
+CONFIGURATION_COLUMNS = ("configuration", "baseline", "duplicates", "mixed_versions")
 
 HEADER = ("task", "strategy", "seeds", "test BLEU", "dev BLEU", "test chrF", "p vs fixed",
           "train runs", "train steps", "compute ÷ fixed", "wall s", "hyper-parameters")
@@ -138,6 +140,16 @@ def _duplicate_notes(rows: Sequence[Dict]) -> List[str]:
             for row in rows for d in row.get("duplicates") or ()]
 
 
+def _version_notes(rows: Sequence[Dict]) -> List[str]:
+    def seeds(listed):
+        return f"seed{'s' if len(listed) > 1 else ''} {', '.join(map(str, listed))}"
+    return [f"{row['task']}, {row['strategy']}: averages runs made with different versions, so its spread "
+            f"mixes software with seeds: " + "; ".join(
+                f"{package} " + " vs ".join(f"{version} ({seeds(listed)})" for version, listed in by.items())
+                for package, by in row["mixed_versions"].items()) + "."
+            for row in rows if row.get("mixed_versions")]
+
+
 class Table(NamedTuple):
     title: str  # empty when it is the only table
     header: List[str]
@@ -153,11 +165,11 @@ def _tables(rows: Sequence[Dict]) -> List[Table]:
     tables = []
     if bleu or not glue:
         tables.append(Table("BLEU", list(HEADER), [_cells(r) for r in bleu], _signature_notes(bleu),
-                            _baseline_notes(bleu) + _duplicate_notes(bleu)))
+                            _baseline_notes(bleu) + _duplicate_notes(bleu) + _version_notes(bleu)))
     if glue:
         tasks = _glue_columns(glue)
         tables.append(Table("GLUE", _glue_header(tasks), [_glue_cells(r, tasks) for r in glue], [],
-                            [GLUE_NOTE] + _baseline_notes(glue) + _duplicate_notes(glue)))
+                            [GLUE_NOTE] + _baseline_notes(glue) + _duplicate_notes(glue) + _version_notes(glue)))
     return tables if len(tables) > 1 else [tables[0]._replace(title="")]
 
 
@@ -203,6 +215,8 @@ def format_csv(rows: Sequence[Dict]) -> str:
 def _csv_value(value):
     if value is None:
         return ""
+    if isinstance(value, dict):  # mixed versions
+        return json.dumps(value, sort_keys=True) if value else ""
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], dict):  # diverged runs, duplicates
         return "; ".join(" ".join(f"{k}={_csv_value(x)}" for k, x in v.items()) for v in value)
     if isinstance(value, (list, tuple)):

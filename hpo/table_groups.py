@@ -203,4 +203,15 @@ def identity(group: Group) -> Dict:
         "seeds": len(group.records), "seed_list": [r.get("seed") for r in group.records],
         "baseline": group.baseline.label if group.baseline else None,
         "duplicates": group.duplicates,
+        "mixed_versions": mixed_versions(group.records),
     }
+
+
+def mixed_versions(records: Sequence[Dict]) -> Dict[str, Dict[str, List]]:
+    """{package: {version: [seeds]}} for each package the row's runs were made with at more than
+    one version (records.versions; older records, which name none, are not compared)."""
+    seen: Dict[str, Dict[str, List]] = {}
+    for record in records:
+        for package, version in (record.get("versions") or {}).items():
+            seen.setdefault(package, {}).setdefault(str(version), []).append(record.get("seed"))
+    return {package: by for package, by in seen.items() if len(by) > 1}

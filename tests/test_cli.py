@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from conftest import fill_the_disk
+from hpo import records as records_module
 from hpo.cli.main import main
 
 TINY = ["--strategy=fixed", "--gin_file=test.gin"]
@@ -34,6 +35,7 @@ def test_run_end_to_end_then_rerun_skips(tmp_path):
         assert field in record
     assert record["strategy"] == "fixed" and record["train_steps"] == 4
     assert "TRAIN_STEPS = 4" in record["gin_config"]
+    assert record["versions"] == records_module.versions("builtin") and "jax" in record["versions"]
     assert "test BLEU" in first.stdout
     assert os.listdir(os.path.join(os.environ["HPO_DATA_DIR"], "jax-cache"))  # compiled steps kept for re-runs
     hyps = open(os.path.join(model_dir, record["hypotheses"])).read().splitlines()

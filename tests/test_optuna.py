@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 import warm
-from hpo import config
+from hpo import config, records
 from hpo.experiment import Experiment
 from hpo.strategies import fixed, places
 from hpo.strategies.optuna_search import OptunaSearch
@@ -146,6 +146,7 @@ def test_real_tiny_trials_end_to_end(tiny_experiment):
     record = OptunaSearch({"learning_rate": {"low": 0.5, "high": 2.0, "log": True}}, n_trials=2).run(exp, seed=0)
     assert record["strategy"] == "optuna" and record["train_runs"] == 2
     assert record["total_train_steps"] == 4
+    assert record["versions"] == records.versions("builtin") and record["hpo_version"]  # as every record
     assert os.path.exists(os.path.join(exp.model_dir, record["hypotheses"]))
     assert os.path.exists(os.path.join(exp.model_dir, "optuna", "study.db"))
 

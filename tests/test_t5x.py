@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import warm
+from hpo import records as records_module
 from hpo.cli.main import main
 
 T5X = ["--backend=t5x", "--gin_file=t5x/test.gin"]
@@ -76,6 +77,7 @@ def test_every_strategy_writes_a_t5x_row(runs):
     assert sorted(records) == ["fixed", "guided", "optuna"]
     for strategy, record in records.items():
         assert record["backend"] == "t5x" and record["train_steps"] == 4
+        assert record["versions"] == records_module.versions("t5x")  # the engine's commit among them
         assert np.isfinite(record["test_bleu"]) and record["bleu_signature"].startswith("nrefs:1")
         hyps = open(os.path.join(model_dir, record["hypotheses"])).read().splitlines()
         assert len(hyps) == record["test_sentences"] == 16

@@ -91,6 +91,22 @@ def test_duplicate_record_neither_duplicates_nor_double_counts():
     assert row["train_runs"] == 2 and row["total_train_steps"] == 200 and row["wall_seconds"] == 20.0
 
 
+def test_a_row_averaging_runs_made_with_different_versions_says_so():
+    old, new = {"jax": "0.10.2", "optax": "0.2.8"}, {"jax": "0.11.2", "optax": "0.2.8"}
+    records = [record(seed=0, versions=old), record(seed=1, versions=old), record(seed=2, versions=new),
+               record("guided", seed=0, versions=new), record("guided", seed=1),  # an older record: no versions
+               record("guided", seed=2, versions=new)]
+    rows = rows_by_label(records)
+    assert rows["fixed"]["mixed_versions"] == {"jax": {"0.10.2": [0, 1], "0.11.2": [2]}}
+    assert rows["guided"]["mixed_versions"] == {}
+    text = table.format_markdown(list(rows.values()))
+    assert ("fixed: averages runs made with different versions, so its spread mixes software with seeds: "
+            "jax 0.10.2 (seeds 0, 1) vs 0.11.2 (seed 2).") in text
+    assert "guided: averages" not in text
+    assert json.loads(next(csv.DictReader(table.format_csv(list(rows.values())).splitlines()))["mixed_versions"]) \
+        == {"jax": {"0.10.2": [0, 1], "0.11.2": [2]}}
+
+
 def test_relative_compute_and_train_steps():
     records = [record("fixed", seed=0, compute_steps=100.0), record("fixed", seed=1, compute_steps=100.0),
                record("guided", compute_steps=150.0),

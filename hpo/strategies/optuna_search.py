@@ -23,7 +23,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from hpo import distributed, io as hpo_io
+from hpo import distributed, io as hpo_io, records
 from hpo.errors import UserError
 from hpo.strategies import places
 from hpo.strategies.base import Strategy
@@ -259,11 +259,11 @@ class OptunaSearch(Strategy):
                       "objective": self.objective, "n_trials": self.n_trials,
                       "best_trial": places.original(best) if best else None},
             "gin_config": gin.config_str(),  # the table's rows group runs of one configuration
+            **records.provenance(experiment.backend),
         }
         if diverged:
             record["diverged"] = {"step": min(t.user_attrs["diverged"]["step"] for t in trials),
                                   "reason": "every trial diverged"}
-        from hpo import records
         records.add(experiment.model_dir, record)
         return record
 
