@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from bench.horizon import configured
-from bench.measure import planned_mib, synthetic_batch, timed
+from bench.measure import compiled, planned_mib, synthetic_batch, timed
 from hpo import hyper, optim
 from hpo import groups as param_groups
 from hpo.trainer import init_state, train_step
@@ -47,15 +47,16 @@ def _variant(gin_files, bindings, tune, groups, forward, repeats: int) -> Dict:
              for k, s in specs.items()}
     tx = optim.make_optimizer(exp.optimizer, {**values, **{k: s.init for k, s in specs.items()}})
     plain_values = {k: jnp.float32(v) for k, v in {**values, **{k: s.init for k, s in specs.items()}}.items()}
-    plain = par.jit_step(lambda s, b: train_step(s, b, plain_values, model=model, tx=tx, schedule=exp.schedule,
-                                                 groups=groups or None))
     lengths = exp.data.task_feature_lengths
     train, guide = synthetic_batch(rng, size, length, vocab), synthetic_batch(rng, size, length, vocab)
     fresh = lambda tuner=None: par.put_state(init_state(model, tx, 0, lengths, tuner))  # noqa: E731
     state = fresh()
+    plain = compiled(par.jit_step(lambda s, b: train_step(s, b, plain_values, model=model, tx=tx,
+                                                          schedule=exp.schedule, groups=groups or None)),
+                     state, par.put_batch(train))
     out = {"model_params": int(sum(x.size for x in jax.tree.leaves(state.params))),
            "batch": f"{size}x{length}", "optimizer": exp.optimizer.name, "tuned": tuned,
-           "plain_mib": planned_mib(plain, state, par.put_batch(train))}
+           "plain_mib": planned_mib(plain)}
     fixed = {k: v for k, v in values.items() if k not in specs}
     batch = par.put_batch({"train": train, "guide": guide})
     steps = {}
@@ -63,13 +64,13 @@ def _variant(gin_files, bindings, tune, groups, forward, repeats: int) -> Dict:
         tuning = hyper.Tuning(specs=specs, fixed_values=fixed, meta_tx=optax.adam(1e-3), mode=mode,
                               forward=forward or [k for k in tuned if k == "learning_rate"
                                                   or param_groups.is_group_rate(k)], groups=groups or None)
-        step = par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=exp.schedule,
-                                              tuning=tuning))
         gstate = fresh(lambda carry, tuning=tuning: tuning.init(2 * repeats + 4, carry))
-        out[f"{mode}_mib"] = planned_mib(step, gstate, batch)
+        step = compiled(par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx,
+                                                       schedule=exp.schedule, tuning=tuning)), gstate, batch)
+        out[f"{mode}_mib"] = planned_mib(step)
         out[f"{mode}_mib_ratio"] = out[f"{mode}_mib"] / out["plain_mib"]
         out[f"{mode}_forward_values"] = len(tuning.forward_names)
-        _, gstate = timed(step, gstate, [batch])  # compile
+        _, gstate = timed(step, gstate, [batch])  # warm-up
         steps[mode] = [step, gstate]
     _, state = timed(plain, state, [par.put_batch(train)])
     ratios = {mode: [] for mode in steps}
@@ -83,8 +84,9 @@ def _variant(gin_files, bindings, tune, groups, forward, repeats: int) -> Dict:
     return out
 
 
-def forward_costs(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), repeats: int = 5) -> Dict[str, Dict]:
-    """{variant: {'one_step_step_ratio', 'forward_step_ratio', 'one_step_mib_ratio', 'forward_mib_ratio', ...}};
-    `gin_files` go after each variant's own."""
+def forward_costs(gin_files: Sequence[str] = (), bindings: Sequence[str] = (), repeats: int = 5,
+                  variants: Sequence[str] = tuple(v[0] for v in VARIANTS)) -> Dict[str, Dict]:
+    """{variant: {'one_step_step_ratio', 'forward_step_ratio', 'one_step_mib_ratio', 'forward_mib_ratio', ...}}
+    for the named `variants`; `gin_files` go after each variant's own."""
     return {label: _variant([*files, *gin_files], bindings, tune, groups, forward, repeats)
-            for label, files, tune, groups, forward in VARIANTS}
+            for label, files, tune, groups, forward in VARIANTS if label in variants}

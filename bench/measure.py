@@ -47,10 +47,16 @@ def xla_cost(jitted, *args) -> Dict[str, Optional[float]]:
     return {"flops": cost.get("flops"), "bytes": cost.get("bytes accessed")}
 
 
-def planned_mib(jitted, *args) -> float:
-    """The memory XLA plans for one call (arguments, outputs and temporaries, less what is donated):
-    the same on every machine, where a CPU has no device peak counter."""
-    m = jitted.lower(*args).compile().memory_analysis()
+def compiled(jitted, *args):
+    """`jitted` compiled for `args` ahead of time: called like it, and its memory plan can be read,
+    from one compilation (a `jit` call and a `lower().compile()` would compile twice)."""
+    return jitted.lower(*args).compile()
+
+
+def planned_mib(program) -> float:
+    """The memory XLA plans for one call of a compiled program (arguments, outputs and temporaries,
+    less what is donated): the same on every machine, where a CPU has no device peak counter."""
+    m = program.memory_analysis()
     return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
             - m.alias_size_in_bytes) / MIB
 

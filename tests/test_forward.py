@@ -29,19 +29,19 @@ def _tuning(values, forward, discount=1.0, names=NAMES):
 
 
 def _forward_run(state, tuning, model, tx, schedule, trains, guide):
-    """`len(trains)` steps of `hyper.guided_update`, tuned at the last: the hyper-gradients it reports."""
+    """`len(trains)` tuned steps of `hyper.guided_update` whose meta-optimizer never moves the values:
+    the hyper-gradients reported at the last (one program: the same run as plain steps before it)."""
     tuner = tuning.init(len(trains), (state.params, state.opt_state))
     state = state.replace(tuner=tuner)
-    step = functools.partial(hyper.guided_update, model=model, tx=tx, schedule=schedule, tuning=tuning)
-    for i, train in enumerate(trains):
-        last = i == len(trains) - 1
-        state, metrics = jax.jit(functools.partial(step, tune=last))(state, {"train": train, "guide": guide})
+    step = jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=schedule, tuning=tuning))
+    for train in trains:
+        state, metrics = step(state, {"train": train, "guide": guide})
     return {k: float(metrics[f"hypergrad/{k}"]) for k in tuning.specs}, state
 
 
 def _window_loss(state, tuning, model, tx, schedule, trains, guide, discount=1.0):
-    """G after the steps `trains`, as a function of the raw values: reverse mode through them all.
-    With `discount` μ < 1 each step's incoming state carries μ of its derivative (value unchanged)."""
+    """G after the steps `trains`, as a (jitted) function of the raw values: reverse mode through them
+    all. With `discount` μ < 1 each step's incoming state carries μ of its derivative (value unchanged)."""
     def loss(raw):
         values = {**tuning.fixed_values, **hyper.activate_all(tuning.specs, raw)}
         at = state
@@ -52,69 +52,74 @@ def _window_loss(state, tuning, model, tx, schedule, trains, guide, discount=1.0
             params, opt_state, _ = apply_update(at, train, values, model=model, tx=tx, schedule=schedule)
             at = at.replace(step=at.step + 1, params=params, opt_state=opt_state)
         return model.mean_loss(at.params, guide, train=False)
-    return loss
+    return jax.jit(loss)
 
 
-def test_forward_at_discount_one_is_the_gradient_through_every_step():
-    """μ = 1 over 3 steps with constant values: the hyper-gradient after them equals reverse mode
-    through all three (`Guided.horizon = 3`'s window) and a float64 central difference."""
+@pytest.fixture(scope="module")
+def x64():
+    """The float64 model, an Adam state two steps in, three training batches and a guide batch,
+    shared by the float64 tests (each computes under `jax.enable_x64` again)."""
     with jax.enable_x64(True):
         model = _model("float64")
         state, tx, schedule, values = _adam_state(model, jnp.float64)
         trains, guide = [_batch(s) for s in (5, 6, 7)], _batch(9)
+        return model, state, tx, schedule, values, trains, guide
+
+
+def test_forward_at_discount_one_is_the_gradient_through_every_step(x64):
+    """μ = 1 over 3 steps with constant values: the hyper-gradient after them equals reverse mode
+    through all three (`Guided.horizon = 3`'s window) and a float64 central difference."""
+    with jax.enable_x64(True):
+        model, state, tx, schedule, values, trains, guide = x64
         tuning = _tuning(values, forward=NAMES)
         reported, _ = _forward_run(state, tuning, model, tx, schedule, trains, guide)
         loss = _window_loss(state, tuning, model, tx, schedule, trains, guide)
         raw = {k: jnp.asarray(tuning.specs[k].inverse(values[k]), jnp.float64) for k in NAMES}
-        reverse = jax.grad(loss)(raw)
-        window = jax.grad(lambda r: model.mean_loss(hyper.train_window(
+        window = jax.jit(jax.grad(lambda r: model.mean_loss(hyper.train_window(
             state, _stacked([5, 6, 7]), {**tuning.fixed_values, **hyper.activate_all(tuning.specs, r)},
-            model=model, tx=tx, schedule=schedule)[0], guide, train=False))(raw)
+            model=model, tx=tx, schedule=schedule)[0], guide, train=False)))(raw)
         h = 1e-4
         for k in NAMES:
             fd = (float(loss({**raw, k: raw[k] + h})) - float(loss({**raw, k: raw[k] - h}))) / (2 * h)
             assert fd != 0.0, k
-            assert reported[k] == pytest.approx(float(reverse[k]), rel=2e-6, abs=1e-12), k  # the raw values are float32
             assert reported[k] == pytest.approx(float(window[k]), rel=2e-6, abs=1e-12), k  # the raw values are float32
             assert abs(reported[k] - fd) <= 1e-4 * abs(fd) + 1e-9, (k, reported[k], fd)
 
 
-def test_forward_values_beside_one_step_values():
+def test_forward_values_beside_one_step_values(x64):
     """Only the learning rate forward: its hyper-gradient sees all three steps, the others' see the
     last step alone (the one-step method's, from the state before it)."""
     with jax.enable_x64(True):
-        model = _model("float64")
-        state, tx, schedule, values = _adam_state(model, jnp.float64)
-        trains, guide = [_batch(s) for s in (5, 6, 7)], _batch(9)
+        model, state, tx, schedule, values, trains, guide = x64
         tuning = _tuning(values, forward=["learning_rate"])
         reported, after = _forward_run(state, tuning, model, tx, schedule, trains, guide)
         raw = {k: jnp.asarray(tuning.specs[k].inverse(values[k]), jnp.float64) for k in NAMES}
-        whole = jax.grad(_window_loss(state, tuning, model, tx, schedule, trains, guide))(raw)
+        whole = jax.jit(jax.grad(_window_loss(state, tuning, model, tx, schedule, trains, guide)))(raw)
         assert reported["learning_rate"] == pytest.approx(float(whole["learning_rate"]), rel=2e-6)
         # The state before the last step: two plain steps with the same values.
         before = state
+        update = jax.jit(functools.partial(apply_update, model=model, tx=tx, schedule=schedule))
         for train in trains[:2]:
-            params, opt_state, _ = apply_update(before, train, {**values}, model=model, tx=tx, schedule=schedule)
+            params, opt_state, _ = update(before, train, {**values})
             before = before.replace(step=before.step + 1, params=params, opt_state=opt_state)
-        last = jax.grad(_window_loss(before, tuning, model, tx, schedule, trains[2:], guide))(raw)
+        last = jax.jit(jax.grad(_window_loss(before, tuning, model, tx, schedule, trains[2:], guide)))(raw)
         for k in ("beta1", "label_smoothing"):
             assert reported[k] == pytest.approx(float(last[k]), rel=2e-6), k  # float32 raw values
             assert abs(float(whole[k]) - float(last[k])) > 1e-3 * abs(float(last[k])), k  # they differ
         assert set(after.tuner["tangent"]) == {"learning_rate"}
 
 
-def test_a_discount_weighs_earlier_updates_by_its_powers():
+def test_a_discount_weighs_earlier_updates_by_its_powers(x64):
     """μ = 0.5: the carried derivative of the state shrinks by μ per update, which reverse mode gets
     from states whose derivative (not value) is scaled by μ at each step's start."""
     with jax.enable_x64(True):
-        model = _model("float64")
-        state, tx, schedule, values = _adam_state(model, jnp.float64)
-        trains, guide = [_batch(s) for s in (5, 6, 7)], _batch(9)
+        model, state, tx, schedule, values, trains, guide = x64
         tuning = _tuning(values, forward=NAMES, discount=0.5)
         reported, _ = _forward_run(state, tuning, model, tx, schedule, trains, guide)
         raw = {k: jnp.asarray(tuning.specs[k].inverse(values[k]), jnp.float64) for k in NAMES}
-        discounted = jax.grad(_window_loss(state, tuning, model, tx, schedule, trains, guide, discount=0.5))(raw)
-        whole = jax.grad(_window_loss(state, tuning, model, tx, schedule, trains, guide))(raw)
+        discounted = jax.jit(jax.grad(_window_loss(state, tuning, model, tx, schedule, trains, guide,
+                                                   discount=0.5)))(raw)
+        whole = jax.jit(jax.grad(_window_loss(state, tuning, model, tx, schedule, trains, guide)))(raw)
         for k in NAMES:
             assert reported[k] == pytest.approx(float(discounted[k]), rel=2e-6, abs=1e-12), k  # the raw values are float32
         assert reported["learning_rate"] != pytest.approx(float(whole["learning_rate"]), rel=1e-3)
@@ -155,9 +160,13 @@ def test_discount_zero_is_the_one_step_method():
 
     guide_loss = lambda carry: model.mean_loss(carry[0], batches[0]["guide"], train=False)  # noqa: E731
     values_of = lambda r: {**fixed, **hyper.activate_all(specs, r)}  # noqa: E731
-    new, _, tangent, _ = tuning.propagate(carry, update, values_of, raw, noise)
-    _, forward = tuning.forward_grads(new, guide_loss, tangent)
-    one = jax.grad(lambda r: guide_loss(update(carry, values_of(r))[0]))(raw)
+    @jax.jit
+    def forward_grads(raw, noise):
+        new, _, tangent, _ = tuning.propagate(carry, update, values_of, raw, noise)
+        return tuning.forward_grads(new, guide_loss, tangent)[1]
+
+    forward = forward_grads(raw, noise)
+    one = jax.jit(jax.grad(lambda r: guide_loss(update(carry, values_of(r))[0])))(raw)
     for k in NAMES:
         assert forward[k] == pytest.approx(float(one[k]), rel=1e-4, abs=1e-7), k
 
