@@ -22,7 +22,8 @@ def data_dir(tmp_path_factory):
 # The longest test files first (measured: `make test`'s durations), so that the two workers do
 # not end waiting on one of them; the Makefile tells xdist to keep this order
 # (--no-loadscope-reorder). Within a file the order is unchanged.
-LONGEST_FIRST = ("test_t5x.py", "test_guided.py", "test_multihost.py", "test_horizon.py", "test_forward.py",
+LONGEST_FIRST = ("test_t5x.py", "test_guided.py", "test_multihost.py", "test_t5x_forward.py", "test_horizon.py",
+                 "test_forward.py",
                  "test_kill.py", "test_t5x_glue.py", "test_bench.py", "test_glue_finetune.py", "test_cli.py",
                  "test_optuna.py", "test_groups.py", "test_paper_config.py", "test_trainer.py", "test_divergence.py",
                  "test_quiet.py", "test_decoding.py", "test_claims.py", "test_probe.py", "test_gpu_bench.py")
