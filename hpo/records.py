@@ -82,7 +82,7 @@ VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "seqio", "ten
              "gin-config", "optuna", "sacrebleu")
 T5X_ENGINE = ("t5x", "airio", "jestimator")
 # The commit of google-research/t5x that the Makefile installs from GitHub and that
-# ../shared/wheels' t5x-0.0.0+offline was built from (tests/test_records.py keeps them equal).
+# ../shared/wheels' t5x-0.0.0+offline was built from (tests/test_versions.py keeps them equal).
 T5X_COMMIT = "cc342d419ec3e3e9c4bf1df33c82330cafdc1e16"
 
 
