@@ -2,7 +2,7 @@
 
 import datetime
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from hpo import io as hpo_io
 from hpo.errors import UserError
@@ -124,10 +124,12 @@ def run_record(experiment, strategy: str, seed: int, run_dir: str, *, history: S
     }
 
 
-def provenance(backend: str) -> Dict:
-    """Where and with what a record was made: devices, versions, time."""
+def provenance(backend: str, created: Optional[datetime.datetime] = None) -> Dict:
+    """Where and with what a record was made: devices, versions, time (now, unless the
+    record describes something finished earlier, such as a study's last trial)."""
     import jax
     import hpo
+    created = created or datetime.datetime.now()
     return {"devices": f"{jax.device_count()}x{jax.devices()[0].platform}", "hpo_version": hpo.__version__,
             "versions": versions(backend),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "created": created.astimezone(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -149,6 +149,9 @@ def test_real_tiny_trials_end_to_end(tiny_experiment):
     assert record["versions"] == records.versions("builtin") and record["hpo_version"]  # as every record
     assert os.path.exists(os.path.join(exp.model_dir, record["hypotheses"]))
     assert os.path.exists(os.path.join(exp.model_dir, "optuna", "study.db"))
+    time.sleep(1.1)  # past the record's time resolution
+    again = OptunaSearch({"learning_rate": {"low": 0.5, "high": 2.0, "log": True}}, n_trials=2).run(exp, seed=0)
+    assert again == record  # a finished study revisited is the same row, made when its last trial ended
 
 
 def test_a_trial_left_running_by_a_killed_worker_is_retried(tiny_experiment, fake_training):

@@ -259,7 +259,9 @@ class OptunaSearch(Strategy):
                       "objective": self.objective, "n_trials": self.n_trials,
                       "best_trial": places.original(best) if best else None},
             "gin_config": gin.config_str(),  # the table's rows group runs of one configuration
-            **records.provenance(experiment.backend),
+            # As of the study's last finished trial: a finished study revisited gives the same record.
+            **records.provenance(experiment.backend, created=max(
+                (t.datetime_complete for t in trials if t.datetime_complete), default=None)),
         }
         if diverged:
             record["diverged"] = {"step": min(t.user_attrs["diverged"]["step"] for t in trials),
