@@ -93,7 +93,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                         help="builtin: hpo's Flax engine (default); t5x: T5X's trainer, partitioner and "
                              "checkpoints, configured by T5X gin files (default t5x/default.gin)")
     parser.add_argument("--seeds", default="0",
-                        help="comma-separated seeds ('0,1,2'), or 'N:' for seeds 0..N-1 (default: 0)")
+                        help="comma-separated seeds ('0,1,2', run in that order; none empty or twice), or 'N:' "
+                             "for seeds 0..N-1 (default: 0)")
     parser.add_argument("--model_dir", help="where results go; same as --gin.MODEL_DIR")
     parser.add_argument("--gin_file", action="append", default=[],
                         help="a gin file (repeatable), looked up in --gin_search_paths, the current "
@@ -108,6 +109,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_seeds(text: str) -> List[int]:
+    """'0,1,2' (in the order given: '1,0' runs seed 1 first) or 'N:' for 0..N-1."""
+    from hpo import errors
     from hpo.errors import UserError
     try:
         if text.endswith(":"):
@@ -115,17 +118,14 @@ def parse_seeds(text: str) -> List[int]:
             if count <= 0:
                 raise ValueError
             return list(range(count))
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in errors.comma_list("--seeds", text, "seed")]
     except ValueError:
         raise UserError(f"--seeds: expected e.g. '0,1,2' or '3:', got '{text}'") from None
-    if not seeds:
-        raise UserError("--seeds is empty")
+    if len(set(seeds)) < len(seeds):  # '1,01' names one seed twice
+        raise UserError(f"--seeds: seed {next(s for s in seeds if seeds.count(s) > 1)} is given twice")
     bad = next((s for s in seeds if not 0 <= s < 2 ** 31), None)
     if bad is not None:
         raise UserError(f"--seeds: a seed must be in [0, 2**31), got {bad}")
-    repeated = next((s for s in seeds if seeds.count(s) > 1), None)
-    if repeated is not None:
-        raise UserError(f"--seeds: seed {repeated} is given twice")
     return seeds
 
 
@@ -167,7 +167,7 @@ def _configure(args, bindings):
 
 def run_command(args, bindings) -> int:
     from hpo import claims_replays, distributed, io as hpo_io
-    from hpo.errors import UserError
+    from hpo.errors import UserError, comma_list
     from hpo.strategies import get_strategy
 
     if args.multihost:  # before anything touches a device, as T5X's train.py does
@@ -178,12 +178,10 @@ def run_command(args, bindings) -> int:
     _cache_compilations()
     seeds = parse_seeds(args.seeds)
     try:  # building from gin: a wrongly typed value (e.g. TRAIN_STEPS='ten') is the user's input
-        strategies = [get_strategy(name.strip()) for name in args.strategy.split(",") if name.strip()]
+        strategies = [get_strategy(name) for name in comma_list("--strategy", args.strategy, "strategy")]
         experiment = make_experiment()
     except (TypeError, ValueError) as e:
         raise UserError(f"bad configuration: {e}") from e
-    if not strategies:
-        raise UserError("--strategy is empty")
     hpo_io.check_writable_dir(experiment.model_dir, "MODEL_DIR")  # before anything trains
     if args.claims:
         claims_replays.check(experiment, seeds, [s.name for s in strategies])

@@ -2,6 +2,7 @@
 
 import math
 import numbers
+from typing import List
 
 
 class UserError(Exception):
@@ -30,3 +31,16 @@ def finite_number(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise UserError(f"{name} must be a finite number, got {value!r}")
     return float(value)
+
+
+def comma_list(flag: str, text: str, noun: str) -> List[str]:
+    """The items of a comma-separated flag: none empty, none twice (order is the user's)."""
+    if not text.strip():
+        raise UserError(f"{flag} is empty")
+    items = [s.strip() for s in text.split(",")]
+    if "" in items:
+        raise UserError(f"{flag}: an empty item in '{text}'")
+    repeated = next((s for s in items if items.count(s) > 1), None)
+    if repeated is not None:
+        raise UserError(f"{flag}: {noun} {repeated} is given twice")
+    return items

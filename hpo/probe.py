@@ -33,7 +33,7 @@ import numpy as np
 
 from hpo import io as hpo_io, optim
 from hpo.data import pipeline
-from hpo.errors import UserError, non_negative_int, positive_int
+from hpo.errors import UserError, comma_list, non_negative_int, positive_int
 from hpo.trainer import init_state, train_step
 
 JSON_FILE, CSV_FILE, PLOT_FILE = "probe.json", "probe.csv", os.path.join("plots", "probe.png")
@@ -112,7 +112,7 @@ def _positive(value) -> float:
 def parse_steps(text: str) -> List[int]:
     """--probe_steps=0,25,50: the states to probe from."""
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        return [int(s) for s in comma_list("--probe_steps", text, "step")]
     except ValueError:
         raise UserError(f"--probe_steps: expected steps such as '0,25,50', got '{text}'") from None
 

@@ -240,6 +240,12 @@ def _bad_inputs(tmp_path):
         "negative seed": (["--seeds=-1"], "--seeds: a seed must be in [0, 2**31), got -1"),
         "no seeds (0:)": (["--seeds=0:"], "--seeds"),
         "repeated seed": (["--seeds=1,1"], "--seeds: seed 1 is given twice"),
+        "repeated seed, apart": (["--seeds=1,0,1"], "--seeds: seed 1 is given twice"),
+        "one seed written twice": (["--seeds=1,01"], "--seeds: seed 1 is given twice"),
+        "empty seed in a list": (["--seeds=0,,1"], "--seeds: an empty item in '0,,1'"),
+        "trailing comma in seeds": (["--seeds=0,"], "--seeds: an empty item in '0,'"),
+        "empty strategy in a list": (["--strategy=fixed,,guided"], "--strategy: an empty item in 'fixed,,guided'"),
+        "repeated strategy": (["--strategy=fixed,fixed"], "--strategy: strategy fixed is given twice"),
         # MODEL_DIR.
         "empty --model_dir": (["--model_dir="], "--model_dir is empty"),
         "MODEL_DIR is a file": ([], "is not a directory", _a_file),
@@ -340,6 +346,11 @@ def test_the_unfinished_copy_resumes(finished_run, tmp_path):
     records = json.load(open(out / "comparison.json"))
     assert sorted(r["seed"] for r in records) == [0, 1]
     assert all(r["train_steps"] == 4 for r in records)
+
+
+def test_seeds_run_in_the_order_given():
+    from hpo.cli.main import parse_seeds
+    assert parse_seeds("2,0") == [2, 0] and parse_seeds(" 1, 3") == [1, 3] and parse_seeds("3:") == [0, 1, 2]
 
 
 def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):

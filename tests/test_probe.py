@@ -143,6 +143,8 @@ def test_the_runs_verdict_says_where_its_values_lie_and_where_they_moved():
     (["--probe_steps=0,5"], "Probe.from_steps: step 5 is beyond TRAIN_STEPS (4)"),
     (["--gin.Probe.from_steps=[-1]"], "Probe.from_steps: a step must be an integer >= 0, got -1"),
     (["--probe_steps=0,x"], "--probe_steps: expected steps such as '0,25,50', got '0,x'"),
+    (["--probe_steps=0,,2"], "--probe_steps: an empty item in '0,,2'"),
+    (["--probe_steps=2,2"], "--probe_steps: step 2 is given twice"),
     (["--seeds=1,1"], "--seeds: seed 1 is given twice"),
     (["--gin.Probe.values={'beta2': [0.9]}"], "Probe.values: 'beta2' is not a hyper-parameter of optimizer"),
     (["--gin.Probe.values={'learning_rate': [2.0]}"], "Probe.values: the learning rate is probed as multipliers"),
