@@ -1,6 +1,7 @@
 """Shared test set-up: a private data cache and quiet TensorFlow."""
 
 import errno
+import glob
 import os
 import shutil
 import subprocess
@@ -74,10 +75,34 @@ def t5x_gin():
     gin.clear_config()
 
 
+def postgres_bindir() -> str:
+    """Where the PostgreSQL server's programs are, as users' machines have them: `pg_config
+    --bindir`, Debian's /usr/lib/postgresql/<version>/bin (newest first), or the PATH."""
+    candidates = []
+    if shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
+        candidates += [out.stdout.strip()] if out.returncode == 0 else []
+    debian = glob.glob("/usr/lib/postgresql/*/bin")
+    candidates += sorted(debian, key=lambda d: int(d.split("/")[-2]) if d.split("/")[-2].isdigit() else 0,
+                         reverse=True)
+    candidates += [os.path.dirname(shutil.which("initdb"))] if shutil.which("initdb") else []
+    for bindir in candidates:
+        if all(os.access(os.path.join(bindir, p), os.X_OK) for p in ("initdb", "pg_ctl", "postgres")):
+            return bindir
+    pytest.fail("no PostgreSQL server found (no initdb, pg_ctl and postgres in `pg_config --bindir`, "
+                "/usr/lib/postgresql/*/bin or the PATH): install it, e.g. apt install postgresql", pytrace=False)
+
+
+# A user the server asks for a password (the others are trusted on its private socket).
+PASSWORD_USER, PASSWORD = "hpo_pw", "right-password"
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A private PostgreSQL server (Debian's PostgreSQL 15 on the PATH) on a Unix socket in a temp
-    dir, as the `postgres` user when the tests run as root (the server refuses root); its URL."""
+    """A private PostgreSQL server (Debian's PostgreSQL 15, found by `postgres_bindir`) on a Unix
+    socket in a temp dir, as the `postgres` user when the tests run as root (the server refuses
+    root); its URL. It also has PASSWORD_USER, who must give PASSWORD, with a database of that name."""
+    bindir = postgres_bindir()
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     root = tempfile.mkdtemp(prefix="hpo-pg-")
     data, sockets = os.path.join(root, "data"), os.path.join(root, "sockets")
@@ -86,15 +111,24 @@ def postgres_url():
         shutil.chown(root, "postgres")
         shutil.chown(sockets, "postgres")
 
-    def run(*command):
-        out = subprocess.run([*as_postgres, *command], capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, f"{command[0]}: {out.stdout[-1500:]} {out.stderr[-1500:]}"
+    def run(program, *args):
+        out = subprocess.run([*as_postgres, os.path.join(bindir, program), *args], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, f"{program}: {out.stdout[-1500:]} {out.stderr[-1500:]}"
 
     run("initdb", "-D", data, "--auth=trust", "-U", "postgres")
+    hba = os.path.join(data, "pg_hba.conf")
+    with open(hba) as f:
+        rules = f.read()
+    with open(hba, "w") as f:  # the first matching line decides
+        f.write(f"local all {PASSWORD_USER} scram-sha-256\n{rules}")
     run("pg_ctl", "-D", data, "-w", "-l", os.path.join(root, "server.log"), "-o",
         f"-k {sockets} -c listen_addresses='' -c max_connections=50", "start")
     try:
         run("createdb", "-h", sockets, "-U", "postgres", "hpo")
+        run("psql", "-h", sockets, "-U", "postgres", "-d", "hpo", "-c",
+            f"CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{PASSWORD}'")
+        run("createdb", "-h", sockets, "-U", "postgres", "-O", PASSWORD_USER, PASSWORD_USER)  # its own
         yield f"postgresql://postgres@/hpo?host={sockets}"
     finally:
         run("pg_ctl", "-D", data, "-m", "immediate", "stop")

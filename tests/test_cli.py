@@ -225,7 +225,17 @@ def _bad_inputs(tmp_path):
                                          f"--gin.OptunaSearch.storage='postgresql://hpo:secret@/hpo?host={tmp_path}/none'"],
                                         "optuna: cannot open the storage postgresql://hpo:***@/hpo"),
         "storage of an unknown kind": (["--strategy=optuna", "--gin.OptunaSearch.storage='nosuchdb://x'"],
-                                       "optuna: cannot open the storage nosuchdb://x"),
+                                       "optuna: cannot open the storage nosuchdb://x: SQLAlchemy has no dialect"),
+        "storage server refusing connections": (["--strategy=optuna",
+                                                 "--gin.OptunaSearch.storage='postgresql://u:p@127.0.0.1:1/db'"],
+                                                "no database server answers at 127.0.0.1:1"),
+        **{f"storage driver missing: {url.split(':')[0]}": (
+            ["--strategy=optuna", f"--gin.OptunaSearch.storage='{url}'"],
+            f"its driver is not installed (no module '{module}'); pip install {package}")
+           for url, module, package in [("mysql://u:p@127.0.0.1:1/db", "MySQLdb", "mysqlclient"),
+                                        ("mysql+pymysql://u:p@127.0.0.1:1/db", "pymysql", "PyMySQL"),
+                                        ("oracle://u:p@127.0.0.1:1/db", "oracledb", "oracledb"),
+                                        ("mssql://u:p@127.0.0.1:1/db", "pyodbc", "pyodbc")]},
         # Flags.
         "unknown backend": (["--backend=nope"], "argument --backend: invalid choice: 'nope'"),
         "unknown flag": (["--no_such_flag=1"], "unrecognized arguments: --no_such_flag=1"),

@@ -141,6 +141,32 @@ def test_four_workers_share_one_study_and_survive_a_kill(tmp_path, database, req
         assert [t["attempts"] for t in record["trials"] if t["number"] == killed] == [2]
 
 
+def test_each_way_a_storage_fails_to_open_has_its_own_line(postgres_url):
+    from conftest import PASSWORD, PASSWORD_USER
+    from hpo.errors import UserError
+    from hpo.strategies.storage import open_storage
+    host = postgres_url.split("?")[1]
+    cases = {f"postgresql://postgres@/no_such_db?{host}": "the server has no database 'no_such_db'",
+             f"postgresql://{PASSWORD_USER}:wrong@/hpo?{host}": f"the server refused user '{PASSWORD_USER}'",
+             f"postgresql://ghost@/hpo?{host}": "the server refused user 'ghost'"}
+    for url, message in cases.items():
+        with pytest.raises(UserError) as error:
+            open_storage(url)
+        assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
+        assert "wrong" not in str(error.value).split(":", 2)[1]  # the password is not shown
+    open_storage(f"postgresql://{PASSWORD_USER}:{PASSWORD}@/{PASSWORD_USER}?{host}")  # the right one opens it
+
+
+def test_no_postgresql_server_is_one_line_and_a_failure(monkeypatch):
+    import glob
+    import shutil
+    from conftest import postgres_bindir
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(glob, "glob", lambda pattern: [])
+    with pytest.raises(pytest.fail.Exception, match="^no PostgreSQL server found"):
+        postgres_bindir()
+
+
 def test_real_tiny_trials_end_to_end(tiny_experiment):
     exp = tiny_experiment("TRAIN_STEPS = 2")
     record = OptunaSearch({"learning_rate": {"low": 0.5, "high": 2.0, "log": True}}, n_trials=2).run(exp, seed=0)

@@ -18,9 +18,8 @@ from typing import Dict, Mapping
 
 import gin
 import optuna
-import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo import distributed, io as hpo_io, records
@@ -28,6 +27,7 @@ from hpo.errors import UserError
 from hpo.strategies import places
 from hpo.strategies.base import Strategy
 from hpo.strategies.fixed import Fixed
+from hpo.strategies.storage import open_storage
 from hpo.trainer import Diverged
 
 DEFAULT_SPACE = {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}}
@@ -78,7 +78,7 @@ class OptunaSearch(Strategy):
         with hpo_io.locked(lock):
             # Retried without limit: a place is never lost to preemptions; a retry inherits
             # the reports its run made, so pruning sees the whole curve.
-            storage = _storage(url, heartbeat_interval=self.heartbeat, grace_period=2 * self.heartbeat,
+            storage = open_storage(url, heartbeat_interval=self.heartbeat, grace_period=2 * self.heartbeat,
                                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                                    max_retry=None, inherit_intermediate_values=True))
             pruners = {None: optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
@@ -280,21 +280,3 @@ def default_study_name(experiment, seed: int) -> str:
     """`<task>-seed<N>` for the built-in engine, `<task>-<backend>-seed<N>` for another."""
     backend = "" if experiment.backend == "builtin" else f"-{experiment.backend}"
     return f"{experiment.task}{backend}-seed{seed}"
-
-
-def _storage(url: str, **kwargs) -> RDBStorage:
-    """An RDBStorage; workers on other hosts that open a new database at once race to
-    create its tables (no file lock reaches them), and the losers retry."""
-    for attempt in range(5):
-        try:
-            return RDBStorage(url, **kwargs)
-        except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
-            racing = "already exists" in str(e) or "UNIQUE constraint" in str(e)
-            if not racing or attempt == 4:
-                try:
-                    shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-                except sqlalchemy.exc.ArgumentError:
-                    shown = url
-                reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-                raise UserError(f"optuna: cannot open the storage {shown}: {reason}") from e
-            time.sleep(0.5 + attempt)
