@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from hpo import io as hpo_io
 from hpo.data import synthetic_glue
+from hpo.data.prepared import PreparedTfdsSource
 from hpo.data.registry import add_text_task, data_dir
 from hpo.data.shared_vocabulary import t5_vocabulary
 from hpo.errors import UserError
@@ -99,8 +100,7 @@ def glue_tfds_task(name: str, tfds_data_dir: str = None, tfds_version: str = "2.
     benchmark = formats.benchmark(variant)
     dev = {"mnli": "validation_matched",
            "mnli_mismatched": "validation_mismatched"}.get(variant, "validation")
-    source = seqio.TfdsDataSource(tfds_name=f"glue/{benchmark}:{tfds_version}",
-                                  splits={"train": "train", "dev": dev}, tfds_data_dir=tfds_data_dir)
+    source = PreparedTfdsSource(f"glue/{benchmark}:{tfds_version}", {"train": "train", "dev": dev}, tfds_data_dir)
     to_text = functools.partial(tfds_to_text, benchmark=benchmark)
     return add_text_task(name, source, t5_vocabulary(), preprocessors=[to_text])
 

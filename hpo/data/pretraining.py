@@ -27,6 +27,7 @@ import tensorflow as tf
 from hpo import io as hpo_io
 from hpo.data import span_corruption as corruption
 from hpo.data import synthetic
+from hpo.data.prepared import PreparedTfdsSource
 from hpo.data.registry import add_task, data_dir, guide_every, guide_percent
 from hpo.data.shared_vocabulary import t5_vocabulary
 from hpo.errors import UserError
@@ -108,8 +109,7 @@ def c4_task(name: str = "c4_span_corruption", tfds_name: str = "c4/en:3.1.0",
     the folder that holds c4/en/3.0.1; without them it fails with "Dataset c4
     cannot be loaded at version 3.0.1".
     """
-    source = seqio.TfdsDataSource(tfds_name=tfds_name, splits=c4_splits(guide_fraction),
-                                  tfds_data_dir=tfds_data_dir)
+    source = PreparedTfdsSource(tfds_name, c4_splits(guide_fraction), tfds_data_dir)
     return _register(name, source, noise_density, mean_noise_span_length)
 
 

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from hpo import bleu, io as hpo_io
 from hpo.data import synthetic, vocab as vocab_lib
+from hpo.data.prepared import PreparedTfdsSource
 from hpo.data.registry import SPLITS, VALIDATION, add_text_task, data_dir, guide_every, guide_percent
 from hpo.errors import UserError
 
@@ -231,7 +232,7 @@ def wmt_task(name: str, vocab: str = None, vocab_size: int = 32000, vocab_exampl
                     else {"dev": "validation", "test": "test"})
     split_map = {"train": f"train[{pct}%:]", "guide": f"train[:{pct}%]", **default_eval, **(splits or {})}
     split_map[VALIDATION] = split_map["dev"]
-    source_ds = seqio.TfdsDataSource(tfds_name=tfds_name, splits=split_map, tfds_data_dir=tfds_data_dir)
+    source_ds = PreparedTfdsSource(tfds_name, split_map, tfds_data_dir)
     if vocab is None:
         path = os.path.join(data_dir(), "wmt", f"{tfds_name.replace('/', '_').replace(':', '-')}-spm{vocab_size}.model")
         sentences = _tfds_text(source_ds, (source, target), vocab_examples)
@@ -247,11 +248,7 @@ def _select_pair(dataset, source, target):
 
 
 def _tfds_text(source_ds, languages, limit):
-    try:
-        dataset = source_ds.get_dataset("train", shuffle=False).take(limit)
-    except Exception as e:  # TFDS raises several types for data that is not prepared
-        raise UserError(f"TFDS data for {source_ds.tfds_dataset.name} is not available "
-                        f"({type(e).__name__}); prepare it with `tfds build` first") from e
+    dataset = source_ds.get_dataset("train", shuffle=False).take(limit)
     for example in dataset.as_numpy_iterator():
         for lang in languages:
             yield example[lang].decode("utf-8")
