@@ -15,7 +15,7 @@ import gin
 import jax
 import optax
 
-from hpo import hyper, io as hpo_io, optim, records
+from hpo import distributed, hyper, io as hpo_io, optim, records
 from hpo.data import pipeline
 from hpo.errors import UserError, finite_number, non_negative_int, positive_int
 from hpo.evaluate import Translation
@@ -128,30 +128,31 @@ class Experiment:
         pass); `record_extra(tuner)` adds strategy fields to the record.
         """
         run_dir = run_dir or self.run_dir(strategy, seed)
-        rel = os.path.relpath(run_dir, self.model_dir)
-        done = records.finished(self, strategy, seed, rel)
-        if done is not None:
-            return done
-        lengths = dict(self.data.task_feature_lengths)
-        state = init_state(self.model, tx, seed, lengths, tuner)
-        batches = batches or (lambda: pipeline.train_batches(self.data, seed=seed))
-        trainer = Trainer(run_dir, self.train_steps, checkpoint_every=self.checkpoint_every,
-                          log_every=self.log_every, eval_every=self.eval_every)
-        result = trainer.fit(state, step_fn, batches, evaluate=self._dev_evaluator(), on_eval=on_eval)
-        if result.diverged and not write_record:  # an Optuna trial: failed, with its reason
-            raise Diverged(**result.diverged)
-        # A diverged run is a result too (a row marked diverged), not a score of its NaN model.
-        scores = (records.diverged_scores(self, result.diverged) if result.diverged else
-                  self.evaluation.score(self, result, run_dir, seed))
-        record = records.run_record(
-            self, strategy, seed, rel, history=result.eval_history, wall_seconds=result.wall_seconds,
-            step_cost=step_cost, num_params=num_params(result.state.params), scores=scores)
-        if result.diverged:  # it stopped there
-            record["compute_steps"] = result.diverged["step"] * step_cost
-        record.update(record_extra(result.state.tuner) if record_extra else {})
-        if write_record:
-            records.add(self.model_dir, record)
-        return record
+        with hpo_io.training(run_dir, leader=distributed.is_leader()):
+            rel = os.path.relpath(run_dir, self.model_dir)
+            done = records.finished(self, strategy, seed, rel)
+            if done is not None:
+                return done
+            lengths = dict(self.data.task_feature_lengths)
+            state = init_state(self.model, tx, seed, lengths, tuner)
+            batches = batches or (lambda: pipeline.train_batches(self.data, seed=seed))
+            trainer = Trainer(run_dir, self.train_steps, checkpoint_every=self.checkpoint_every,
+                              log_every=self.log_every, eval_every=self.eval_every)
+            result = trainer.fit(state, step_fn, batches, evaluate=self._dev_evaluator(), on_eval=on_eval)
+            if result.diverged and not write_record:  # an Optuna trial: failed, with its reason
+                raise Diverged(**result.diverged)
+            # A diverged run is a result too (a row marked diverged), not a score of its NaN model.
+            scores = (records.diverged_scores(self, result.diverged) if result.diverged else
+                      self.evaluation.score(self, result, run_dir, seed))
+            record = records.run_record(
+                self, strategy, seed, rel, history=result.eval_history, wall_seconds=result.wall_seconds,
+                step_cost=step_cost, num_params=num_params(result.state.params), scores=scores)
+            if result.diverged:  # it stopped there
+                record["compute_steps"] = result.diverged["step"] * step_cost
+            record.update(record_extra(result.state.tuner) if record_extra else {})
+            if write_record:
+                records.add(self.model_dir, record)
+            return record
 
     def _dev_evaluator(self):
         batches = pipeline.eval_batches(self.data, "dev", self.dev_eval_examples)

@@ -12,7 +12,9 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import tempfile
+import time
 import uuid
 from typing import Any
 
@@ -172,6 +174,40 @@ def locked(path: str):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+RUN_LOCK = "run.lock"
+
+
+@contextlib.contextmanager
+def training(run_dir: str, leader: bool = True):
+    """This process alone trains `run_dir` while the block runs. Another `hpo run` that
+    reaches the same run (two runs on one MODEL_DIR by mistake) stops at once with one
+    line naming the holder: never two trainings, or interleaved checkpoints, in one run
+    directory. The OS drops the lock when its holder dies, even by kill -9. On several
+    hosts the leader holds it for all (they train the run together); object stores have
+    no locks (there, one job writes a MODEL_DIR)."""
+    if is_url(run_dir) or not leader:
+        yield
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, RUN_LOCK), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise UserError(f"{run_dir} is being trained by another hpo run ({holder}): let it finish, "
+                            f"then run again to read its result") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        lock.flush()
         try:
             yield
         finally:

@@ -299,6 +299,7 @@ def finished_run(tmp_path_factory):
     assert main(["run", *TINY, f"--model_dir={out}"]) == 0
     for part in ("checkpoints", "data-checkpoints"):
         shutil.copytree(out / "fixed" / "seed0" / part, out / "fixed" / "seed1" / part)
+    shutil.copy(out / "fixed" / "seed0" / "run.lock", out / "fixed" / "seed1")  # as the process that trained it left
     return out
 
 

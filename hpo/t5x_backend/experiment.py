@@ -176,48 +176,49 @@ class T5xExperiment:
                run_dir: str = None, on_eval: Optional[Callable] = None,
                record_extra: Callable = None, step_cost: float = 1.0, write_record: bool = True) -> Dict:
         run_dir = run_dir or self.run_dir(strategy, seed)
-        rel = os.path.relpath(run_dir, self.model_dir)
-        done = records.finished(self, strategy, seed, rel)
-        if done is not None:
-            return done
-        model = model or self.model
-        history = []
-        infer_cfg = self.train_args.get("infer_eval_dataset_cfg")
-        if on_eval is not None and self.first_step:  # strategies count the steps of the run
-            on_eval = lambda step, scores, report=on_eval: report(step - self.first_step, scores)  # noqa: E731
-        report = EvalReport(self.task, history, self.total_steps, on_eval, calls_on_infer=infer_cfg is not None)
-        start = initial.from_initial_checkpoint(getattr(self.train_args.get("checkpoint_cfg"), "restore", None),
-                                                self.model.optimizer_def)
-        overrides = {"actions": report.actions(), "train_dataset_cfg": self.seeded(self.data_cfg, seed),
-                     "train_state_initializer_cls": initial.initializer(start)}
-        if get_dataset_fn is not None:
-            overrides["get_dataset_fn"] = get_dataset_fn
-        trainer, train_state, wall = self.run_t5x(run_dir, seed, trainer_cls, model, self.total_steps, **overrides)
-        distributed.stop_everywhere(report.stopped)  # Optuna pruned the trial (the leader decides)
-        if report.diverged and not write_record:  # an Optuna trial: failed, with its reason
-            raise Diverged(**report.diverged)
-        num_params = _num_params(train_state.params)
-        tuner = t5x_optim.tuner_of(train_state) if isinstance(train_state.param_states, t5x_optim.TunedState) \
-            else None
-        extra = record_extra(_local(tuner)) if record_extra else {}
-        if report.diverged:  # a row marked diverged, not a score of its NaN model
-            scores = records.diverged_scores(self, report.diverged)
-        elif self.evaluation.benchmark == "glue":
-            from hpo.t5x_backend import glue
-            scores = glue.finetune_and_score(self, train_state, run_dir, seed)
-            scores["wall_seconds"] = wall + scores["finetune"]["wall_seconds"]
-        else:
-            scores = self._score(model, train_state, trainer._train_state_axes, run_dir)  # noqa: SLF001
-        record = records.run_record(
-            self, strategy, seed, rel, history=history, wall_seconds=wall,
-            step_cost=step_cost, num_params=num_params, scores=scores)
-        record["t5x"] = self._description()
-        if report.diverged:  # it stopped there
-            record["compute_steps"] = (report.diverged["step"] - self.first_step) * step_cost
-        record.update(extra)
-        if write_record:
-            records.add(self.model_dir, record)
-        return record
+        with hpo_io.training(run_dir, leader=distributed.is_leader()):
+            rel = os.path.relpath(run_dir, self.model_dir)
+            done = records.finished(self, strategy, seed, rel)
+            if done is not None:
+                return done
+            model = model or self.model
+            history = []
+            infer_cfg = self.train_args.get("infer_eval_dataset_cfg")
+            if on_eval is not None and self.first_step:  # strategies count the steps of the run
+                on_eval = lambda step, scores, report=on_eval: report(step - self.first_step, scores)  # noqa: E731
+            report = EvalReport(self.task, history, self.total_steps, on_eval, calls_on_infer=infer_cfg is not None)
+            start = initial.from_initial_checkpoint(getattr(self.train_args.get("checkpoint_cfg"), "restore", None),
+                                                    self.model.optimizer_def)
+            overrides = {"actions": report.actions(), "train_dataset_cfg": self.seeded(self.data_cfg, seed),
+                         "train_state_initializer_cls": initial.initializer(start)}
+            if get_dataset_fn is not None:
+                overrides["get_dataset_fn"] = get_dataset_fn
+            trainer, train_state, wall = self.run_t5x(run_dir, seed, trainer_cls, model, self.total_steps, **overrides)
+            distributed.stop_everywhere(report.stopped)  # Optuna pruned the trial (the leader decides)
+            if report.diverged and not write_record:  # an Optuna trial: failed, with its reason
+                raise Diverged(**report.diverged)
+            num_params = _num_params(train_state.params)
+            tuner = t5x_optim.tuner_of(train_state) if isinstance(train_state.param_states, t5x_optim.TunedState) \
+                else None
+            extra = record_extra(_local(tuner)) if record_extra else {}
+            if report.diverged:  # a row marked diverged, not a score of its NaN model
+                scores = records.diverged_scores(self, report.diverged)
+            elif self.evaluation.benchmark == "glue":
+                from hpo.t5x_backend import glue
+                scores = glue.finetune_and_score(self, train_state, run_dir, seed)
+                scores["wall_seconds"] = wall + scores["finetune"]["wall_seconds"]
+            else:
+                scores = self._score(model, train_state, trainer._train_state_axes, run_dir)  # noqa: SLF001
+            record = records.run_record(
+                self, strategy, seed, rel, history=history, wall_seconds=wall,
+                step_cost=step_cost, num_params=num_params, scores=scores)
+            record["t5x"] = self._description()
+            if report.diverged:  # it stopped there
+                record["compute_steps"] = (report.diverged["step"] - self.first_step) * step_cost
+            record.update(extra)
+            if write_record:
+                records.add(self.model_dir, record)
+            return record
 
     def run_t5x(self, run_dir: str, seed: int, trainer_cls, model, total_steps: int, trainer_args=None,
                 **overrides):
