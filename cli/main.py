@@ -1,6 +1,7 @@
 """`hpo`: the command line. `hpo run` trains and compares tuning strategies."""
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import List, Sequence
@@ -166,8 +167,8 @@ def _configure(args, bindings):
 
 
 def run_command(args, bindings) -> int:
-    from hpo import claims_replays, distributed, io as hpo_io
-    from hpo.errors import UserError, comma_list
+    from hpo import claims_replays, distributed, io as hpo_io, preemption
+    from hpo.errors import UserError, comma_list, positive_number
     from hpo.strategies import get_strategy
 
     if args.multihost:  # before anything touches a device, as T5X's train.py does
@@ -185,16 +186,21 @@ def run_command(args, bindings) -> int:
     hpo_io.check_writable_dir(experiment.model_dir, "MODEL_DIR")  # before anything trains
     if args.claims:
         claims_replays.check(experiment, seeds, [s.name for s in strategies])
-    guided = {}
-    for strategy in strategies:
-        for seed in seeds:
-            record = strategy.run(experiment, seed)
-            if strategy.name == claims_replays.GUIDED:
-                guided[seed] = record
-            _announce(args, experiment, record, record["strategy"])
-    for seed in seeds if args.claims else ():  # after the strategies: they replay guided's schedules
-        for record in claims_replays.run(experiment, seed, guided.get(seed)):
-            _announce(args, experiment, record, claims_replays.label(record))
+    # Several hosts stop together or not at all: there a signal keeps its default action.
+    watch = contextlib.nullcontext() if args.multihost else preemption.watching(
+        positive_number(preemption.Preemption().grace_seconds, "Preemption.grace_seconds"))
+    with watch:
+        guided = {}
+        for strategy in strategies:
+            for seed in seeds:
+                preemption.check()  # between runs: nothing to save
+                record = strategy.run(experiment, seed)
+                if strategy.name == claims_replays.GUIDED:
+                    guided[seed] = record
+                _announce(args, experiment, record, record["strategy"])
+        for seed in seeds if args.claims else ():  # after the strategies: they replay guided's schedules
+            for record in claims_replays.run(experiment, seed, guided.get(seed)):
+                _announce(args, experiment, record, claims_replays.label(record))
     if not distributed.is_leader():
         return 0  # the leader writes and prints the results
     from hpo import table
@@ -257,6 +263,7 @@ def main(argv: Sequence[str] = None) -> int:
     if not rest or rest[0].startswith("-") and rest[0] not in ("-h", "--help"):
         rest = ["run", *rest]  # `hpo` alone (or with run's flags) means `hpo run`
     from hpo.errors import UserError
+    from hpo.preemption import Preempted
     parser = build_parser()
     try:
         args = parser.parse_args(rest)
@@ -272,6 +279,10 @@ def main(argv: Sequence[str] = None) -> int:
         # gin appends "In call to configurable ..." lines; the first line is the message.
         print(f"hpo: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"hpo: stopped by {e}, checkpoint written; run the same command again to resume",
+              file=sys.stderr)
+        return e.exit_status
 
 
 def _summary(experiment, record) -> str:

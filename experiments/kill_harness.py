@@ -1,11 +1,14 @@
-"""Kill -9 harness: `hpo run` killed at random moments and rerun must lose nothing.
+"""Kill -9 and preemption harness: `hpo run` stopped at random moments and rerun must lose nothing.
 
 For each strategy it starts `hpo run`, waits until the run is working (a file
-under MODEL_DIR changes after the start), kills it with SIGKILL after a random
-delay — in training, a checkpoint write, an evaluation, decoding, a record
-write or an Optuna trial, wherever it happens to be — and reruns it; after
-the kills it lets one run of all the strategies finish. An uninterrupted run of
-the same command runs beside it, and the two results must agree.
+under MODEL_DIR changes after the start), stops it after a random delay — in
+training, a checkpoint write, an evaluation, decoding, a record write or an
+Optuna trial, wherever it happens to be — and reruns it; after the stops it
+lets one run of all the strategies finish. An uninterrupted run of the same
+command runs beside it, and the two results must agree. A stop is SIGKILL, or
+with --preempt_every N every N-th is SIGTERM (a preemption): the run must exit
+with status 143 within its grace period, its newest checkpoint at the step it
+says it stopped at, where the rerun resumes. Every process's exit status is checked.
 
     python experiments/kill_harness.py --kills_per_strategy 30 --work_dir /tmp/kills -- \\
         --gin_file=test.gin --gin.TRAIN_STEPS=40
@@ -19,6 +22,8 @@ import glob
 import json
 import os
 import random
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -56,20 +61,43 @@ def _newest(model_dir: str, since: float) -> Optional[str]:
 
 
 def kill_once(model_dir: str, args: List[str], strategy: str, rng: random.Random,
-              window: float, launch: Callable = cold_process) -> Optional[str]:
-    """Starts the strategy, kills it `uniform(0, window)` s after it starts working; returns the
-    path it touched last before the kill (what it was doing), or None if it finished first."""
+              window: float, launch: Callable = cold_process, preempt: bool = False) -> Optional[Dict]:
+    """Starts the strategy and stops it `uniform(0, window)` s after it starts working, with SIGKILL
+    or (`preempt`) SIGTERM. Returns {"moment": the path it touched last before the stop (what it
+    was doing), "preempted": …, "problems": […]}, or None if it finished first."""
     start = time.time()
     process = hpo_run(model_dir, args, [strategy], launch)
     while _newest(model_dir, start) is None and process.poll() is None:
         time.sleep(0.05)
     time.sleep(rng.uniform(0, window))
     if process.poll() is not None:
+        _, err = process.communicate()
+        if process.returncode != 0:
+            raise AssertionError(f"a rerun of {strategy} failed ({process.returncode}): {err[-2000:]}")
         return None
     moment = _newest(model_dir, start) or "start-up"
-    process.kill()
-    process.wait()
-    return moment
+    if not preempt:
+        process.kill()
+        process.wait()
+        return {"moment": moment, "preempted": None, "problems": []}
+    sent = time.time()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    return {"moment": moment, **preempted(model_dir, process.returncode, time.time() - sent, err)}
+
+
+def preempted(model_dir: str, status: int, seconds: float, err: str) -> Dict:
+    """What a SIGTERM did: the exit status (143; 0 if the run ended first; -15 if it came before
+    hpo watched signals), the seconds to exit, the step it stopped at, and what is wrong."""
+    problems = [] if status in (143, 0, -signal.SIGTERM) else [f"SIGTERM: exit status {status}: {err[-500:]}"]
+    stop = re.search(r"stopped by SIGTERM, (\S+) at step (\d+)", err)
+    step = int(stop.group(2)) if stop else None
+    if stop:  # the rerun resumes at the newest checkpoint: the step it stopped at
+        kept = [int(s) for s in os.listdir(os.path.join(stop.group(1), "checkpoints")) if s.isdigit()]
+        if max(kept, default=None) != step:
+            problems.append(f"SIGTERM at step {step} of {os.path.relpath(stop.group(1), model_dir)}: "
+                            f"newest checkpoint {max(kept, default=None)}")
+    return {"preempted": {"status": status, "seconds": seconds, "step": step}, "problems": problems}
 
 
 def finish(model_dir: str, args: List[str], launch: Callable = cold_process) -> None:
@@ -116,25 +144,34 @@ def check(model_dir: str, reference_dir: str, n_trials: int) -> List[str]:
 
 
 def run(work_dir: str, args: List[str], kills_per_strategy: int, seed: int = 0, window: float = 3.0,
-        n_trials: int = 3, launch: Callable = cold_process) -> Dict:
-    """Kills and reruns in work_dir/killed beside an uninterrupted run in work_dir/uninterrupted."""
+        n_trials: int = 3, launch: Callable = cold_process, preempt_every: int = 0) -> Dict:
+    """Kills and reruns in work_dir/killed beside an uninterrupted run in work_dir/uninterrupted;
+    with `preempt_every` N, every N-th stop is SIGTERM instead."""
     rng = random.Random(seed)
     model_dir, reference_dir = os.path.join(work_dir, "killed"), os.path.join(work_dir, "uninterrupted")
     args = [*args, f"--gin.OptunaSearch.n_trials={n_trials}"]
     reference = hpo_run(reference_dir, args, STRATEGIES, launch)
     kills: Dict[str, List[str]] = {s: [] for s in STRATEGIES}
+    preemptions: Dict[str, List[Dict]] = {s: [] for s in STRATEGIES}
+    problems = []
     for i, strategy in enumerate(STRATEGIES):
-        # Kills so far by the end of this strategy: one that finished early passes its share on.
+        # Stops so far by the end of this strategy: one that finished early passes its share on.
         while sum(map(len, kills.values())) < kills_per_strategy * (i + 1):
-            moment = kill_once(model_dir, args, strategy, rng, window, launch)
-            if moment is None:
+            count = sum(map(len, kills.values())) + 1
+            stop = kill_once(model_dir, args, strategy, rng, window, launch,
+                             preempt=bool(preempt_every) and count % preempt_every == 0)
+            if stop is None:
                 break
-            kills[strategy].append(moment)
+            kills[strategy].append(stop["moment"])
+            if stop["preempted"]:
+                preemptions[strategy].append(stop["preempted"])
+            problems += stop["problems"]
     finish(model_dir, args, launch)
     _, err = reference.communicate(timeout=1800)
     if reference.returncode != 0:
         raise AssertionError(f"the uninterrupted run failed: {err[-2000:]}")
-    return {"kills": kills, "problems": check(model_dir, reference_dir, n_trials)}
+    return {"kills": kills, "preemptions": preemptions,
+            "problems": problems + check(model_dir, reference_dir, n_trials)}
 
 
 def main(argv=None) -> int:
@@ -145,13 +182,18 @@ def main(argv=None) -> int:
     parser.add_argument("--window", type=float, default=3.0, help="seconds: kills land in [0, window) of work")
     parser.add_argument("--n_trials", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preempt_every", type=int, default=0,
+                        help="every N-th stop is SIGTERM (a preemption), not SIGKILL (default: none)")
     argv = sys.argv[1:] if argv is None else argv
     ours, hpo_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     flags = parser.parse_args(ours)
     report = run(flags.work_dir, hpo_args or ["--gin_file=test.gin"], flags.kills_per_strategy, flags.seed,
-                 flags.window, flags.n_trials)
+                 flags.window, flags.n_trials, preempt_every=flags.preempt_every)
     for strategy, moments in report["kills"].items():
-        print(f"{strategy}: {len(moments)} kills, at: {', '.join(moments)}")
+        print(f"{strategy}: {len(moments)} stops, at: {', '.join(moments)}")
+    for strategy, stops in report["preemptions"].items():
+        print(f"{strategy}: {len(stops)} of them SIGTERM: " + ", ".join(
+            f"status {s['status']} after {s['seconds']:.1f} s (step {s['step']})" for s in stops))
     for problem in report["problems"]:
         print(f"PROBLEM: {problem}")
     print("all checks passed" if not report["problems"] else f"{len(report['problems'])} problems")

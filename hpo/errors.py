@@ -20,6 +20,13 @@ def positive_int(value, name: str, where: str = "") -> int:
     return value
 
 
+def positive_number(value, name: str) -> float:
+    """`value` as a float if it is a finite number > 0, else UserError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise UserError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
 def non_negative_int(value, name: str) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
         raise UserError(f"{name} must be an integer >= 0, got {value!r}")

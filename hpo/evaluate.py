@@ -13,7 +13,7 @@ from typing import Callable, Dict, List
 import gin
 import numpy as np
 
-from hpo import io as hpo_io
+from hpo import io as hpo_io, preemption
 from hpo.bleu import score
 from hpo.data import pipeline
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
@@ -27,6 +27,7 @@ def translate(model: Seq2SeqModel, params, inputs: np.ndarray, vocabulary, max_l
     size = decode.batch_size
     with progress_bar(label, total=len(inputs)) as bar:
         for start in range(0, len(inputs), size):
+            preemption.check(label)  # decoding is long: a stop need not wait for its end
             chunk = inputs[start:start + size]
             # Pad the last chunk to a full batch so decoding compiles once.
             padded = np.pad(chunk, ((0, size - len(chunk)), (0, 0)))

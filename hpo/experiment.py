@@ -15,7 +15,7 @@ import gin
 import jax
 import optax
 
-from hpo import distributed, hyper, io as hpo_io, optim, records
+from hpo import distributed, hyper, io as hpo_io, optim, preemption, records
 from hpo.data import pipeline
 from hpo.errors import UserError, finite_number, non_negative_int, positive_int
 from hpo.evaluate import Translation
@@ -139,6 +139,7 @@ class Experiment:
             trainer = Trainer(run_dir, self.train_steps, checkpoint_every=self.checkpoint_every,
                               log_every=self.log_every, eval_every=self.eval_every)
             result = trainer.fit(state, step_fn, batches, evaluate=self._dev_evaluator(), on_eval=on_eval)
+            preemption.check(f"{run_dir}, trained, before scoring")  # the rerun scores it
             if result.diverged and not write_record:  # an Optuna trial: failed, with its reason
                 raise Diverged(**result.diverged)
             # A diverged run is a result too (a row marked diverged), not a score of its NaN model.
@@ -162,6 +163,7 @@ class Experiment:
         def evaluate(state: TrainState) -> Dict[str, float]:
             total = weight = 0.0
             for batch in batches:
+                preemption.check("dev loss")
                 t, w = loss_fn(state.params, batch)
                 total, weight = total + float(t), weight + float(w)
             scores = {"loss": total / max(weight, 1.0)}

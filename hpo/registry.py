@@ -7,3 +7,4 @@ from hpo import strategies  # noqa: F401
 from hpo.data import glue, pretraining, registry, shared_vocabulary  # noqa: F401
 from hpo.glue import finetune  # noqa: F401
 from hpo import probe  # noqa: F401  (Probe.* in a gin file shared by `hpo run` and `hpo probe`)
+from hpo import preemption  # noqa: F401

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from hpo import distributed, groups as param_groups, optim
+from hpo import distributed, groups as param_groups, optim, preemption
 from hpo.checkpoints import Checkpointer
 from hpo.progress import progress_bar
 
@@ -193,14 +193,31 @@ class Trainer:
         if restored is not None:
             checkpointer.restore_data(step, data)
 
-        def save():
+        def save(eval_pending: bool = False):
             meta = {"elapsed_seconds": elapsed + time.time() - start, "eval_history": history,
-                    "data_position": step}
+                    "data_position": step, "eval_pending": eval_pending}
             checkpointer.save(step, state, meta, data)
+
+        def dev_eval() -> Optional[Dict]:
+            """Dev metrics at `step`, recorded; or the divergence they show."""
+            try:
+                scores = evaluate(state.replace(params=self.parallel.local(state.params)))
+            except preemption.Preempted:  # a stop mid-evaluation: the rerun evaluates this step first
+                save(eval_pending=True)
+                raise
+            if not math.isfinite(scores.get("loss", 0.0)):
+                return {"step": step, "reason": f"dev loss {scores['loss']}"}
+            history.append({"step": step, **scores})
+            eval_writer.write_scalars(step, scores)
+            if on_eval:
+                distributed.call_on_leader(on_eval, step, scores)
+            return None
 
         try:
             with progress_bar("train", total=self.train_steps, completed=step) as bar:
-                while step < self.train_steps:
+                if restored is not None and restored[1].get("eval_pending"):
+                    diverged = dev_eval()
+                while step < self.train_steps and not diverged:
                     which = steps.which(step)
                     n = spans[which]
                     batch = next(data) if n == 1 else _stack([next(data) for _ in range(n)])
@@ -219,16 +236,14 @@ class Trainer:
                             train_writer.write_scalars(step, values)
                             bar.note(f"loss {values['loss']:.3f}")
                     if evaluate and (last or _crossed(step, n, self.eval_every)):
-                        scores = evaluate(state.replace(params=self.parallel.local(state.params)))
-                        if not math.isfinite(scores.get("loss", 0.0)):
-                            diverged = {"step": step, "reason": f"dev loss {scores['loss']}"}
+                        diverged = dev_eval()
+                        if diverged:
                             break
-                        history.append({"step": step, **scores})
-                        eval_writer.write_scalars(step, scores)
-                        if on_eval:
-                            distributed.call_on_leader(on_eval, step, scores)
-                    if last or _crossed(step, n, self.checkpoint_every):
+                    stopping = preemption.requested() is not None and not last
+                    if last or _crossed(step, n, self.checkpoint_every) or stopping:
                         save()
+                    if stopping:  # the checkpoint is finished (below) before the stop: a rerun resumes here
+                        preemption.check(f"{self.run_dir} at step {step}")
             train_writer.flush()
             eval_writer.flush()
         finally:

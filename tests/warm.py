@@ -68,6 +68,9 @@ class Process:
     def kill(self) -> None:
         self._process.kill()  # SIGKILL
 
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
     def communicate(self, timeout: Optional[float] = None):
         """(stdout, stderr) once it has ended."""
         self.wait(timeout)

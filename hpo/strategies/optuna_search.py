@@ -22,7 +22,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from hpo import distributed, io as hpo_io, records
+from hpo import distributed, io as hpo_io, preemption, records
 from hpo.errors import UserError
 from hpo.strategies import places
 from hpo.strategies.base import Strategy
@@ -124,6 +124,10 @@ class OptunaSearch(Strategy):
                 return self._train(study, trial, trials, experiment, seed)
             except optuna.TrialPruned:
                 raise
+            except preemption.Preempted:  # its checkpoint written: the rerun (or another worker) resumes it
+                trial.set_user_attr("preempted", True)  # not a fail_reason: that would mark the place done
+                _fail_and_retry(study, trial._trial_id)  # noqa: SLF001
+                raise
             except Diverged as e:  # a result, not an error: the trial fails (a NaN value) and the study goes on
                 trial.set_user_attr("fail_reason", str(e))
                 trial.set_user_attr("diverged", {"step": e.step, "reason": e.reason})
@@ -134,6 +138,7 @@ class OptunaSearch(Strategy):
                 raise
 
         while True:  # until every place is done, whichever worker runs it
+            preemption.check(f"{experiment.run_dir(self.name, seed)}, between trials")
             self._fail_dead_trials(study)
             trials = study.get_trials(deepcopy=False)
             if any(t.state == TrialState.WAITING for t in trials) or places.opened(trials, self.n_trials) < self.n_trials:
@@ -189,19 +194,14 @@ class OptunaSearch(Strategy):
         """Fails the trials of dead workers (on this host at once, elsewhere by their missed
         heartbeats) and queues their retries, and the retries of lost places."""
         optuna.storages.fail_stale_trials(study)
-        storage = study._storage  # noqa: SLF001  (as optuna.storages.fail_stale_trials does)
-        retry = storage.get_heartbeat_stale_trial_callback()
         grace = 2 * self.heartbeat
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if places.is_dead(trial, grace_seconds=grace):
                 try:
-                    trial_id = trial._trial_id  # noqa: SLF001
-                    storage.set_trial_user_attr(trial_id, "failed_by", places.this_worker())
-                    storage.set_trial_user_attr(trial_id, "failed_by_of", trial.number)
-                    if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                        _queue_retry(study, retry, storage.get_trial(trial_id))
+                    _fail_and_retry(study, trial._trial_id)  # noqa: SLF001
                 except UpdateFinishedTrialError:  # another worker failed it first
                     pass
+        retry = study._storage.get_heartbeat_stale_trial_callback()  # noqa: SLF001
         for trial in places.lost(study.get_trials(deepcopy=False), self.n_trials):
             if places.can_repair(trial, grace_seconds=grace):
                 _queue_retry(study, retry, trial)
@@ -268,6 +268,17 @@ class OptunaSearch(Strategy):
                                   "reason": "every trial diverged"}
         records.add(experiment.model_dir, record)
         return record
+
+
+def _fail_and_retry(study, trial_id: int) -> None:
+    """Fails a RUNNING trial and queues its retry (same parameters, resuming its run). The
+    failer is named first: if it dies between the two, a later worker repairs the place."""
+    storage = study._storage  # noqa: SLF001  (as optuna.storages.fail_stale_trials does)
+    number = storage.get_trial(trial_id).number
+    storage.set_trial_user_attr(trial_id, "failed_by", places.this_worker())
+    storage.set_trial_user_attr(trial_id, "failed_by_of", number)
+    if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+        _queue_retry(study, storage.get_heartbeat_stale_trial_callback(), storage.get_trial(trial_id))
 
 
 def _queue_retry(study, retry, trial) -> None:
