@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from typing import List, Sequence
 
@@ -292,5 +293,17 @@ def _summary(experiment, record) -> str:
     return experiment.evaluation.summary(record)
 
 
+def entry() -> None:
+    """The `hpo` command. A preempted run exits at once: the interpreter's own teardown
+    (JAX's, TensorFlow's threads) can take seconds a preempted VM does not have, and what
+    the run must keep was written before the stop was reported."""
+    status = main()
+    if status in (128 + signal.SIGTERM, 128 + signal.SIGINT):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

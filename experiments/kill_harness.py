@@ -52,7 +52,8 @@ def _newest(model_dir: str, since: float) -> Optional[str]:
         for name in dirs + files:
             path = os.path.join(root, name)
             try:
-                changed = os.stat(path).st_mtime if ".tfevents." not in name else 0  # summaries: always changing
+                # Summaries change all the time; the run lock is taken at the start, not a moment of work.
+                changed = os.stat(path).st_mtime if ".tfevents." not in name and name != "run.lock" else 0
             except FileNotFoundError:  # renamed or removed as we looked
                 continue
             if changed > when:

@@ -45,12 +45,18 @@ class Preempted(BaseException):
 
 @contextlib.contextmanager
 def watching(grace_seconds: float):
-    """SIGTERM and SIGINT ask the run to stop while the block runs (in the main thread)."""
+    """SIGTERM and SIGINT ask the run to stop while the block runs (call it in the main thread).
+
+    Python runs a signal handler in the main thread only between bytecodes, which may be long
+    after the signal (a compilation, a device step). So the handler only notes it: the C-level
+    handler writes each signal to a pipe (`signal.set_wakeup_fd`) whose reader, a thread of its
+    own, starts the grace period the moment the signal arrives."""
     global _requested
-    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
     deadlines = []
 
-    def handler(signum, frame):
+    def arrived(signum: int) -> None:
         global _requested
         if _requested is not None:  # a second signal: now
             os._exit(128 + signum)
@@ -62,16 +68,30 @@ def watching(grace_seconds: float):
         deadline.start()
         deadlines.append(deadline)
 
+    def reader() -> None:
+        while True:
+            signums = os.read(read_end, 16)
+            if not signums:  # the block ended
+                return
+            for signum in signums:
+                arrived(signum)
+
+    thread = threading.Thread(target=reader, name="hpo-preemption", daemon=True)
     _requested = None
-    for signum in SIGNALS:
-        signal.signal(signum, handler)
+    thread.start()
+    previous = {signum: signal.signal(signum, lambda signum, frame: None) for signum in SIGNALS}
+    previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     try:
         yield
     finally:
-        for deadline in deadlines:
-            deadline.cancel()
+        signal.set_wakeup_fd(previous_fd)
         for signum, old in previous.items():
             signal.signal(signum, old)
+        os.close(write_end)
+        thread.join()
+        os.close(read_end)
+        for deadline in deadlines:
+            deadline.cancel()
         _requested = None
 
 

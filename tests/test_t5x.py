@@ -159,6 +159,28 @@ def test_guided_resumes_after_a_kill_with_the_same_schedule(runs, tmp_path):
     assert len(json.load(open(os.path.join(resumed_dir, "comparison.json")))) == 1
 
 
+def test_guided_stopped_by_sigterm_resumes_at_its_step_with_the_same_schedule(runs, tmp_path):
+    """A preemption on T5X: the stats period under way ends, T5X's emergency checkpoint is
+    written at its step (T5X's own PreemptionError hook), the run exits with 143, and the
+    rerun resumes there."""
+    model_dir, _ = runs
+    resumed_dir = str(tmp_path / "resumed")
+    run_dir = os.path.join(resumed_dir, "t5x", "guided", "seed0")
+    process = _hpo("run", *T5X, "--strategy=guided", FORWARD, f"--model_dir={resumed_dir}")
+    while not os.path.exists(os.path.join(run_dir, "checkpoint_0", "commit_success.txt")) and process.poll() is None:
+        time.sleep(0.02)  # T5X's checkpoint before its first step: training starts
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err[-3000:]
+    assert f"stopped by SIGTERM, {run_dir} at step 2" in err  # the first period's end (EVAL_PERIOD 2)
+    assert sorted(int(d.split("_")[1]) for d in os.listdir(run_dir) if d.startswith("checkpoint_")) == [0, 2]
+    assert not os.path.exists(os.path.join(resumed_dir, "comparison.json"))
+    _finish(_hpo("run", *T5X, "--strategy=guided", FORWARD, f"--model_dir={resumed_dir}"))
+    whole, resumed = _records(model_dir)["guided"], _records(resumed_dir)["guided"]
+    np.testing.assert_allclose(_schedule(resumed_dir, resumed), _schedule(model_dir, whole), rtol=1e-6)
+    assert resumed["dev_loss"] == pytest.approx(whole["dev_loss"], rel=1e-6)
+
+
 FINETUNE = """
 from __gin__ import dynamic_registration
 import __main__ as train_script

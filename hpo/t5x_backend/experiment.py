@@ -28,7 +28,7 @@ from t5x import trainer as trainer_lib
 from t5x import utils
 
 from hpo import evaluate as hpo_evaluate
-from hpo import distributed, hyper, io as hpo_io, records
+from hpo import distributed, hyper, io as hpo_io, preemption, records
 from hpo.data import catalog, pipeline
 from hpo.errors import UserError
 from hpo.evaluate import Translation
@@ -244,6 +244,9 @@ class T5xExperiment:
         start = time.time()
         try:
             _, train_state = t5x_train.train(**args)
+        except trainer_lib.PreemptionError:  # its emergency checkpoint written (see ValuesTrainer.train)
+            step = int(utils.get_local_data(made["trainer"].train_state.step))
+            raise preemption.Preempted(preemption.requested(), f"{run_dir} at step {step}") from None
         except ValueError as e:  # T5X's word for a configuration it cannot run (vocabulary, periods, sizes)
             raise UserError(f"T5X: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") \
                 from e

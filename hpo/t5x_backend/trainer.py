@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from t5x import losses
 from t5x import trainer as trainer_lib
 
-from hpo import hyper
+from hpo import hyper, preemption
 from hpo.progress import progress_bar
 from hpo.t5x_backend import optim as t5x_optim
 
@@ -110,7 +110,14 @@ class ValuesTrainer(trainer_lib.Trainer):
         if self._bar is None:  # one bar for the run; T5X calls train() once per stats period
             self._bar_context = progress_bar("train", total=self._train_steps or 0, completed=int(start_step or 0))
             self._bar = self._bar_context.__enter__()
-        return super().train(_Counted(batch_iter, self._bar), num_steps, start_step)
+        summary = super().train(_Counted(batch_iter, self._bar), num_steps, start_step)
+        first = int(start_step if start_step is not None else 0)
+        if preemption.requested() is not None and first + num_steps < (self._train_steps or 0):
+            # T5X's own hook: its loop writes an emergency checkpoint (state and data position)
+            # and re-raises; the experiment turns it into hpo's stop. The last call is left to
+            # end, with T5X's final evaluation and checkpoint.
+            raise trainer_lib.PreemptionError(f"stopped after step {first + num_steps}")
+        return summary
 
     def close(self):
         if self._bar_context is not None:
