@@ -1,9 +1,13 @@
 """Orbax checkpoints of the whole training state plus a small JSON of loop metadata, and the
 input pipeline's position beside them (a tf.data iterator checkpoint per host)."""
 
+import contextlib
+import errno
 import gc
+import glob
 import os
 import re
+import shutil
 import sys
 import warnings
 from typing import Any, Dict, Optional, Tuple
@@ -13,7 +17,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from hpo import io as hpo_io
-from hpo.errors import UserError
+from hpo.errors import UserError, disk_full
 
 # In each local checkpoint directory: {file: size} of what was written (see Checkpointer.close).
 MANIFEST = "hpo-files.json"
@@ -45,6 +49,7 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(self._directory, options=options, item_names=("state", "meta"))
         self._data_directory = data_directory and hpo_io.abspath(data_directory)
         self._settings = dict(settings or {})
+        self._abandoned = False  # a save found the disk full: nothing more is written
 
     def latest_step(self) -> Optional[int]:
         return self._manager.latest_step()
@@ -52,11 +57,17 @@ class Checkpointer:
     def save(self, step: int, state: Any, meta: dict, data=None) -> None:
         """`data` (with `save(path)`): its position is written first, so that every state
         checkpoint has one (a kill in between leaves an unused position behind)."""
-        if data is not None and self._data_directory:
-            data.save(self._data_path(step))
-        meta = {**meta, "settings": self._settings} if self._settings else meta
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        self._check_room(step, state)
+        try:
+            if data is not None and self._data_directory:
+                data.save(self._data_path(step))
+            meta = {**meta, "settings": self._settings} if self._settings else meta
+            self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        except Exception as e:  # noqa: BLE001  (orbax, TensorStore and tf.data each say it their way)
+            if not disk_full(e):
+                raise
+            self._abandon(e)
         if self._data_directory:
             self._forget_data(keep={step, *self._manager.all_steps()})
 
@@ -165,9 +176,61 @@ class Checkpointer:
                 next(data)
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
+        if self._abandoned:
+            return
+        try:
+            self._manager.wait_until_finished()  # an asynchronous save's error surfaces here
+        except Exception as e:  # noqa: BLE001
+            if not disk_full(e):
+                raise
+            self._abandon(e)
         self._write_manifests()
         self._manager.close()
+
+    def _check_room(self, step: int, state: Any) -> None:
+        """Stops the run before a checkpoint the disk has no room for: a write that fails half
+        way leaves orbax's and TensorStore's threads failing on their own. The room needed is
+        twice the last checkpoint's size with its data position (the state's bytes before the
+        first): the new checkpoint is written in full before the oldest goes, and its writers
+        need room of their own on the way."""
+        if hpo_io.is_url(self._directory) or not os.path.isdir(self._directory):
+            return
+        complete = self._complete_steps()
+        if complete:
+            last = max(complete)
+            files = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(self._directory, str(last)))
+                     for name in names]
+            files += glob.glob(self._data_path(last) + ".*") if self._data_directory else []
+            needed = sum(os.path.getsize(f) for f in files)
+        else:
+            needed = sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree_util.tree_leaves(state))
+        free = shutil.disk_usage(self._directory).free
+        if free < 2 * needed:
+            self._abandon(OSError(errno.ENOSPC, f"{free} bytes free, the checkpoint of step {step} "
+                                                f"needs about {needed}"))
+
+    def _complete_steps(self) -> list:
+        """The steps of the finished checkpoints on disk (not orbax's temporaries)."""
+        return [int(name) for name in os.listdir(self._directory) if name.isdigit()]
+
+    def _abandon(self, error: Exception) -> None:
+        """A checkpoint the disk had no room for: its partial files go (orbax's and tf.data's
+        temporaries), the complete checkpoints stay, and the run stops with one line."""
+        self._abandoned = True
+        with contextlib.suppress(Exception):  # orbax re-raises the failed save on the way out
+            self._manager.close()
+        if not hpo_io.is_url(self._directory):
+            partial = glob.glob(os.path.join(self._directory, "*.orbax-checkpoint-tmp*"))
+            if self._data_directory:
+                partial += glob.glob(os.path.join(os.path.dirname(self._data_path(0)), "step*_temp"))
+            for path in partial:
+                shutil.rmtree(path, ignore_errors=True)
+        complete = [] if hpo_io.is_url(self._directory) else self._complete_steps()
+        if self._data_directory:  # positions of steps that have no state checkpoint
+            self._forget_data(keep=set(complete))
+        resume = f"step {max(complete)}, its last complete checkpoint" if complete else "its start"
+        raise UserError(f"{self._directory}: the disk is full (No space left on device); free space and run "
+                        f"the same command again: it resumes from {resume}") from error
 
     def _write_manifests(self) -> None:
         """Beside each finished local checkpoint, the size of every file in it (read before a

@@ -1,5 +1,6 @@
 """The one error type that means "the user's input is wrong", and checks of configured numbers."""
 
+import errno
 import math
 import numbers
 from typing import List
@@ -51,3 +52,15 @@ def comma_list(flag: str, text: str, noun: str) -> List[str]:
     if repeated is not None:
         raise UserError(f"{flag}: {noun} {repeated} is given twice")
     return items
+
+
+def disk_full(error: BaseException) -> bool:
+    """ENOSPC, however the library that met it reports it (an OSError, TensorStore's
+    RESOURCE_EXHAUSTED, tf's ResourceExhaustedError), here or in the error it chains."""
+    for _ in range(10):  # the chain, not a cycle
+        if error is None:
+            return False
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -11,12 +11,31 @@ import tempfile
 import warnings
 
 from hpo import progress
+from hpo.errors import disk_full
 
 
 def libraries() -> None:
     """Call before anything imports TensorFlow."""
     _import_tensorflow()
     _optuna()
+    _orphans_of_a_failed_checkpoint_write()
+
+
+def _orphans_of_a_failed_checkpoint_write() -> None:
+    """A checkpoint write that fails (a full disk: hpo says so in one line) leaves orbax's
+    TensorStore writes behind, which report on their own as they end: "Event loop is closed"
+    tracebacks (printed through sys.excepthook), asyncio's "exception was never retrieved"
+    and orbax's thread errors. They repeat hpo's line, hundreds of times: drop them."""
+    previous = sys.excepthook
+
+    def excepthook(kind, value, traceback):
+        if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+            previous(kind, value, traceback)
+
+    sys.excepthook = excepthook
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    logging.getLogger("absl").addFilter(
+        lambda record: not disk_full(record.exc_info[1] if record.exc_info else Exception(record.getMessage())))
 
 
 @contextlib.contextmanager
