@@ -26,6 +26,7 @@ def data_dir(tmp_path_factory):
 LONGEST_FIRST = ("test_t5x.py", "test_guided.py", "test_multihost.py", "test_t5x_forward.py", "test_horizon.py",
                  "test_forward.py",
                  "test_kill.py", "test_t5x_glue.py", "test_bench.py", "test_glue_finetune.py", "test_cli.py",
+                 "test_one_run_per_dir.py", "test_tfds_prepared.py", "test_full_disk.py",
                  "test_optuna.py", "test_groups.py", "test_paper_config.py", "test_trainer.py", "test_divergence.py",
                  "test_quiet.py", "test_decoding.py", "test_claims.py", "test_probe.py", "test_gpu_bench.py")
 
@@ -97,11 +98,29 @@ def postgres_bindir() -> str:
 PASSWORD_USER, PASSWORD = "hpo_pw", "right-password"
 
 
+class PostgresServer:
+    """The private server: its `url`, and `stop()` / `start()` (a restart, as an operator's)."""
+
+    def __init__(self, url, run, start_args, data):
+        self.url, self._run, self._start_args, self._data = url, run, start_args, data
+
+    def stop(self):
+        self._run("pg_ctl", "-D", self._data, "-m", "fast", "-w", "stop")
+
+    def start(self):
+        self._run(*self._start_args)
+
+
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgres_url(postgres_server):
+    return postgres_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
     """A private PostgreSQL server (Debian's PostgreSQL 15, found by `postgres_bindir`) on a Unix
     socket in a temp dir, as the `postgres` user when the tests run as root (the server refuses
-    root); its URL. It also has PASSWORD_USER, who must give PASSWORD, with a database of that name."""
+    root). It also has PASSWORD_USER, who must give PASSWORD, with a database of that name."""
     bindir = postgres_bindir()
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     root = tempfile.mkdtemp(prefix="hpo-pg-")
@@ -122,14 +141,15 @@ def postgres_url():
         rules = f.read()
     with open(hba, "w") as f:  # the first matching line decides
         f.write(f"local all {PASSWORD_USER} scram-sha-256\n{rules}")
-    run("pg_ctl", "-D", data, "-w", "-l", os.path.join(root, "server.log"), "-o",
-        f"-k {sockets} -c listen_addresses='' -c max_connections=50", "start")
+    start = ("pg_ctl", "-D", data, "-w", "-l", os.path.join(root, "server.log"), "-o",
+             f"-k {sockets} -c listen_addresses='' -c max_connections=50", "start")
+    run(*start)
     try:
         run("createdb", "-h", sockets, "-U", "postgres", "hpo")
         run("psql", "-h", sockets, "-U", "postgres", "-d", "hpo", "-c",
             f"CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{PASSWORD}'")
         run("createdb", "-h", sockets, "-U", "postgres", "-O", PASSWORD_USER, PASSWORD_USER)  # its own
-        yield f"postgresql://postgres@/hpo?host={sockets}"
+        yield PostgresServer(f"postgresql://postgres@/hpo?host={sockets}", run, start, data)
     finally:
         run("pg_ctl", "-D", data, "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)

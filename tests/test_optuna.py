@@ -13,7 +13,6 @@ import pytest
 
 import warm
 from hpo import config, records
-from hpo.experiment import Experiment
 from hpo.strategies import fixed, places
 from hpo.strategies.optuna_search import OptunaSearch
 
@@ -22,13 +21,18 @@ SPACE = {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}, "label_smooth
 
 def fake_run(self, experiment, seed, run_dir=None, **kwargs):
     """A stand-in for a training run: dev BLEU peaks at learning_rate 3."""
-    import math
     lr = self.hparams["learning_rate"]
     if lr > 9.0:
         raise FloatingPointError("diverged")
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "ran"), "x") as f:  # "x": a second run of this trial would fail
         f.write(str(os.getpid()))
+    return _fake_result(self, experiment, run_dir)
+
+
+def _fake_result(self, experiment, run_dir):
+    import math
+    lr = self.hparams["learning_rate"]
     bleu = 50.0 - 10.0 * (math.log(lr) - math.log(3.0)) ** 2
     return {"dev_bleu": bleu, "dev_loss": 1.0, "test_bleu": bleu - 1, "test_chrf": 60.0, "dev_chrf": 61.0,
             "wall_seconds": 0.1, "compute_steps": 4.0, "bleu_signature": "sig",
@@ -92,6 +96,8 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_experiment, fake
 def slow_fake_run(self, experiment, seed, run_dir=None, **kwargs):
     """`fake_run` that takes a while, leaving a mark when it starts and when it is done."""
     import time
+    if os.path.exists(os.path.join(run_dir, "done")):  # a finished run resumed (its result was not told)
+        return _fake_result(self, experiment, run_dir)
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "started"), "a") as f:
         f.write(f"{os.getpid()}\n")
@@ -100,16 +106,21 @@ def slow_fake_run(self, experiment, seed, run_dir=None, **kwargs):
     return fake_run(self, experiment, seed, run_dir=run_dir, **kwargs)
 
 
-def _shared_study_worker(i, tmp_path, storage):
+def _shared_study_worker(i, tmp_path, storage, search=None):
     """Worker i ("host" i) of the shared study: a process of its own (tests/warm.py)."""
     import pathlib
+    from hpo.cli.main import main
     fixed.Fixed.run = slow_fake_run
     places.socket.gethostname = lambda: f"host{i}"  # four machines, as far as the study sees
     config.parse(["test.gin"], [f"MODEL_DIR = '{tmp_path}/w{i}'"])
     pathlib.Path(tmp_path, f"ready{i}").touch()
     while len(list(pathlib.Path(tmp_path).glob("ready*"))) < 4:  # all start together
         time.sleep(0.05)
-    OptunaSearch(SPACE, n_trials=8, storage=storage, study_name="shared", heartbeat_seconds=3).run(Experiment(), seed=0)
+    search = {"study_name": "shared", "heartbeat_seconds": 3, **(search or {})}
+    bindings = [f"--gin.OptunaSearch.{k}={v!r}" for k, v in search.items()]
+    return main(["run", "--strategy=optuna", "--gin_file=test.gin", f"--model_dir={tmp_path}/w{i}",
+                 f"--gin.OptunaSearch.search_space={SPACE!r}", "--gin.OptunaSearch.n_trials=8",
+                 f"--gin.OptunaSearch.storage={storage!r}", *bindings])
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
@@ -165,6 +176,61 @@ def test_no_postgresql_server_is_one_line_and_a_failure(monkeypatch):
     monkeypatch.setattr(glob, "glob", lambda pattern: [])
     with pytest.raises(pytest.fail.Exception, match="^no PostgreSQL server found"):
         postgres_bindir()
+
+
+def _done_places(tmp_path):
+    return sorted(int(p.parent.name.split("_")[1]) for p in tmp_path.glob("w*/optuna/seed0/trial_*/done"))
+
+
+def _all_inside_trials(tmp_path, workers, count=4):
+    deadline = time.time() + 120
+    while len(list(tmp_path.glob("w*/optuna/seed0/trial_*/started"))) < count:
+        assert time.time() < deadline and all(w.poll() is None for w in workers)
+        time.sleep(0.02)
+
+
+def test_four_workers_outlive_a_database_restart(tmp_path, postgres_server):
+    """The server stops and starts again while all four workers are inside trials: they wait,
+    reconnect and finish the study, every place done once."""
+    workers = [warm.Process(_shared_study_worker, i, str(tmp_path), postgres_server.url,
+                            {"study_name": "restart", "heartbeat_seconds": 5}) for i in range(4)]
+    _all_inside_trials(tmp_path, workers)
+    postgres_server.stop()
+    time.sleep(3)
+    postgres_server.start()
+    errs = [w.communicate(timeout=300)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, errs
+    assert not any("Traceback" in e for e in errs), errs
+    assert any("optuna: lost the storage postgresql://postgres@/hpo" in e and "reconnecting for up to 120 s" in e
+               for e in errs), errs
+    trials = optuna.load_study(study_name="restart", storage=postgres_server.url).get_trials()
+    attempts = places.places(trials, 8)
+    assert len(attempts) == 8 and all(a[-1].state == optuna.trial.TrialState.COMPLETE for a in attempts.values())
+    assert _done_places(tmp_path) == list(range(8))  # each place ran to its end once
+
+
+def test_workers_stop_in_one_line_when_the_database_stays_down_and_a_rerun_finishes(tmp_path, postgres_server):
+    workers = [warm.Process(_shared_study_worker, i, str(tmp_path), postgres_server.url,
+                            {"study_name": "down", "heartbeat_seconds": 5, "reconnect_seconds": 3}) for i in range(4)]
+    _all_inside_trials(tmp_path, workers)
+    postgres_server.stop()
+    try:
+        errs = [w.communicate(timeout=300)[1] for w in workers]
+    finally:
+        postgres_server.start()
+    assert [w.returncode for w in workers] == [2] * 4, errs
+    for err in errs:
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("hpo: error: optuna: the storage postgresql://postgres@/hpo") and \
+            "has been unreachable for 3 s" in last, err
+        assert "Traceback" not in err, err
+    rerun = warm.Process(_shared_study_worker, 0, str(tmp_path), postgres_server.url,
+                         {"study_name": "down", "heartbeat_seconds": 5})
+    for i in range(1, 4):
+        (tmp_path / f"ready{i}").touch()
+    assert rerun.wait(timeout=300) == 0, rerun.communicate()[1][-3000:]
+    attempts = places.places(optuna.load_study(study_name="down", storage=postgres_server.url).get_trials(), 8)
+    assert len(attempts) == 8 and all(a[-1].state == optuna.trial.TrialState.COMPLETE for a in attempts.values())
 
 
 def test_real_tiny_trials_end_to_end(tiny_experiment):

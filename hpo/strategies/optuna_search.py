@@ -23,7 +23,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo import distributed, io as hpo_io, preemption, records
-from hpo.errors import UserError
+from hpo.errors import UserError, positive_number
 from hpo.strategies import places
 from hpo.strategies.base import Strategy
 from hpo.strategies.fixed import Fixed
@@ -43,7 +43,7 @@ class OptunaSearch(Strategy):
     def __init__(self, search_space: Mapping[str, Mapping] = None, n_trials: int = 8,
                  sampler: str = "tpe", objective: str = "dev_bleu", pruner: str = None,
                  storage: str = None, study_name: str = None, heartbeat_seconds: int = 60,
-                 startup_trials: int = 10):
+                 startup_trials: int = 10, reconnect_seconds: float = 120.0):
         self.space = dict(search_space or DEFAULT_SPACE)
         for name, spec in self.space.items():
             if not ("choices" in spec or ("low" in spec and "high" in spec)):
@@ -67,6 +67,7 @@ class OptunaSearch(Strategy):
         self.n_trials, self.sampler_name, self.objective, self.pruner_name = n_trials, sampler, objective, pruner
         self.storage_url, self.study_name, self.heartbeat = storage, study_name, heartbeat_seconds
         self.startup_trials = startup_trials  # random trials before TPE or GP model the space
+        self.reconnect_seconds = positive_number(reconnect_seconds, "OptunaSearch.reconnect_seconds")
 
     def study(self, experiment, seed: int) -> optuna.Study:
         if self.storage_url is None and hpo_io.is_url(experiment.model_dir):
@@ -78,7 +79,8 @@ class OptunaSearch(Strategy):
         with hpo_io.locked(lock):
             # Retried without limit: a place is never lost to preemptions; a retry inherits
             # the reports its run made, so pruning sees the whole curve.
-            storage = open_storage(url, heartbeat_interval=self.heartbeat, grace_period=2 * self.heartbeat,
+            storage = open_storage(url, reconnect_seconds=self.reconnect_seconds,
+                                   heartbeat_interval=self.heartbeat, grace_period=2 * self.heartbeat,
                                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                                    max_retry=None, inherit_intermediate_values=True))
             pruners = {None: optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
@@ -142,7 +144,13 @@ class OptunaSearch(Strategy):
             self._fail_dead_trials(study)
             trials = study.get_trials(deepcopy=False)
             if any(t.state == TrialState.WAITING for t in trials) or places.opened(trials, self.n_trials) < self.n_trials:
-                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+                try:
+                    study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+                except Exception as e:  # noqa: BLE001
+                    # The storage gone for good while Optuna ends a trial: Optuna's own clean-up
+                    # then fails on it too (an UnboundLocalError in optuna 4/5); say what happened.
+                    raise _user_error_in(e) or e
+
             elif any(t.state == TrialState.RUNNING for t in trials) or places.lost(trials, self.n_trials):
                 time.sleep(min(5, self.heartbeat))  # another worker's; its end (or death) ends the wait
             else:
@@ -268,6 +276,15 @@ class OptunaSearch(Strategy):
                                   "reason": "every trial diverged"}
         records.add(experiment.model_dir, record)
         return record
+
+
+def _user_error_in(error: BaseException):
+    """The UserError `error` was raised while handling (or is), if any."""
+    for _ in range(10):
+        if error is None or isinstance(error, UserError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _fail_and_retry(study, trial_id: int) -> None:
