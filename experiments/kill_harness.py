@@ -30,6 +30,8 @@ import time
 from typing import Callable, Dict, List, Optional
 
 STRATEGIES = ("fixed", "guided", "optuna")
+# What a stop legitimately changes in a CSV: the time, and the steps a killed attempt had run.
+EFFORT_COLUMNS = ("wall_seconds", "total_train_steps", "compute_steps_mean", "relative_compute")
 RESULT_FIELDS = ("test_bleu", "dev_bleu", "test_chrf", "dev_chrf", "dev_loss", "hparams", "train_steps")
 
 
@@ -111,13 +113,20 @@ def finish(model_dir: str, args: List[str], launch: Callable = cold_process) -> 
 def check(model_dir: str, reference_dir: str, n_trials: int) -> List[str]:
     """What is wrong with model_dir's results next to the uninterrupted reference ([] when nothing)."""
     problems = []
-    for path in glob.glob(f"{model_dir}/**/*.json", recursive=True) + glob.glob(f"{model_dir}/**/*.csv",
-                                                                               recursive=True):
+    for path in glob.glob(f"{model_dir}/**/*.json", recursive=True):
         try:
             with open(path) as f:
-                json.load(f) if path.endswith(".json") else list(csv.reader(f))
+                json.load(f)
         except ValueError as e:
             problems.append(f"{os.path.relpath(path, model_dir)} does not parse: {e}")
+    for path in glob.glob(f"{reference_dir}/**/*.csv", recursive=True):  # row by row (a cut file parses)
+        name = os.path.relpath(path, reference_dir)
+        ours, theirs = (_csv_rows(os.path.join(d, name)) for d in (model_dir, reference_dir))
+        if ours != theirs:
+            first = next((i for i, (a, b) in enumerate(zip(ours or [], theirs)) if a != b),
+                         min(len(ours or []), len(theirs)))
+            problems.append(f"{name}: {len(ours) if ours is not None else 'no'} rows, the uninterrupted run "
+                            f"{len(theirs)}; they differ from row {first}")
     rows = json.load(open(os.path.join(model_dir, "comparison.json")))
     keys = [(r["task"], r["strategy"], r["seed"]) for r in rows]
     if sorted(keys) != sorted(set(keys)) or len(rows) != len(STRATEGIES):
@@ -142,6 +151,14 @@ def check(model_dir: str, reference_dir: str, n_trials: int) -> List[str]:
             if ours != theirs:
                 problems.append(f"optuna: trials {ours} != uninterrupted {theirs}")
     return problems
+
+
+def _csv_rows(path: str) -> Optional[List[Dict]]:
+    """A CSV's rows without the effort columns; None if it is missing."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if k not in EFFORT_COLUMNS} for row in csv.DictReader(f)]
 
 
 def run(work_dir: str, args: List[str], kills_per_strategy: int, seed: int = 0, window: float = 3.0,
