@@ -152,8 +152,12 @@ def test_guided_resumes_after_a_kill_with_the_same_schedule(runs, tmp_path):
     process.wait()
     assert process.returncode == -signal.SIGKILL, "finished before it could be killed"
     assert not os.path.exists(os.path.join(resumed_dir, "comparison.json"))
+    # The time the killed process spent, written with its periods: the record counts it.
+    killed_seconds = json.load(open(os.path.join(os.path.dirname(os.path.dirname(checkpoint)), "hpo-wall.json")))
+    assert killed_seconds["seconds"] > 0
     _finish(_hpo("run", *T5X, "--strategy=guided", FORWARD, f"--model_dir={resumed_dir}"))
     whole, resumed = _records(model_dir)["guided"], _records(resumed_dir)["guided"]
+    assert resumed["wall_seconds"] > killed_seconds["seconds"]
     np.testing.assert_allclose(_schedule(resumed_dir, resumed), _schedule(model_dir, whole), rtol=1e-6)
     assert resumed["dev_loss"] == pytest.approx(whole["dev_loss"], rel=1e-6)
     assert len(json.load(open(os.path.join(resumed_dir, "comparison.json")))) == 1

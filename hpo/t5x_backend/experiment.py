@@ -227,21 +227,24 @@ class T5xExperiment:
         `trainer_args` (default: the user's `Trainer` bindings) go to hpo's trainers."""
         made = {}
         trainer_args = self.trainer_args if trainer_args is None else trainer_args
+        wall_file = os.path.join(run_dir, WALL_FILE)
+        earlier = (hpo_io.read_json(wall_file, default={}) or {}).get("seconds", 0.0)
+        start = time.time()
+
+        def spent() -> None:  # with each period too, so that the time survives a kill
+            hpo_io.write_json(wall_file, {"seconds": earlier + time.time() - start})
 
         def make_trainer(**kwargs):
             if trainer_cls is self.user_trainer:
                 made["trainer"] = trainer_cls(**kwargs)
             else:
-                made["trainer"] = trainer_cls(**kwargs, **trainer_args, train_steps=total_steps)
+                made["trainer"] = trainer_cls(**kwargs, **trainer_args, train_steps=total_steps, after_period=spent)
             return made["trainer"]
 
         args = {**self.train_args, "model": model, "model_dir": run_dir, "random_seed": seed,
                 "trainer_cls": make_trainer, "total_steps": total_steps, "relative_steps": None,
                 "checkpoint_cfg": _checkpointing_data(self.train_args.get("checkpoint_cfg")),
                 "concurrent_metrics": False, **overrides}
-        wall_file = os.path.join(run_dir, WALL_FILE)
-        earlier = (hpo_io.read_json(wall_file, default={}) or {}).get("seconds", 0.0)
-        start = time.time()
         try:
             _, train_state = t5x_train.train(**args)
         except trainer_lib.PreemptionError:  # its emergency checkpoint written (see ValuesTrainer.train)
@@ -251,7 +254,7 @@ class T5xExperiment:
             raise UserError(f"T5X: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") \
                 from e
         finally:
-            hpo_io.write_json(wall_file, {"seconds": earlier + time.time() - start})
+            spent()
         return made["trainer"], train_state, earlier + time.time() - start
 
     def seeded(self, cfg: utils.DatasetConfig, seed: int) -> utils.DatasetConfig:

@@ -57,9 +57,11 @@ def _averages(values: Mapping[str, jnp.ndarray]) -> Dict[str, clu.metrics.Averag
 class ValuesTrainer(trainer_lib.Trainer):
     """T5X's trainer with each step's hyper-parameter values given by `values_at(step)`."""
 
-    def __init__(self, *args, values_at: Callable = None, train_steps: int = None, **kwargs):
+    def __init__(self, *args, values_at: Callable = None, train_steps: int = None,
+                 after_period: Callable = None, **kwargs):
         self._values_at = values_at
         self._train_steps = train_steps
+        self._after_period = after_period  # called after each of T5X's train() calls (a stats period)
         self._bar = self._bar_context = None
         super().__init__(*args, **kwargs)
         self._injected = t5x_optim.injected_names(self._model.optimizer_def)
@@ -111,6 +113,8 @@ class ValuesTrainer(trainer_lib.Trainer):
             self._bar_context = progress_bar("train", total=self._train_steps or 0, completed=int(start_step or 0))
             self._bar = self._bar_context.__enter__()
         summary = super().train(_Counted(batch_iter, self._bar), num_steps, start_step)
+        if self._after_period is not None:
+            self._after_period()
         first = int(start_step if start_step is not None else 0)
         if preemption.requested() is not None and first + num_steps < (self._train_steps or 0):
             # T5X's own hook: its loop writes an emergency checkpoint (state and data position)
