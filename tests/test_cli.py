@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+import warm
 from conftest import fill_the_disk
 from hpo import records as records_module
 from hpo.cli.main import main
@@ -88,7 +89,7 @@ def on_results(prepare=None):
     def run(out, monkeypatch):
         if prepare:
             prepare(out, monkeypatch)
-    run.on_results = True
+    run.on_results, run.inner = True, prepare
     return run
 
 
@@ -308,6 +309,13 @@ def _files(path):
                   for name in names)
 
 
+def _contents(path):
+    """Every file under `path`, byte for byte; not run.lock, which names the last process that
+    took the run (one that then stopped on bad input too)."""
+    return {name: open(os.path.join(path, name), "rb").read() for name in _files(path)
+            if os.path.basename(name) != "run.lock"}
+
+
 BAD_INPUTS = list(_bad_inputs(pathlib.Path("/unused")))
 
 
@@ -331,7 +339,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, request
         prepare(out, monkeypatch)
     if out.is_dir():
         before = (out / "comparison.json").read_bytes() if (out / "comparison.json").exists() else None
-        files_before = _files(out)
+        files_before, contents_before = _files(out), _contents(out)
     capsys.readouterr()
     try:
         rc = main(["run", *TINY, f"--model_dir={out}", *args])
@@ -344,9 +352,49 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, request
     if before is not None:  # earlier results untouched, nothing added
         assert (out / "comparison.json").read_bytes() == before
         assert _files(out) == files_before
+        assert _contents(out) == contents_before
     elif out.is_dir():
         assert not (out / "comparison.json").exists()
         assert not [f for f in _files(out) if ".tmp-" in f or "hpo-write-test" in f]
+
+
+def _patches_this_process(case):
+    """Cases whose preparation patches hpo in the test's own process (a full disk, a directory
+    root may write): a separate process would not see it."""
+    prepare = (_bad_inputs(pathlib.Path("/unused"))[case][2:] or [None])[0]
+    return getattr(prepare, "inner", prepare) in (_full_disk, _unwritable)
+
+
+# Every third case, in name order, as a real process: what reaches file descriptor 2 (C++ and
+# thread output too, which capsys does not see) must be the one line.
+REAL_PROCESS_CASES = [c for i, c in enumerate(sorted(c for c in BAD_INPUTS if not _patches_this_process(c)))
+                      if i % 3 == 0]
+
+
+@pytest.mark.parametrize("case", REAL_PROCESS_CASES)
+def test_bad_input_in_a_real_process_is_one_line_on_fd_2(tmp_path, monkeypatch, request, case):
+    args, message, *prepare = _bad_inputs(tmp_path)[case]
+    prepare = prepare[0] if prepare else None
+    _write_data_files(tmp_path)
+    out = tmp_path / "out"
+    if getattr(prepare, "on_results", False):
+        shutil.copytree(request.getfixturevalue("finished_run"), out)
+    if prepare:
+        prepare(out, monkeypatch)
+    contents_before = _contents(out) if out.is_dir() else None
+    try:
+        process = warm.Hpo(["run", *TINY, f"--model_dir={out}", *args])
+        _, err = process.communicate(timeout=600)
+    finally:
+        if out.is_dir():
+            out.chmod(0o700)
+    lines = err.strip().splitlines()
+    assert process.returncode == 2, err[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("hpo: error:") and message in lines[0], err[-3000:]
+    if contents_before is not None and "comparison.json" in contents_before:
+        assert _contents(out) == contents_before
+    elif out.is_dir():
+        assert not (out / "comparison.json").exists()
 
 
 def test_the_unfinished_copy_resumes(finished_run, tmp_path):
