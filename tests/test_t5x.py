@@ -171,8 +171,8 @@ def test_guided_stopped_by_sigterm_resumes_at_its_step_with_the_same_schedule(ru
     resumed_dir = str(tmp_path / "resumed")
     run_dir = os.path.join(resumed_dir, "t5x", "guided", "seed0")
     process = _hpo("run", *T5X, "--strategy=guided", FORWARD, f"--model_dir={resumed_dir}")
-    while not os.path.exists(os.path.join(run_dir, "checkpoint_0", "commit_success.txt")) and process.poll() is None:
-        time.sleep(0.02)  # T5X's checkpoint before its first step: training starts
+    while not os.path.exists(os.path.join(run_dir, "run.lock")) and process.poll() is None:
+        time.sleep(0.02)  # the run is taken: T5X sets up, compiles and trains its first period next
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 143, err[-3000:]
