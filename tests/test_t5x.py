@@ -170,7 +170,10 @@ def test_guided_stopped_by_sigterm_resumes_at_its_step_with_the_same_schedule(ru
     model_dir, _ = runs
     resumed_dir = str(tmp_path / "resumed")
     run_dir = os.path.join(resumed_dir, "t5x", "guided", "seed0")
-    process = _hpo("run", *T5X, "--strategy=guided", FORWARD, f"--model_dir={resumed_dir}")
+    # A grace long enough for T5X's set-up and compilation on a loaded machine: the stop under
+    # test is T5X's emergency checkpoint, not the deadline.
+    process = _hpo("run", *T5X, "--strategy=guided", FORWARD, f"--model_dir={resumed_dir}",
+                   "--gin.Preemption.grace_seconds=300")
     while not os.path.exists(os.path.join(run_dir, "run.lock")) and process.poll() is None:
         time.sleep(0.02)  # the run is taken: T5X sets up, compiles and trains its first period next
     process.send_signal(signal.SIGTERM)
