@@ -203,7 +203,8 @@ class Trainer:
             try:
                 scores = evaluate(state.replace(params=self.parallel.local(state.params)))
             except preemption.Preempted:  # a stop mid-evaluation: the rerun evaluates this step first
-                save(eval_pending=True)
+                if checkpointer.latest_step() != step:  # else a resumed pending evaluation, stopped again
+                    save(eval_pending=True)
                 raise
             if not math.isfinite(scores.get("loss", 0.0)):
                 return {"step": step, "reason": f"dev loss {scores['loss']}"}
