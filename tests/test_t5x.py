@@ -212,11 +212,14 @@ tasks.synthetic_translation_task.vocab_size = 300
 """
 
 
-def test_finetuning_a_t5x_checkpoint_with_every_strategy(runs, tmp_path):
+@pytest.mark.parametrize("pretrained_by", ["fixed", "guided"])
+def test_finetuning_a_t5x_checkpoint_with_every_strategy(runs, tmp_path, pretrained_by):
     """T5X's finetune.gin from a checkpoint without an input pipeline (as public T5X checkpoints
-    are): the parameters are the checkpoint's, steps count from its step, guided's schedule too."""
+    are): the parameters are the checkpoint's, steps count from its step, guided's schedule too.
+    A guided run's checkpoint (forward mode: tuner and tangents in its optimizer state) gives
+    its parameters and its user optimizer's state; its tuner stays behind."""
     model_dir, _ = runs
-    pretrained = _records(model_dir)["fixed"]
+    pretrained = _records(model_dir)[pretrained_by]
     initial = tmp_path / "pretrained" / "checkpoint_4"
     shutil.copytree(os.path.join(model_dir, pretrained["run_dir"], "checkpoint_4"), initial,
                     ignore=shutil.ignore_patterns("dataset"))
@@ -232,10 +235,26 @@ def test_finetuning_a_t5x_checkpoint_with_every_strategy(runs, tmp_path):
     # At a learning rate of 0 the parameters stay the checkpoint's: the same dev loss as pretraining's last.
     assert records["fixed"]["dev_loss"] == pytest.approx(pretrained["dev_loss"], rel=1e-5)
     assert records["guided"]["dev_loss"] != pytest.approx(pretrained["dev_loss"], rel=1e-5)
+    # The optimizer state went on from the checkpoint's: its count is 4 restored + 2 finetuned steps.
+    counts = _optimizer_counts(os.path.join(finetuned_dir, records["fixed"]["run_dir"], "checkpoint_6"))
+    assert counts and set(counts.values()) == {6}, counts
     with open(os.path.join(finetuned_dir, records["guided"]["schedule_file"])) as f:
         rows = list(csv.DictReader(f))
+    # The tuner starts afresh at the configured rate, whatever the pretraining tuner had learned.
     assert [int(r["step"]) for r in rows] == [4, 5] and float(rows[0]["learning_rate"]) == pytest.approx(1.0)
+    if pretrained_by == "guided":
+        assert _schedule(model_dir, pretrained)[-1] != pytest.approx(1.0)
     assert records["guided"]["compute_steps"] == 4.0
+
+
+def _optimizer_counts(checkpoint_dir):
+    """The step counts of the optax states in a T5X checkpoint, by their path."""
+    import jax
+    import orbax.checkpoint as ocp
+    from etils import epath
+    state = ocp.PyTreeCheckpointHandler().restore(epath.Path(checkpoint_dir) / "state")
+    return {jax.tree_util.keystr(k): int(v) for k, v in jax.tree_util.tree_flatten_with_path(state["state"])[0]
+            if jax.tree_util.keystr(k).endswith("['count']")}
 
 
 def _t5x_guided_trainer(tmp_path, horizon=1, bindings=(), groups=None, **modes):

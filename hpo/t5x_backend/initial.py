@@ -8,7 +8,9 @@ public T5X checkpoint) fails, and one of another task's pipeline fails or, worse
 sets the position. So hpo restores the initial checkpoint itself, with the
 configured optimizer and without a pipeline, and T5X resumes from the run's own
 checkpoints as usual. A guided run keeps the restored optimizer state as the
-inner state of its tuner's (`optim.TunedState`), the tuner starting afresh.
+inner state of its tuner's (`optim.TunedState`), the tuner starting afresh; a
+guided run's checkpoint gives any run its parameters and its inner optimizer state
+(its tuner and tangents belong to the run that learned them).
 """
 
 import dataclasses
@@ -17,8 +19,12 @@ import os
 from typing import Callable, Optional
 
 import jax
-from t5x import checkpoints_utils, utils
+import optax
+import orbax.checkpoint as ocp
+from etils import epath
+from t5x import checkpoints_utils, optimizers as t5x_optimizers, utils
 
+from hpo import groups as param_groups
 from hpo.errors import UserError
 from hpo.t5x_backend import optim as t5x_optim
 
@@ -70,6 +76,7 @@ def from_initial_checkpoint(restore_cfg, optimizer_def) -> Callable:
     if path is None:
         return lambda init, scratch: scratch
     cfg = dataclasses.replace(restore_cfg, mode="specific", restore_dataset=False)
+    optimizer_def = _as_stored(optimizer_def, path)
 
     def start(init: StartingState, scratch):
         configured = utils.TrainStateInitializer(optimizer_def, init.init_fn, init.input_shapes, init.partitioner,
@@ -82,6 +89,45 @@ def from_initial_checkpoint(restore_cfg, optimizer_def) -> Callable:
     return start
 
 
+def _as_stored(optimizer_def, path: str):
+    """`optimizer_def` as a guided run stores it, if the checkpoint at `path` is one's.
+
+    A guided run's optimizer state is `optim.TunedState(inner, tuner, tangent)`, its inner
+    state chained with group multipliers if it tuned groups. T5X restores what the target
+    has of the checkpoint: a target with an empty tuner, tangents and multipliers restores
+    the parameters and the user's optimizer state, and leaves the rest to the run that
+    learned it (see `graft`).
+    """
+    state_dir = epath.Path(path) / "state"
+    if not (isinstance(optimizer_def, t5x_optimizers.OptaxWrapper) and state_dir.exists()):
+        return optimizer_def  # T5X restores it (or says why not)
+    stored = ocp.PyTreeCheckpointHandler().metadata(state_dir).tree
+    states = stored.get("state", {}).get("param_states", {})
+    if not {"inner", "tuner"} <= set(states):
+        return optimizer_def
+    grouped = set(states["inner"]) == {"0", "1"} and "rates" in states["inner"]["1"]
+    tx = optimizer_def.optax_optimizer
+
+    def init(params):
+        inner = tx.init(params)
+        return t5x_optim.TunedState((inner, param_groups.GroupRatesState({})) if grouped else inner, {}, {})
+
+    return t5x_optimizers.OptaxWrapper(optax.GradientTransformation(init, _never))
+
+
+def _never(*_):
+    raise AssertionError("a restore target's optimizer never updates")
+
+
+def _users(param_states):
+    """The user's optimizer state in a state restored through `_as_stored`."""
+    if isinstance(param_states, t5x_optim.TunedState):
+        param_states = param_states.inner
+        if isinstance(param_states, tuple) and isinstance(param_states[-1], param_groups.GroupRatesState):
+            param_states = param_states[0]
+    return param_states
+
+
 def from_params(params) -> Callable:
     """`start` for a run whose parameters are `params`, with a fresh optimizer state at step 0."""
     return lambda init, scratch: scratch.replace_params(params)
@@ -89,8 +135,9 @@ def from_params(params) -> Callable:
 
 def graft(target, restored):
     """`target` (the run's scratch state) with the parameters, step and optimizer state of
-    `restored`; a tuner in `target` stays as it is (it starts afresh)."""
-    param_states = restored.param_states
+    `restored`; a tuner in `target` stays as it is (it starts afresh), one in `restored` is
+    dropped (it belongs to the run that learned it)."""
+    param_states = _users(restored.param_states)
     if isinstance(target.param_states, t5x_optim.TunedState):
         param_states = target.param_states._replace(inner=param_states)
     state = t5x_optim.with_param_states(target.replace_params(restored.params), param_states)
