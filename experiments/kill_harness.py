@@ -1,12 +1,14 @@
 """Kill -9 and preemption harness: `hpo run` stopped at random moments and rerun must lose nothing.
 
-For each strategy it starts `hpo run`, waits until the run is working (a file
-under MODEL_DIR changes after the start), stops it after a random delay — in
-training, a checkpoint write, an evaluation, decoding, a record write or an
-Optuna trial, wherever it happens to be — and reruns it; after the stops it
+For each strategy it stops `hpo run` and reruns it, `--kills_per_strategy` times
+(a strategy that finishes before its count is a problem). Each stop lands at a fault
+point (`hpo/faults.py`) of a phase — training, a checkpoint write, an evaluation or
+decoding, a record write, an Optuna trial: each phase at least once — or, once per
+strategy, at a random moment (a random delay after the run starts working: a file
+under MODEL_DIR changes); the phase of every stop is recorded. After the stops it
 lets one run of all the strategies finish. An uninterrupted run of the same
 command runs beside it, and the two results must agree. A stop is SIGKILL, or
-with --preempt_every N every N-th is SIGTERM (a preemption): the run must exit
+with --preempt_every N every N-th at a fault point is SIGTERM (a preemption): the run must exit
 with status 143 within its grace period, its newest checkpoint at the step it
 says it stopped at, where the rerun resumes. Every process's exit status is checked.
 
@@ -27,7 +29,10 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from hpo import faults  # noqa: E402
 
 STRATEGIES = ("fixed", "guided", "optuna")
 # What a stop legitimately changes in a CSV: the time, and the steps a killed attempt had run.
@@ -35,16 +40,16 @@ EFFORT_COLUMNS = ("wall_seconds", "total_train_steps", "compute_steps_mean", "re
 RESULT_FIELDS = ("test_bleu", "dev_bleu", "test_chrf", "dev_chrf", "dev_loss", "hparams", "train_steps")
 
 
-def cold_process(argv: List[str]) -> subprocess.Popen:
+def cold_process(argv: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
     """`hpo ARGV` as a user starts it: a new interpreter."""
     return subprocess.Popen([sys.executable, "-m", "hpo.cli.main", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
 
 
-def hpo_run(model_dir: str, args: List[str], strategies, launch: Callable = cold_process):
-    """`hpo run` of the strategies; `launch(argv)` gives a process with pid, poll, kill, wait and
+def hpo_run(model_dir: str, args: List[str], strategies, launch: Callable = cold_process, env=None):
+    """`hpo run` of the strategies; `launch(argv, env)` gives a process with pid, poll, kill, wait and
     communicate (the test's launcher forks warm processes: no interpreter start-up to wait for)."""
-    return launch(["run", f"--model_dir={model_dir}", f"--strategy={','.join(strategies)}", *args])
+    return launch(["run", f"--model_dir={model_dir}", f"--strategy={','.join(strategies)}", *args], env)
 
 
 def _newest(model_dir: str, since: float) -> Optional[str]:
@@ -63,30 +68,66 @@ def _newest(model_dir: str, since: float) -> Optional[str]:
     return newest and os.path.relpath(newest, model_dir)
 
 
+def phases_of(strategy: str) -> List[str]:
+    return [p for p in faults.PHASES if p != "optuna" or strategy == "optuna"]
+
+
+def plan(strategy: str, stops: int, rng: random.Random) -> List[Optional[Tuple[str, int]]]:
+    """Where each stop of a strategy lands: (phase, n), the n-th point of phase in that process,
+    or None, a random moment. The phases that come only while steps or trials remain go
+    first, in random order; then the random moment and stops drawn at random; evaluation and
+    record writes last (a run decodes and writes its record until it has written it)."""
+    early = [("training", rng.randint(1, 3)), ("checkpoint", 1)] + ([("optuna", 1)] if strategy == "optuna" else [])
+    rng.shuffle(early)
+    late = [("evaluation", 1), ("record", rng.randint(1, 4))]
+    drawn = [(rng.choice([p for p in phases_of(strategy) if p != "record"]), 1) for _ in range(max(0, stops - len(early) - len(late) - 1))]
+    return (early + [None] + drawn + late)[:stops]
+
+
+# Where a stop's own point never comes (the run went past it), its process stops at its first
+# record write instead: a stop never lets the run finish, so every strategy gets its count.
+FALLBACK = "record@1"
+
+
 def kill_once(model_dir: str, args: List[str], strategy: str, rng: random.Random,
-              window: float, launch: Callable = cold_process, preempt: bool = False) -> Optional[Dict]:
-    """Starts the strategy and stops it `uniform(0, window)` s after it starts working, with SIGKILL
-    or (`preempt`) SIGTERM. Returns {"moment": the path it touched last before the stop (what it
-    was doing), "preempted": …, "problems": […]}, or None if it finished first."""
+              window: float, launch: Callable = cold_process, preempt: bool = False,
+              at: Optional[Tuple[str, int]] = None, phase_file: str = "") -> Optional[Dict]:
+    """Starts the strategy and stops it: at its `at` = (phase, n) fault point with SIGKILL or
+    (`preempt`) SIGTERM, or (None) `uniform(0, window)` s after it starts working with SIGKILL
+    (a SIGTERM there could let the run finish its last record). Returns {"phase": what it
+    was doing, "moment": the path it touched last, "preempted": …, "problems": […]}, or None if it
+    finished first."""
     start = time.time()
-    process = hpo_run(model_dir, args, [strategy], launch)
-    while _newest(model_dir, start) is None and process.poll() is None:
-        time.sleep(0.05)
-    time.sleep(rng.uniform(0, window))
-    if process.poll() is not None:
-        _, err = process.communicate()
-        if process.returncode != 0:
+    stop_at = [f"{at[0]}@{at[1]}" + (":TERM" if preempt else "")] if at else []
+    if not at or at[0] != "record":  # (a record stop is its own: a run writes several records at its end)
+        stop_at.append(FALLBACK)
+    process = hpo_run(model_dir, args, [strategy], launch,
+                      {"HPO_PHASE_FILE": phase_file, "HPO_STOP_AT": ",".join(stop_at)})
+    signalled = None
+    if at is None:
+        while _newest(model_dir, start) is None and process.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, window))
+        if process.poll() is None:
+            phase, _, _ = faults.read_phase(phase_file)
+            signalled = signal.SIGKILL
+            process.kill()
+    _, err = process.communicate(timeout=1800)
+    if signalled is None:  # it stopped itself, at its point or the fallback's, or it ended
+        _, phase, sent = faults.read_phase(phase_file)
+        if phase is None:
+            if process.returncode == 0:
+                return None
             raise AssertionError(f"a rerun of {strategy} failed ({process.returncode}): {err[-2000:]}")
-        return None
-    moment = _newest(model_dir, start) or "start-up"
-    if not preempt:
-        process.kill()
-        process.wait()
-        return {"moment": moment, "preempted": None, "problems": []}
-    sent = time.time()
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
-    return {"moment": moment, **preempted(model_dir, process.returncode, time.time() - sent, err)}
+        signalled = signal.SIGTERM if preempt and at and phase == at[0] else signal.SIGKILL
+    found = {"phase": phase, "moment": _newest(model_dir, start) or "start-up", "preempted": None, "problems": []}
+    if signalled == signal.SIGKILL:
+        if process.returncode != -signal.SIGKILL:
+            found["problems"].append(f"{strategy}: SIGKILL in {phase}: exit status {process.returncode}")
+        return found
+    stopped = preempted(model_dir, process.returncode, time.time() - sent, err)
+    return {**found, "preempted": stopped["preempted"],
+            "problems": [f"{strategy}, stopped in {phase}: {p}" for p in stopped["problems"]]}
 
 
 def preempted(model_dir: str, status: int, seconds: float, err: str) -> Dict:
@@ -172,18 +213,22 @@ def run(work_dir: str, args: List[str], kills_per_strategy: int, seed: int = 0, 
     kills: Dict[str, List[str]] = {s: [] for s in STRATEGIES}
     preemptions: Dict[str, List[Dict]] = {s: [] for s in STRATEGIES}
     problems = []
-    for i, strategy in enumerate(STRATEGIES):
-        # Stops so far by the end of this strategy: one that finished early passes its share on.
-        while sum(map(len, kills.values())) < kills_per_strategy * (i + 1):
+    for strategy in STRATEGIES:
+        for at in plan(strategy, kills_per_strategy, rng):
             count = sum(map(len, kills.values())) + 1
             stop = kill_once(model_dir, args, strategy, rng, window, launch,
-                             preempt=bool(preempt_every) and count % preempt_every == 0)
+                             preempt=bool(preempt_every) and count % preempt_every == 0 and at is not None, at=at,
+                             phase_file=os.path.join(work_dir, f"phase-{count}"))
             if stop is None:
+                problems.append(f"{strategy}: finished after {len(kills[strategy])} of {kills_per_strategy} stops")
                 break
-            kills[strategy].append(stop["moment"])
+            kills[strategy].append(f"{stop['phase']} ({stop['moment']})")
             if stop["preempted"]:
                 preemptions[strategy].append(stop["preempted"])
             problems += stop["problems"]
+        missed = set(phases_of(strategy)) - {k.split(" ")[0] for k in kills[strategy]}
+        if missed:
+            problems.append(f"{strategy}: no stop in {', '.join(sorted(missed))}")
     finish(model_dir, args, launch)
     _, err = reference.communicate(timeout=1800)
     if reference.returncode != 0:
@@ -207,15 +252,19 @@ def main(argv=None) -> int:
     flags = parser.parse_args(ours)
     report = run(flags.work_dir, hpo_args or ["--gin_file=test.gin"], flags.kills_per_strategy, flags.seed,
                  flags.window, flags.n_trials, preempt_every=flags.preempt_every)
-    for strategy, moments in report["kills"].items():
-        print(f"{strategy}: {len(moments)} stops, at: {', '.join(moments)}")
-    for strategy, stops in report["preemptions"].items():
-        print(f"{strategy}: {len(stops)} of them SIGTERM: " + ", ".join(
-            f"status {s['status']} after {s['seconds']:.1f} s (step {s['step']})" for s in stops))
-    for problem in report["problems"]:
-        print(f"PROBLEM: {problem}")
-    print("all checks passed" if not report["problems"] else f"{len(report['problems'])} problems")
+    print(describe(report))
     return 1 if report["problems"] else 0
+
+
+def describe(report: Dict) -> str:
+    """The report in lines: each strategy's stops (phase and the path touched last), its
+    SIGTERMs, and every problem."""
+    lines = [f"{strategy}: {len(stops)} stops, in: {', '.join(stops)}" for strategy, stops in report["kills"].items()]
+    lines += [f"{strategy}: {len(stops)} of them SIGTERM: " + ", ".join(
+        f"status {s['status']} after {s['seconds']:.1f} s (step {s['step']})" for s in stops)
+        for strategy, stops in report["preemptions"].items()]
+    lines += [f"PROBLEM: {problem}" for problem in report["problems"]]
+    return "\n".join(lines + ["all checks passed" if not report["problems"] else f"{len(report['problems'])} problems"])
 
 
 if __name__ == "__main__":

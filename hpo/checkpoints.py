@@ -5,6 +5,7 @@ import contextlib
 import errno
 import gc
 import glob
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from hpo import io as hpo_io
+from hpo import faults, io as hpo_io
 from hpo.errors import UserError, disk_full
 
 # In each local checkpoint directory: {file: size} of what was written (see Checkpointer.close).
@@ -64,6 +65,7 @@ class Checkpointer:
             meta = {**meta, "settings": self._settings} if self._settings else meta
             self._manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+            faults.point("checkpoint")  # the write begun, not yet committed
         except Exception as e:  # noqa: BLE001  (orbax, TensorStore and tf.data each say it their way)
             if not disk_full(e):
                 raise
@@ -243,7 +245,8 @@ class Checkpointer:
                 continue
             sizes = {os.path.relpath(os.path.join(root, name), where): os.path.getsize(os.path.join(root, name))
                      for root, _, names in os.walk(where) for name in names}
-            hpo_io.write_json(os.path.join(where, MANIFEST), sizes)
+            text = json.dumps(sizes, indent=2, sort_keys=True) + "\n"  # as hpo_io.write_json writes
+            hpo_io.write_bytes(os.path.join(where, MANIFEST), text.encode(), phase="checkpoint")
 
     def _data_path(self, step: int) -> str:
         return os.path.join(self._data_directory, f"process{jax.process_index()}", f"step{step}")

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List
 import gin
 import numpy as np
 
-from hpo import io as hpo_io, preemption
+from hpo import faults, io as hpo_io, preemption
 from hpo.bleu import score
 from hpo.data import pipeline
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
@@ -48,6 +48,7 @@ def evaluate_split(model: Seq2SeqModel, params, data: pipeline.DatasetConfig, sp
     """Scores of `split`; the hypotheses go to `hypotheses_path` (one per line) if given."""
     inputs, _, references = pipeline.eval_examples(data, split, limit)
     vocabulary = pipeline.vocabulary(data)
+    faults.point("evaluation")
     hypotheses = translate(model, params, inputs, vocabulary, data.task_feature_lengths["targets"],
                            decode, label=f"decode {split}")
     return score_split(hypotheses, references, hypotheses_path)

@@ -16,8 +16,9 @@ import socket
 import tempfile
 import time
 import uuid
-from typing import Any
+from typing import Any, Optional
 
+from hpo import faults
 from hpo.errors import UserError
 
 
@@ -74,12 +75,13 @@ def write_text(path: str, text: str, every_host: bool = False) -> None:
     write_bytes(path, text.encode("utf-8"), every_host)
 
 
-def write_bytes(path: str, data: bytes, every_host: bool = False) -> None:
+def write_bytes(path: str, data: bytes, every_host: bool = False, phase: str = "record") -> None:
     """Writes `data` to `path` through a temporary file and a rename. Result files are the
     leader's alone; `every_host` is for generated data, which each host caches for itself (on
     its own disk, or beside the others: the temporary names differ and the contents agree). A
     file system that refuses (full, read-only, no permission) is a UserError naming `path`;
-    the old file, if any, is left as it was and no temporary file is left behind."""
+    the old file, if any, is left as it was and no temporary file is left behind. `phase`: the
+    fault point's (`hpo.faults`) between the write and the rename."""
     from hpo import distributed
     if not every_host and not distributed.is_leader():
         return
@@ -92,18 +94,20 @@ def write_bytes(path: str, data: bytes, every_host: bool = False) -> None:
         gfile.rename(tmp, path, overwrite=True)
         return
     try:
-        _write_local(path, data)
+        _write_local(path, data, None if every_host else phase)  # generated data is no result
     except OSError as e:
         raise UserError(f"cannot write {path}: {os_reason(e)}") from e
 
 
-def _write_local(path: str, data: bytes) -> None:
+def _write_local(path: str, data: bytes, phase: Optional[str] = None) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     f, tmp = _open_temp(directory, os.path.basename(path))
     try:
         with f:
             f.write(data)
+        if phase:
+            faults.point(phase)  # written, not yet in place
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

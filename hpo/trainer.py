@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from hpo import distributed, groups as param_groups, optim, preemption
+from hpo import distributed, faults, groups as param_groups, optim, preemption
 from hpo.checkpoints import Checkpointer
 from hpo.progress import progress_bar
 
@@ -200,6 +200,7 @@ class Trainer:
 
         def dev_eval() -> Optional[Dict]:
             """Dev metrics at `step`, recorded; or the divergence they show."""
+            faults.point("evaluation")
             try:
                 scores = evaluate(state.replace(params=self.parallel.local(state.params)))
             except preemption.Preempted:  # a stop mid-evaluation: the rerun evaluates this step first
@@ -219,6 +220,7 @@ class Trainer:
                 if restored is not None and restored[1].get("eval_pending"):
                     diverged = dev_eval()
                 while step < self.train_steps and not diverged:
+                    faults.point("training")
                     which = steps.which(step)
                     n = spans[which]
                     batch = next(data) if n == 1 else _stack([next(data) for _ in range(n)])

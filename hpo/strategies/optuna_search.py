@@ -22,7 +22,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from hpo import distributed, io as hpo_io, preemption, records
+from hpo import distributed, faults, io as hpo_io, preemption, records
 from hpo.errors import UserError, positive_number
 from hpo.strategies import places
 from hpo.strategies.base import Strategy
@@ -117,6 +117,7 @@ class OptunaSearch(Strategy):
         start = time.time()
 
         def objective(trial):
+            faults.point("optuna")  # the trial open in the storage, not yet told
             trials = study.get_trials(deepcopy=False)  # in number order
             if places.is_surplus(trials[trial.number], trials, self.n_trials):
                 raise optuna.TrialPruned("surplus: the study already has its total")
