@@ -2,6 +2,13 @@
 
 1. guided vs fixed: does guided tuning beat the fixed config (test BLEU)?
 2. guided vs the best Optuna trial (the optuna row: its study's selected trial), compute of each;
+   and at equal compute (equal_compute): guided vs Optuna at guided's compute, per seed the best
+   trial by the study's objective (a dev metric) among the trials finished within guided's compute,
+   in study order, its test score reported. A pruned or failed trial's steps count toward the spend;
+   it is never selected. A seed without such a trial has no number (left out; none: not tested).
+   The same for PBT (the pbt row: its best member at the end): guided vs PBT, at unequal compute and
+   at guided's (PBT counts only at a compute covering its own: its population has no test score
+   before it ends), and PBT (the subject, in the verdict's `guided` fields) vs Optuna at PBT's compute;
 3. the learned schedule vs its best constant: guided against the fixed replays of
    its own schedule as constants (its mean, its final value; `hpo run --claims`
    runs them), the better by the dev metric; the replay of the schedule itself
@@ -9,7 +16,7 @@
 4. T5 (GLUE records): guided-pretrained vs fixed-pretrained GLUE average.
 Claims 2 and 3 are also read on GLUE rows, in GLUE average.
 
-Verdicts (guided is the subject): "supported" when guided's mean is higher and
+Verdicts (guided is the subject, PBT in PBT vs Optuna): "supported" when its mean is higher and
 p < ALPHA, "contradicted" when lower and p < ALPHA, else "not significant";
 "not tested" with the reason when a row is missing, no seed is shared, or there
 is no p-value (numbers are still given). Numbers are over the seeds both rows
@@ -17,16 +24,17 @@ scored (claims_stats: the pairing and the tests).
 
 Which rows: each guided row (a configuration) of a task gets its own verdicts,
 against its baseline fixed row (table_groups: the fixed row on its setup and
-budget, the configured defaults first), the Optuna row on its setup and budget
+budget, the configured defaults first), the Optuna and PBT rows on its setup and budget
 (of several, the one sharing most seeds with it, then the first dir's) and the
-replays of its own runs' schedules (same seed, the schedule file it wrote).
-The verdict names the rows it compared.
+replays of its own runs' schedules (same seed, the schedule file it wrote); each
+PBT row gets its line against its Optuna row, chosen alike. The verdict names the
+rows it compared.
 """
 
 import os
 from typing import Dict, List, Optional, Sequence
 
-from hpo import claims_stats as cs, claims_text
+from hpo import claims_stats as cs, claims_text, equal_compute as ec
 from hpo.claims_text import latex, markdown  # noqa: F401  (the claims' outputs)
 from hpo.table_groups import Group, group_runs
 from hpo.table_records import MODEL_DIR_FIELD, resolve
@@ -38,13 +46,22 @@ SUPPORTED, CONTRADICTED, NOT_SIGNIFICANT, NOT_TESTED = "supported", "contradicte
 # (id, number, title); a verdict's text also names the rows it compared.
 GUIDED_VS_FIXED = ("guided_vs_fixed", 1, "guided vs fixed")
 GUIDED_VS_OPTUNA = ("guided_vs_optuna", 2, "guided vs the best Optuna trial")
+GUIDED_VS_OPTUNA_EQUAL = ("guided_vs_optuna_equal_compute", 2, "guided vs Optuna at guided's compute")
+GUIDED_VS_PBT = ("guided_vs_pbt", 2, "guided vs PBT")
+GUIDED_VS_PBT_EQUAL = ("guided_vs_pbt_equal_compute", 2, "guided vs PBT at guided's compute")
+PBT_VS_OPTUNA_EQUAL = ("pbt_vs_optuna_equal_compute", 2, "PBT vs Optuna at PBT's compute")
 SCHEDULE_VS_CONSTANT = ("schedule_vs_constant", 3, "the learned schedule vs its best constant")
 GLUE_GUIDED_VS_FIXED = ("glue_guided_vs_fixed", 4, "guided-pretrained vs fixed-pretrained GLUE average")
 CONSTANT_MODES = ("mean", "final")
+OPTUNA_AT_COMPUTE = ("per seed, the best trial by its study's objective among the trials finished within "
+                     "{}'s compute in study order; a pruned or failed trial's steps count toward the spend, "
+                     "and it is never selected")
+PBT_AT_COMPUTE = "PBT counts only at a compute covering its own: its population has no test score before it ends"
 
 
 def verdicts(records: Sequence[Dict], model_dir: str) -> List[Dict]:
-    """One verdict per claim and guided row (or per claim and task without one), in table order.
+    """One verdict per claim and guided row (PBT vs Optuna: per PBT row; per claim and task without
+    one), claim by claim within a task, in table order.
     `model_dir` resolves the paths of records that carry no model dir of their own."""
     groups = group_runs(records)
     out = []
@@ -66,21 +83,34 @@ def _settings(groups: Sequence[Group]) -> List[tuple]:
 
 
 def _setting_verdicts(setting: tuple, groups: Sequence[Group], claims, model_dir: str) -> List[Dict]:
+    """The setting's verdicts, claim by claim (claim 2's lines, then 3), each claim's in table order."""
     here = [g for g in groups if g.family[:4] == setting]
     guided = [g for g in here if g.strategy == "guided"]
     benchmark, task = ("glue" if setting[0] else "bleu"), _task_name(setting)
-    if not guided:
-        return [_not_tested(c, task, benchmark, f"no guided run of {task}") for c in claims]
     metric = cs.GLUE_AVERAGE if setting[0] else cs.TEST_BLEU
-    out = []
+    guided_claims = (claims[0], claims[1], GUIDED_VS_OPTUNA_EQUAL, GUIDED_VS_PBT, GUIDED_VS_PBT_EQUAL, claims[2])
+    out = [_not_tested(c, task, benchmark, f"no guided run of {task}") for c in guided_claims] if not guided else []
     for g in guided:
         out.append(_versus(claims[0], g, g.baseline, metric, model_dir,
                            f"no fixed run of {task} on {g.label}'s setup and budget ({g.config.train_steps} steps)"))
-        optuna, note = _optuna_row(g, here)
-        out.append(_versus(claims[1], g, optuna, metric, model_dir,
-                           f"no Optuna study of {task} on {g.label}'s setup and budget", note))
+        optuna, note = _row_of("optuna", g, here)
+        no_optuna = f"no Optuna study of {task} on {g.label}'s setup and budget"
+        out.append(_versus(claims[1], g, optuna, metric, model_dir, no_optuna, note))
+        out.append(_at_compute(GUIDED_VS_OPTUNA_EQUAL, g, optuna, metric, model_dir, no_optuna, note))
+        pbt, note = _row_of("pbt", g, here)
+        no_pbt = f"no PBT run of {task} on {g.label}'s setup and budget"
+        out.append(_versus(GUIDED_VS_PBT, g, pbt, metric, model_dir, no_pbt, note))
+        out.append(_at_compute(GUIDED_VS_PBT_EQUAL, g, pbt, metric, model_dir, no_pbt, note))
         out.append(_schedule_vs_constant(claims[2], g, here, metric, model_dir))
-    return out
+    pbts = [g for g in here if g.strategy == "pbt"]
+    if not pbts:
+        out.append(_not_tested(PBT_VS_OPTUNA_EQUAL, task, benchmark, f"no PBT run of {task}"))
+    for p in pbts:
+        optuna, note = _row_of("optuna", p, here)
+        out.append(_at_compute(PBT_VS_OPTUNA_EQUAL, p, optuna, metric, model_dir,
+                               f"no Optuna study of {task} on {p.label}'s setup and budget", note))
+    order = [c[0] for c in (*guided_claims[:-1], PBT_VS_OPTUNA_EQUAL, guided_claims[-1])]
+    return sorted(out, key=lambda v: order.index(v["claim"]))
 
 
 def _task_name(setting: tuple) -> str:
@@ -96,13 +126,15 @@ def _same_setup(a: Group, b: Group) -> bool:
     return a.config.train_steps == b.config.train_steps and (None in setups or setups[0] == setups[1])
 
 
-def _optuna_row(guided: Group, groups: Sequence[Group]):
-    candidates = [g for g in groups if g.strategy == "optuna" and _same_setup(g, guided)]
+def _row_of(strategy: str, subject: Group, groups: Sequence[Group]):
+    """The `strategy` row on the subject's setup and budget -> (it or None, a note where there were several)."""
+    candidates = [g for g in groups if g.strategy == strategy and _same_setup(g, subject)]
     if len(candidates) <= 1:
         return (candidates[0] if candidates else None), ""
-    seeds = {r.get("seed") for r in guided.records}
+    seeds = {r.get("seed") for r in subject.records}
     best = max(candidates, key=lambda g: (len(seeds & {r.get("seed") for r in g.records}), -g.first))
-    return best, f"one of {len(candidates)} Optuna rows on this setup: the one sharing most seeds, then the first dir's"
+    name = {"optuna": "Optuna", "pbt": "PBT"}.get(strategy, strategy)
+    return best, f"one of {len(candidates)} {name} rows on this setup: the one sharing most seeds, then the first dir's"
 
 
 def _replays_of(guided: Group, groups: Sequence[Group], mode: str, model_dir: str) -> List[Dict]:
@@ -141,8 +173,52 @@ def _versus(claim, guided: Group, other: Optional[Group], metric: cs.Metric, mod
                     metric, model_dir, note)
 
 
-def _compare(claim, task, benchmark, mine, theirs, labels, metric, model_dir, note="", extra=None) -> Dict:
+def _at_compute(claim, subject: Group, other: Optional[Group], metric: cs.Metric, model_dir: str,
+                missing: str, note: str = "") -> Dict:
+    """`subject` against what `other` had reached, per seed, within the subject's compute (equal_compute)."""
+    task, benchmark = _task_name(subject.family[:4]), "glue" if subject.glue else "bleu"
+    if other is None:
+        return _not_tested(claim, task, benchmark, missing, subject.label)
+    budgets = {r.get("seed"): ec.compute(r) for r in subject.records}
+    of = f"{subject.label}'s compute"
+    rule = OPTUNA_AT_COMPUTE.format(subject.label) if other.strategy == ec.OPTUNA else PBT_AT_COMPUTE
+    theirs, unreached, picks = [], {}, []
+    for run in other.records:
+        seed = run.get("seed")
+        if seed not in budgets:
+            theirs.append(run)  # the pairing names it
+            continue
+        reached = (ec.Reached(None, f"{subject.label} recorded no compute") if budgets[seed] is None
+                   else ec.at_budget(run, budgets[seed], of))
+        if reached.run is None:
+            unreached.setdefault(f"{other.label} {reached.why}", []).append(seed)
+            continue
+        theirs.append(reached.run)
+        picks.append(_pick_text(seed, reached.run, budgets[seed]))
+    why = [f"seed{'s' if len(seeds) > 1 else ''} {cs.seed_list(seeds)}: {text}" for text, seeds in unreached.items()]
+    if unreached and not picks:
+        return _not_tested(claim, task, benchmark, "; ".join(why) + f"; {other.label} at {of}: {rule}",
+                           subject.label, other.label)
+    left = {s for seeds in unreached.values() for s in seeds}
+    mine = [r for r in subject.records if r.get("seed") not in left]
+    note = "; ".join(filter(None, [f"{other.label} at {of}: {rule}", ", ".join(filter(None, picks)), note]))
+    return _compare(claim, task, benchmark, mine, theirs, (subject.label, other.label), metric, model_dir,
+                    note, unreached=why)
+
+
+def _pick_text(seed, run: Dict, budget: float) -> str:
+    """Which Optuna trial a seed's number is (empty for a run that is its own)."""
+    if "selected_trial" not in run:
+        return ""
+    return (f"seed {seed}: trial {run['selected_trial']}, the best of the {run['trials_within']} "
+            f"finished within {budget:.0f}")
+
+
+def _compare(claim, task, benchmark, mine, theirs, labels, metric, model_dir, note="", extra=None,
+             unreached: Sequence[str] = ()) -> Dict:
+    """`unreached`: why seeds were left out before the pairing (equal compute)."""
     pairs = cs.pair(mine, theirs, metric, labels)
+    pairs = pairs._replace(left_out=[*unreached, *pairs.left_out])
     if not pairs.scored:
         why = f"no seed scored by both {labels[0]} and {labels[1]}" + (
             f" ({'; '.join(pairs.left_out)})" if pairs.left_out else "")

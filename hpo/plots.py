@@ -1,14 +1,17 @@
-"""Plots of a comparison: learned hyper-parameter trajectories, best-so-far dev BLEU against compute.
+"""Plots of a comparison: learned hyper-parameter trajectories, and the anytime plot (best dev BLEU so
+far against compute, per table row the mean over seeds with a min–max band).
 
 Figures are drawn on matplotlib's Agg canvas directly, not through pyplot, so
 no global backend is set and nothing stays open; each PNG is saved to a
 temporary file in its directory and renamed into place.
 """
 
+import bisect
 import csv
 import io
 import math
 import os
+import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from hpo import io as hpo_io
@@ -18,6 +21,7 @@ from hpo.table_records import ModelDirs, as_list, load_records, resolve
 PLOTS_DIR = "plots"
 TRAJECTORIES_FILE = "hparam_trajectories.png"
 BEST_SO_FAR_FILE = "best_so_far.png"
+PBT_FILE = "pbt_members.png"
 MAX_COLUMNS = 3
 
 
@@ -110,9 +114,12 @@ def plot_trajectories(records: Sequence[Dict], model_dir: str, out_path: str) ->
 # ---------------------------------------------------------------- best so far
 
 def best_so_far(record: Dict) -> Tuple[List[float], List[float]]:
-    """(compute in train-step equivalents, best dev BLEU so far) points of one run."""
+    """(compute in train-step equivalents, best dev BLEU so far) points of one run: an Optuna study's
+    over its trials, a PBT population's over its rounds (`anytime`), else the run's dev history."""
     if record.get("trials"):
         return _trial_curve(record["trials"])
+    if record.get("anytime"):
+        return _anytime_curve(record)
     return _history_curve(record)
 
 
@@ -122,8 +129,23 @@ def _history_curve(record: Dict) -> Tuple[List[float], List[float]]:
     scale = compute / steps if compute and steps else 1.0
     points = [(h["step"] * scale, h["bleu"]) for h in record.get("dev_history") or []
               if h.get("step") is not None and h.get("bleu") is not None]
-    if compute is not None and record.get("dev_bleu") is not None:
-        points.append((float(compute), float(record["dev_bleu"])))  # the final model
+    return _running_best(points + _final(record))
+
+
+def _anytime_curve(record: Dict) -> Tuple[List[float], List[float]]:
+    """The population's best member at the end of each round (dev BLEU on part of dev, where measured)."""
+    points = [(float(a["compute_steps"]), float(a["dev_bleu"])) for a in record["anytime"]
+              if a.get("compute_steps") is not None and a.get("dev_bleu") is not None]
+    return _running_best(points + _final(record))
+
+
+def _final(record: Dict) -> List[Tuple[float, float]]:
+    """The final model's point (its whole dev set), where recorded."""
+    compute, bleu = record.get("compute_steps"), record.get("dev_bleu")
+    return [] if compute is None or bleu is None else [(float(compute), float(bleu))]
+
+
+def _running_best(points: Sequence[Tuple[float, float]]) -> Tuple[List[float], List[float]]:
     xs, ys, best = [], [], -math.inf
     for x, bleu in sorted(points):
         best = max(best, bleu)
@@ -146,12 +168,24 @@ def _trial_curve(trials: Sequence[Dict]) -> Tuple[List[float], List[float]]:
     return xs, ys
 
 
-def plot_best_so_far(records: Sequence[Dict], model_dir: str, out_path: str) -> Optional[str]:
-    """One panel per task; one line per run (seed), one colour per table row; None if nothing to draw."""
+def mean_band(curves: Sequence[Tuple[List[float], List[float]]]):
+    """(grid, mean, min, max) over seeds of best-so-far step curves, each carried forward from its last
+    point, on their points' compute from where the last seed starts to where the first one ends (where
+    every seed has a value); empty where those do not overlap."""
+    start, end = max(xs[0] for xs, _ in curves), min(xs[-1] for xs, _ in curves)
+    grid = sorted({x for xs, _ in curves for x in xs if start <= x <= end})
+    values = [[ys[bisect.bisect_right(xs, x) - 1] for xs, ys in curves] for x in grid]
+    return grid, [statistics.fmean(v) for v in values], [min(v) for v in values], [max(v) for v in values]
+
+
+def anytime_figure(records: Sequence[Dict]):
+    """The anytime plot: one panel per task, best dev BLEU so far against compute, one line per table row
+    (strategy) with its mean over seeds and a min–max band; a row whose runs have one point each (fixed:
+    its final compute and dev BLEU) is a point with a min–max bar. None if nothing to draw."""
     curves: Dict[str, List[Tuple[str, Tuple[List[float], List[float]]]]] = {}
     for group in group_runs(records):
         for record in group.records:
-            curve = best_so_far(record)
+            curve = _final_curve(record) if group.strategy == "fixed" else best_so_far(record)
             if curve[0]:
                 curves.setdefault(group.task, []).append((group.label, curve))
     if not curves:
@@ -160,27 +194,108 @@ def plot_best_so_far(records: Sequence[Dict], model_dir: str, out_path: str) -> 
     for ax, (task, runs) in zip(axes, curves.items()):
         _plot_runs(ax, runs)
         _log_if_wide(ax, "x", [x for _, (xs, _) in runs for x in xs])
-        ax.set(title=task, xlabel="compute (train-step equivalents)", ylabel="best dev BLEU so far")
+        ax.set(title=task, xlabel="compute (train-step equivalents)",
+               ylabel="best dev BLEU so far\n(mean over seeds, band: min–max)")
         ax.legend(fontsize="small")
-    return _save(fig, out_path)
+    return fig
+
+
+def _final_curve(record: Dict) -> Tuple[List[float], List[float]]:
+    return _running_best(_final(record))
+
+
+def plot_best_so_far(records: Sequence[Dict], model_dir: str, out_path: str) -> Optional[str]:
+    """plots/best_so_far.png: the anytime plot (anytime_figure); None if nothing to draw.
+    (`model_dir` is unused: the records hold every point.)"""
+    fig = anytime_figure(records)
+    return None if fig is None else _save(fig, out_path)
 
 
 def _plot_runs(ax, runs) -> None:
-    colours: Dict[str, str] = {}
-    for label, (xs, ys) in runs:
-        first = label not in colours
-        colours.setdefault(label, f"C{len(colours) % 10}")
-        ax.plot(xs, ys, drawstyle="steps-post", marker="o", markersize=3, linewidth=1.2,
-                color=colours[label], label=label if first else None)
+    """`runs`: (row label, curve) of each seed; one line, or point, and band per row, a colour each."""
+    rows: Dict[str, List[Tuple[List[float], List[float]]]] = {}
+    for label, curve in runs:
+        rows.setdefault(label, []).append(curve)
+    for index, (label, curves) in enumerate(rows.items()):
+        colour = f"C{index % 10}"
+        if all(len(xs) == 1 for xs, _ in curves):  # final results only: a point
+            xs, ys = [x for (x,), _ in curves], [y for _, (y,) in curves]
+            ax.plot([statistics.fmean(xs)], [statistics.fmean(ys)], marker="o", linestyle="none",
+                    color=colour, label=label)
+            if len(curves) > 1:
+                ax.vlines(statistics.fmean(xs), min(ys), max(ys), color=colour, linewidth=1.2)
+            continue
+        grid, mean, low, high = mean_band(curves)
+        if not grid:
+            continue
+        ax.plot(grid, mean, drawstyle="steps-post", marker="o", markersize=3, linewidth=1.2,
+                color=colour, label=label)
+        if len(curves) > 1:
+            ax.fill_between(grid, low, high, step="post", alpha=0.2, color=colour, linewidth=0)
+
+
+# ---------------------------------------------------------------- PBT members
+
+def pbt_figure(records: Sequence[Dict], max_runs: int = 4):
+    """Each PBT run's members (a row of panels per run, the first `max_runs`): dev loss at each round's
+    end and every searched value against the step, a colour per member; an exploit is a dashed jump
+    at its step from the target's dev loss to its source's (which the target now is) and an x at the
+    target's new values. None without PBT records."""
+    runs = [r for r in records if r.get("strategy") == "pbt" and isinstance(r.get("pbt"), dict)][:max_runs]
+    if not runs:
+        return None
+    names = list(dict.fromkeys(n for r in runs for n in r["pbt"].get("search_space", {})))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(4.2 * (1 + len(names)), 3.2 * len(runs)), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.subplots(len(runs), 1 + len(names), squeeze=False)
+    for axes, record in zip(grid, runs):
+        pbt = record["pbt"]
+        for m in pbt["members"]:
+            colour = f"C{m['member'] % 10}"
+            rounds = [(i, s) for i, s in enumerate(m.get("scores") or []) if s and s.get("dev_loss") is not None]
+            axes[0].plot([s["step"] for _, s in rounds], [s["dev_loss"] for _, s in rounds], marker="o",
+                         markersize=3, linewidth=1.2, color=colour, label=f"member {m['member']}")
+            for ax, name in zip(axes[1:], names):  # a round's value from its start to its end
+                starts = [i * pbt["interval"] for i, _ in rounds]
+                values = [s.get("values", {}).get(name) for _, s in rounds]
+                if values and None not in values:
+                    ax.plot(starts + [rounds[-1][1]["step"]], values + values[-1:], drawstyle="steps-post",
+                            linewidth=1.2, color=colour)
+        for e in pbt.get("exploits", []):
+            ends = [pbt["members"][e[k]]["scores"][e["round"]] or {} for k in ("target", "source")]
+            losses = [end.get("dev_loss") for end in ends]
+            colour = f"C{e['target'] % 10}"
+            if None not in losses:
+                axes[0].plot([e["step"]] * 2, losses, linestyle="--", marker="x", color=colour, linewidth=1)
+            for ax, name in zip(axes[1:], names):
+                ax.plot([e["step"]], [e["values"][name]], marker="x", markersize=7, color=colour, linestyle="none")
+        axes[0].set(title=f"{record.get('task')} seed {record.get('seed')}: dev loss", xlabel="training step")
+        axes[0].legend(fontsize="small")
+        for ax, name in zip(axes[1:], names):
+            _log_if_wide(ax, "y", [e["values"][name] for e in pbt.get("exploits", [])] +
+                         [s["values"][name] for m in pbt["members"] for s in m.get("scores") or []
+                          if s and name in s.get("values", {})])
+            ax.set(title=f"{name} (x: an exploit's new value)", xlabel="training step")
+    fig.suptitle("pbt: members, exploits (--x: copied the source's checkpoint)")
+    return fig
+
+
+def plot_pbt_members(records: Sequence[Dict], out_path: str) -> Optional[str]:
+    """plots/pbt_members.png (pbt_figure); None without PBT records."""
+    fig = pbt_figure(records)
+    return None if fig is None else _save(fig, out_path)
 
 
 # ---------------------------------------------------------------- writing
 
 def write_plots(model_dir: ModelDirs, records: Sequence[Dict] = None, out_dir: str = None) -> List[str]:
-    """plots/hparam_trajectories.png and plots/best_so_far.png (those with data) -> their paths."""
+    """plots/hparam_trajectories.png, best_so_far.png and pbt_members.png (those with data) -> their paths."""
     dirs = as_list(model_dir)
     records = load_records(dirs) if records is None else records
     plots_dir = os.path.join(out_dir or dirs[0], PLOTS_DIR)
     written = [plot_trajectories(records, dirs[0], os.path.join(plots_dir, TRAJECTORIES_FILE)),
-               plot_best_so_far(records, dirs[0], os.path.join(plots_dir, BEST_SO_FAR_FILE))]
+               plot_best_so_far(records, dirs[0], os.path.join(plots_dir, BEST_SO_FAR_FILE)),
+               plot_pbt_members(records, os.path.join(plots_dir, PBT_FILE))]
     return [path for path in written if path]

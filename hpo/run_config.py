@@ -3,7 +3,7 @@
 A run's configuration is its budget (`train_steps`, which every record has),
 its *setup*, the gin config it ran with less MODEL_DIR (where results go, not
 how they are made) and less the strategy classes' bindings (`hpo run` binds
-Fixed, Guided and OptunaSearch alike for every strategy it runs), and its
+Fixed, Guided, OptunaSearch and Pbt alike for every strategy it runs), and its
 strategy's own *settings*:
 
 - fixed: the values it trained with (`hparams`; a replay's replayed names aside,
@@ -13,7 +13,9 @@ strategy's own *settings*:
   mode sets rows apart before this (table_groups);
 - guided: its `Guided` bindings;
 - optuna: its study's settings (sampler, pruner, trials, ...). Its records carry no gin config:
-  of its setup only the budget is known.
+  of its setup only the budget is known;
+- pbt: its `Pbt` bindings and the search space it explored, as its record says it
+  (`pbt.search_space`: Pbt.search_space, or OptunaSearch's when that is unbound).
 
 Seeds are no part of it: they are passed to runs, never bound in gin. A record
 without a (readable) gin config has an unknown setup (None).
@@ -23,7 +25,7 @@ import json
 from typing import Dict, NamedTuple, Optional, Tuple
 
 # The gin class of each strategy: its bindings are that strategy's settings.
-STRATEGY_CLASSES = {"fixed": "Fixed", "guided": "Guided", "optuna": "OptunaSearch"}
+STRATEGY_CLASSES = {"fixed": "Fixed", "guided": "Guided", "optuna": "OptunaSearch", "pbt": "Pbt"}
 # Study fields that differ by seed or by outcome, not by configuration.
 STUDY_OUTCOME_FIELDS = ("name", "best_trial")
 
@@ -123,7 +125,11 @@ def _settings(record: Dict, strategy: str, bindings: Dict[str, object]) -> Dict[
     if strategy == "optuna":
         study = record.get("study") if isinstance(record.get("study"), dict) else {}
         return {f"study.{k}": _hashable(v) for k, v in study.items() if k not in STUDY_OUTCOME_FIELDS}
-    return {k: v for k, v in bindings.items() if _strategy_of(k) == strategy}
+    own = {k: v for k, v in bindings.items() if _strategy_of(k) == strategy}
+    if strategy == "pbt":  # the space it searched, as the run resolved it (unbound: OptunaSearch's)
+        pbt = record.get("pbt") if isinstance(record.get("pbt"), dict) else {}
+        own.update({"pbt.search_space": _hashable(pbt["search_space"])} if "search_space" in pbt else {})
+    return own
 
 
 def _fixed_settings(record: Dict, bindings: Dict[str, object]) -> Dict[str, object]:

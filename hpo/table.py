@@ -19,7 +19,7 @@ claims (the paper's claims as verdicts, below the tables and in verdicts.json).
 
 from typing import Dict, List, Sequence, Tuple
 
-from hpo import claims, plots
+from hpo import claims, equal_compute, plots
 from hpo.significance import paired_bootstrap_p  # noqa: F401  (part of the table's interface)
 from hpo.table_bleu import bleu_row
 from hpo.table_formats import (  # noqa: F401  (part of the table's interface)
@@ -33,12 +33,15 @@ from hpo.table_records import ModelDirs, as_list, load_records  # noqa: F401  (p
 def build_rows(records: Sequence[Dict], model_dir: str) -> List[Dict]:
     """One row per benchmark × task × strategy × configuration, in table order: BLEU rows, then GLUE
     rows (see table_formats.COLUMNS, GLUE_*_COLUMNS, CONFIGURATION_COLUMNS for the fields; GLUE rows
-    also carry `glue_tasks`, every row `hparams_mean`).
+    also carry `glue_tasks`, every row `hparams_mean` and `equal_compute`: the cells of the table's
+    `at equal compute` section, {multiple, compute_steps, mean, seeds, of} each, see equal_compute).
 
     `model_dir` resolves relative paths of records that load_records did not tag.
     Standard deviations are sample sds (ddof=1) and None for a single seed.
     """
-    return [(glue_row if group.glue else bleu_row)(group, model_dir) for group in group_runs(records)]
+    groups = group_runs(records)
+    return [{**(glue_row if group.glue else bleu_row)(group, model_dir), "equal_compute": cells}
+            for group, cells in zip(groups, equal_compute.table_section(groups))]
 
 
 def write_table(model_dir: ModelDirs, out_dir: str = None) -> Dict[str, str]:

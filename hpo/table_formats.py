@@ -1,9 +1,10 @@
-"""The rows as Markdown, CSV, LaTeX and JSON: a BLEU table and a GLUE table, each where it has rows.
+"""The rows as Markdown, CSV, LaTeX and JSON: a BLEU table and a GLUE table, each where it has rows,
+then each one's `at equal compute` section (equal_compute).
 
 Markdown and LaTeX show the same cells (LaTeX escapes them) and notes: the
 BLEU signature(s), GLUE's scoring, which fixed row a row was compared with
 where that is not the task's only fixed row, and seeds recorded more than once.
-CSV and JSON carry every field, raw.
+CSV and JSON carry every field, raw (CSV: the section as `equal_compute_<k>x_{mean,seeds}` columns).
 """
 
 import csv
@@ -41,6 +42,12 @@ GLUE_TASK_NAMES = {
     "cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B", "mnli": "MNLI",
     "mnli_matched": "MNLI-m", "mnli_mismatched": "MNLI-mm", "qnli": "QNLI", "rte": "RTE",
 }
+EQUAL_COMPUTE_NOTE = (
+    "{metric}, mean over seeds, of the dev-selected result each row's runs had reached within k× the compute of "
+    "its baseline fixed row: fixed, guided and PBT runs their final result once k× covers their compute; Optuna "
+    "the best trial by its study's objective among the trials finished within k×, in study order (a pruned or "
+    "failed trial's steps count toward the spend; it is never selected). – where no seed had one; "
+    "(n of m seeds) where not every seed had.")
 GLUE_NOTE = ("GLUE scores ×100, mean ± sd over seeds. A task's score is the mean of its metrics "
              "(MRPC, QQP: F1 and accuracy; STS-B: Pearson and Spearman); the average is T5's, "
              "over the tasks each run evaluated, MNLI matched and mismatched counting as one task; "
@@ -90,9 +97,12 @@ def _glue_header(tasks: Sequence[str]) -> List[str]:
             "invalid predictions", "pretrain dev loss", *HEADER[-5:]]
 
 
+def _task_cell(row: Dict) -> str:
+    return f"{row['task']} (synthetic)" if row.get("synthetic") else str(row["task"])
+
+
 def _glue_cells(row: Dict, tasks: Sequence[str]) -> List[str]:
-    task = f"{row['task']} (synthetic)" if row.get("synthetic") else str(row["task"])
-    return [task, row["strategy"], seeds_cell(row), _mean_sd(row, "glue_average"),
+    return [_task_cell(row), row["strategy"], seeds_cell(row), _mean_sd(row, "glue_average"),
             *(_mean_sd(row, f"glue_{t}") for t in tasks),
             str(row["invalid_predictions"]), _mean_sd(row, "dev_loss", "{:.3f}"), *_cost_cells(row)]
 
@@ -156,11 +166,12 @@ class Table(NamedTuple):
     body: List[List[str]]
     signatures: List[Tuple[str, str]]  # (what, BLEU signature)
     notes: List[str]
+    align: str = ""  # LaTeX column alignment; empty: the rows' tables'
 
 
 def _tables(rows: Sequence[Dict]) -> List[Table]:
     """The BLEU table and the GLUE table, each where it has rows (the BLEU table, empty, where
-    neither has); titled only when both are there."""
+    neither has); titled only when both are there. Then their `at equal compute` sections."""
     bleu, glue = split_rows(rows)
     tables = []
     if bleu or not glue:
@@ -170,7 +181,36 @@ def _tables(rows: Sequence[Dict]) -> List[Table]:
         tasks = _glue_columns(glue)
         tables.append(Table("GLUE", _glue_header(tasks), [_glue_cells(r, tasks) for r in glue], [],
                             [GLUE_NOTE] + _baseline_notes(glue) + _duplicate_notes(glue) + _version_notes(glue)))
-    return tables if len(tables) > 1 else [tables[0]._replace(title="")]
+    tables = tables if len(tables) > 1 else [tables[0]._replace(title="")]
+    return tables + _equal_compute_tables(rows)
+
+
+def _equal_compute_tables(rows: Sequence[Dict]) -> List[Table]:
+    """Each benchmark's `at equal compute` section, where its rows have one; named for its benchmark
+    only when both are there."""
+    parts = [(name, metric, [r for r in part if r.get("equal_compute")])
+             for name, metric, part in zip(("BLEU", "GLUE"), ("Test BLEU", "GLUE average"), split_rows(rows))]
+    parts = [p for p in parts if p[2]]
+    tables = []
+    for name, metric, part in parts:
+        factors = list(dict.fromkeys(c["multiple"] for r in part for c in r["equal_compute"]))
+        header = ["task", "strategy", *(f"{k}× fixed" for k in factors)]
+        body = [[_task_cell(r), r["strategy"], *_equal_compute_cells(r, factors)] for r in part]
+        title = "At equal compute" + (f" ({name})" if len(parts) > 1 else "")
+        tables.append(Table(title, header, body, [], [EQUAL_COMPUTE_NOTE.format(metric=metric)],
+                            "ll" + "r" * len(factors)))
+    return tables
+
+
+def _equal_compute_cells(row: Dict, factors: Sequence[int]) -> List[str]:
+    cells = {c["multiple"]: c for c in row["equal_compute"]}
+    return [_equal_compute_cell(cells.get(k)) for k in factors]
+
+
+def _equal_compute_cell(cell) -> str:
+    if not cell or cell["mean"] is None:
+        return NONE
+    return f"{cell['mean']:.2f}" + ("" if cell["seeds"] == cell["of"] else f" ({cell['seeds']} of {cell['of']} seeds)")
 
 
 # ---------------------------------------------------------------- formats
@@ -193,12 +233,27 @@ def format_markdown(rows: Sequence[Dict], verdicts: Sequence[Dict] = ()) -> str:
 
 
 def csv_columns(rows: Sequence[Dict]) -> List[str]:
-    """`benchmark`, COLUMNS, the GLUE-only columns where there are GLUE rows, CONFIGURATION_COLUMNS."""
+    """`benchmark`, COLUMNS, the GLUE-only columns where there are GLUE rows, the `at equal compute`
+    section's, CONFIGURATION_COLUMNS."""
     glue = split_rows(rows)[1]
     if not glue:
-        return ["benchmark", *COLUMNS, *CONFIGURATION_COLUMNS]
+        return ["benchmark", *COLUMNS, *_equal_compute_columns(rows), *CONFIGURATION_COLUMNS]
     tasks = [f"glue_{t}_{stat}" for t in _glue_columns(glue) for stat in ("mean", "sd")]
-    return ["benchmark", *COLUMNS, *GLUE_HEAD_COLUMNS, *tasks, *GLUE_TAIL_COLUMNS, *CONFIGURATION_COLUMNS]
+    return ["benchmark", *COLUMNS, *GLUE_HEAD_COLUMNS, *tasks, *GLUE_TAIL_COLUMNS, *_equal_compute_columns(rows),
+            *CONFIGURATION_COLUMNS]
+
+
+def _equal_compute_columns(rows: Sequence[Dict]) -> List[str]:
+    """`equal_compute_<k>x_mean` and `_seeds` of each multiple any row has (the section's cells)."""
+    factors = sorted({c["multiple"] for r in rows for c in r.get("equal_compute") or ()})
+    return [f"equal_compute_{k}x_{stat}" for k in factors for stat in ("mean", "seeds")]
+
+
+def _csv_row(row: Dict) -> Dict:
+    """The row with its section's cells as columns."""
+    cells = {f"equal_compute_{c['multiple']}x_{stat}": c[stat] for c in row.get("equal_compute") or ()
+             for stat in ("mean", "seeds")}
+    return {**row, **cells}
 
 
 def format_csv(rows: Sequence[Dict]) -> str:
@@ -207,7 +262,7 @@ def format_csv(rows: Sequence[Dict]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
-    for row in rows:
+    for row in map(_csv_row, rows):
         writer.writerow([_csv_value(row.get(c)) for c in columns])
     return out.getvalue()
 
@@ -246,7 +301,8 @@ def format_latex(rows: Sequence[Dict], verdicts: Sequence[Dict] = ()) -> str:
     for table in _tables(rows):
         header = table.header
         lines = [f"% {table.title}"] if table.title else []
-        lines += [r"\begin{tabular}{lll" + "r" * (len(header) - 4) + "l}", r"\hline", line(header), r"\hline"]
+        align = table.align or "lll" + "r" * (len(header) - 4) + "l"
+        lines += [r"\begin{tabular}{" + align + "}", r"\hline", line(header), r"\hline"]
         lines += [line(cells) for cells in table.body]
         lines += [r"\hline", r"\end{tabular}"]
         lines += [f"% {what}: {signature}" for what, signature in table.signatures]

@@ -25,7 +25,7 @@ from hpo.run_config import RunConfig, run_config, runs_defaults
 from hpo.table_records import backend, dedupe, is_glue, run_path
 
 # Known strategies first, in this order; others follow alphabetically.
-STRATEGY_ORDER = ("fixed", "guided", "optuna")
+STRATEGY_ORDER = ("fixed", "guided", "optuna", "pbt")
 BASELINE = "fixed"
 LABEL_ITEMS = 3  # differences a label shows; the group's `configuration` has them all
 UNSET = object()  # a binding one configuration has and another has not
@@ -171,7 +171,7 @@ def _make_unique(members: List[Group]) -> None:
 
 def _table_position(fam: tuple) -> tuple:
     """BLEU rows first, then GLUE rows (real and synthetic data apart); by task, each backend's rows
-    together; then fixed, fixed replays, guided, optuna, others alphabetically."""
+    together; then fixed, fixed replays, guided, optuna, pbt, others alphabetically."""
     glue, task, synthetic, engine, strategy, mode = fam
     rank = STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else len(STRATEGY_ORDER)
     return glue, task, synthetic, engine != "builtin", engine, rank, strategy, mode is not None, mode or ""

@@ -79,15 +79,21 @@ def test_numbers_without_hypotheses_are_not_tested_for_want_of_a_p_value(tmp_pat
 
 def test_missing_strategies_are_not_tested_with_the_reason(tmp_path):
     only_fixed = verdicts_of([record("fixed"), record("optuna")], tmp_path)
-    assert [(v["number"], v["verdict"]) for v in only_fixed] == [(1, "not tested"), (2, "not tested"),
-                                                                  (3, "not tested"), (4, "not tested")]
-    assert all(f"no guided run of {TASK}" in v["text"] for v in only_fixed[:3])
-    assert "no T5 runs" in only_fixed[3]["reason"]
+    assert [(v["number"], v["verdict"]) for v in only_fixed] == [(1, "not tested")] + [(2, "not tested")] * 5 + [
+        (3, "not tested"), (4, "not tested")]
+    pbt_vs_optuna = by_claim(only_fixed, "pbt_vs_optuna_equal_compute")
+    assert all(f"no guided run of {TASK}" in v["text"] for v in only_fixed[:-1] if v is not pbt_vs_optuna)
+    assert pbt_vs_optuna["reason"] == f"no PBT run of {TASK}"
+    assert "no T5 runs" in only_fixed[-1]["reason"]
     no_baseline = verdicts_of([record("guided"), record("fixed", train_steps=50)], tmp_path)
-    reasons = [v["reason"] for v in no_baseline]
-    assert reasons[0] == f"no fixed run of {TASK} on guided's setup and budget (100 steps)"
-    assert reasons[1] == f"no Optuna study of {TASK} on guided's setup and budget"
-    assert reasons[2].startswith("no replays of guided's learned schedule as constants (`hpo run --claims`")
+    reasons = {v["claim"]: v["reason"] for v in no_baseline}
+    assert reasons["guided_vs_fixed"] == f"no fixed run of {TASK} on guided's setup and budget (100 steps)"
+    assert reasons["guided_vs_optuna"] == f"no Optuna study of {TASK} on guided's setup and budget"
+    assert reasons["guided_vs_optuna_equal_compute"] == reasons["guided_vs_optuna"]
+    assert reasons["guided_vs_pbt"] == reasons["guided_vs_pbt_equal_compute"] == (
+        f"no PBT run of {TASK} on guided's setup and budget")
+    assert reasons["schedule_vs_constant"].startswith(
+        "no replays of guided's learned schedule as constants (`hpo run --claims`")
 
 
 # ---------------------------------------------------------------- 2. guided vs the best Optuna trial
@@ -117,7 +123,8 @@ def test_several_configurations_each_guided_row_against_its_own_rows(tmp_path):
     rows = table.build_rows(records, str(tmp_path))
     guided_rows = [r for r in rows if r["strategy"].startswith("guided")]
     entries = verdicts_of(records, tmp_path)
-    assert len(guided_rows) == 3 and len(entries) == 3 * 3 + 1
+    # six per guided row, the task's PBT vs Optuna (no PBT run), GLUE's (no T5 runs)
+    assert len(guided_rows) == 3 and len(entries) == 3 * 6 + 1 + 1
     for row in guided_rows:
         assert by_claim(entries, "guided_vs_fixed", row["strategy"])["rows"]["compared"] == row["baseline"]
     assert len({r["baseline"] for r in guided_rows}) == 2  # the LAMB guided row has the LAMB fixed row
@@ -219,9 +226,10 @@ def test_verdicts_in_markdown_latex_and_verdicts_json(tmp_path):
         assert isinstance(json.load(f), list)  # rows, as before
     with open(os.path.join(out, claims.VERDICTS_FILE)) as f:
         saved = json.load(f)
-    assert [v["claim"] for v in saved] == ["guided_vs_fixed", "guided_vs_optuna", "schedule_vs_constant",
-                                           "glue_guided_vs_fixed", "guided_vs_optuna", "schedule_vs_constant"]
-    assert saved[0]["verdict"] == claims.SUPPORTED and saved[3]["verdict"] == claims.NOT_TESTED
+    second = ["guided_vs_optuna", "guided_vs_optuna_equal_compute", "guided_vs_pbt", "guided_vs_pbt_equal_compute",
+              "pbt_vs_optuna_equal_compute", "schedule_vs_constant"]
+    assert [v["claim"] for v in saved] == ["guided_vs_fixed", *second, "glue_guided_vs_fixed", *second]
+    assert saved[0]["verdict"] == claims.SUPPORTED and saved[7]["verdict"] == claims.NOT_TESTED
     with open(paths["md"]) as f:
         md = f.read()
     assert md.split("### Claims\n\n")[1].splitlines()[:2] == [f"- {saved[0]['text']}", f"- {saved[1]['text']}"]

@@ -82,6 +82,15 @@ def test_selection_uses_dev_and_reports_the_selected_trial(tiny_experiment, fake
     assert record["dev_bleu"] == pytest.approx(50.0) and record["test_bleu"] == pytest.approx(49.0)
 
 
+def test_each_trial_keeps_its_scores_test_too(tiny_experiment, fake_training):
+    """At equal compute (equal_compute) a trial the study did not select can be the one reported."""
+    record = OptunaSearch({"learning_rate": {"choices": [1.0, 3.0, 5.0]}}, n_trials=3,
+                          sampler="random").run(tiny_experiment(), seed=0)
+    for trial in record["trials"]:
+        assert trial["test_bleu"] == pytest.approx(trial["dev_bleu"] - 1) and trial["test_chrf"] == 60.0
+        assert trial["hypotheses"].endswith(f"trial_{trial['number']}/test.hyp") and trial["test_sentences"] == 16
+
+
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_experiment, fake_training):
     space = {"learning_rate": {"choices": [9.5, 2.0]}}
     exp = tiny_experiment()

@@ -194,14 +194,17 @@ def test_write_table_formats_are_parseable(tmp_path):
     with open(paths["json"]) as f:
         assert [r["seeds"] for r in json.load(f)] == [2, 1, 1, 1]
     with open(paths["md"]) as f:
-        table_lines = [line for line in f.read().splitlines() if line.startswith("|")]
+        main_part, section = f.read().split("### At equal compute\n")
+    table_lines = [line for line in main_part.splitlines() if line.startswith("|")]
     assert table_lines[0].startswith("| task | strategy |") and set(table_lines[1]) == {"|", "-"}
     assert len(table_lines) == 2 + 4
+    section_lines = [line for line in section.splitlines() if line.startswith("|")]
+    assert section_lines[0] == "| task | strategy | 1× fixed | 2× fixed | 4× fixed |" and len(section_lines) == 2 + 4
     with open(paths["tex"]) as f:
         tex = f.read()
     assert r"synthetic\_translation" in tex and r"learning\_rate" in tex
     assert "synthetic_translation" not in tex
-    assert tex.count(r"\\") == 1 + 4 and r"\begin{tabular}" in tex
+    assert tex.count(r"\\") == (1 + 4) * 2 and tex.count(r"\begin{tabular}") == 2  # the table, its section
     assert not [p for p in os.listdir(out) if p.startswith(".tmp-")]
 
 
@@ -318,7 +321,7 @@ def test_glue_rows_mean_sd_invalid_and_compute():
     assert guided["wall_seconds"] == 300.0
     assert fixed["glue_average_sd"] == 0.0 and fixed["invalid_predictions"] == 0
 
-    md = table.format_markdown(rows)
+    md, section = table.format_markdown(rows).split("\n### At equal compute\n")
     lines = [line for line in md.splitlines() if line.startswith("|")]
     assert lines[0] == ("| task | strategy | seeds | GLUE average | CoLA | SST-2 | MNLI-m | MNLI-mm | "
                         "invalid predictions | pretrain dev loss | train runs | train steps | "
@@ -326,6 +329,11 @@ def test_glue_rows_mean_sd_invalid_and_compute():
     assert lines[3].startswith(f"| {PRETRAIN} (synthetic) | guided | 3 | 45.00 ± 4.58 | 23.00 ± 3.00 | "
                                "80.00 ± 14.14 | – | – | 6 | 3.000 ± 1.000 | 3 | 900 | 1.50 | 300 |")
     assert len(lines) == 2 + 2 and "BLEU" not in md and "###" not in md  # the GLUE table alone, untitled
+    # then its section: fixed's mean compute is 500 (its seed 0 spent 600), guided's 750 (1.5×): reached at 2×
+    assert [line for line in section.splitlines() if line.startswith("|")][2:] == [
+        f"| {PRETRAIN} (synthetic) | fixed | 50.00 (1 of 2 seeds) | 50.00 |",
+        f"| {PRETRAIN} (synthetic) | guided | – | 45.00 |"]
+    assert "GLUE average, mean over seeds" in section and "BLEU" not in section
 
 
 def test_glue_average_computed_when_the_record_lacks_it():
@@ -377,16 +385,21 @@ def test_mixed_bleu_and_glue_records_in_every_format(tmp_path):
 
     with open(paths["md"]) as f:
         md = f.read()
-    bleu_part, glue_part = md.split("### GLUE")
+    tables, sections = md.split("### At equal compute (BLEU)")
+    bleu_part, glue_part = tables.split("### GLUE")
     assert bleu_part.startswith("### BLEU\n\n| task | strategy | seeds | test BLEU |")
     assert sum(line.startswith("|") for line in bleu_part.splitlines()) == 2 + 4
     assert "BLEU signature: `" in bleu_part and "BLEU signature" not in glue_part
     assert sum(line.startswith("|") for line in glue_part.splitlines()) == 2 + 3
     assert f"| {PRETRAIN} (synthetic) | optuna | 1 | 50.00 |" in glue_part
+    bleu_section, glue_section = sections.split("### At equal compute (GLUE)")
+    assert sum(line.startswith("|") for line in bleu_section.splitlines()) == 2 + 4
+    # an Optuna record without trial entries reached nothing: – at every multiple
+    assert f"| {PRETRAIN} (synthetic) | optuna | – | – | – | – | – |" in glue_section
 
     with open(paths["tex"]) as f:
         tex = f.read()
-    assert tex.count(r"\begin{tabular}") == 2 and tex.count(r"\\") == (1 + 4) + (1 + 3)
+    assert tex.count(r"\begin{tabular}") == 4 and tex.count(r"\\") == 2 * ((1 + 4) + (1 + 3))  # tables, sections
     assert r"synthetic\_pretraining (synthetic)" in tex and "MNLI-mm" in tex
 
 

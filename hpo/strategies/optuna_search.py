@@ -257,8 +257,11 @@ class OptunaSearch(Strategy):
             "total_train_steps": sum(steps.values()), "compute_steps": float(sum(steps.values())),
             "wall_seconds": sum(t.user_attrs.get("wall_seconds") or 0.0 for t in trials) or wall,
             "hparams": {**experiment.base_hparams(), **(best.params if best else {})},
+            # Each trial's scores (test too): the table and the claims select among the trials
+            # finished within a smaller budget, and report the selected one's test score.
             "trials": [{"number": n, "state": t.state.name, "params": t.params,
                         "dev_bleu": t.user_attrs.get("dev_bleu"), "dev_loss": t.user_attrs.get("dev_loss"),
+                        **{key: t.user_attrs.get(key) for key in experiment.evaluation.result_keys},
                         "objective": t.value, "attempts": len(attempts[n]),
                         "steps_run": t.user_attrs.get("steps_run", 0), "compute_steps": float(steps[n]),
                         "fail_reason": t.user_attrs.get("fail_reason")}
