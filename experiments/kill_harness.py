@@ -1,6 +1,6 @@
 """Kill -9 and preemption harness: `hpo run` stopped at random moments and rerun must lose nothing.
 
-For each strategy it stops `hpo run` and reruns it, `--kills_per_strategy` times
+For each strategy (fixed, guided and optuna; `--strategies` picks, e.g. pbt) it stops `hpo run` and reruns it, `--kills_per_strategy` times
 (a strategy that finishes before its count is a problem). Each stop lands at a fault
 point (`hpo/faults.py`) of a phase — training, a checkpoint write, an evaluation or
 decoding, a record write, an Optuna trial: each phase at least once — or, once per
@@ -77,10 +77,14 @@ def plan(strategy: str, stops: int, rng: random.Random) -> List[Optional[Tuple[s
     or None, a random moment. The phases that come only while steps or trials remain go
     first, in random order; then the random moment and stops drawn at random; evaluation and
     record writes last (a run decodes and writes its record until it has written it)."""
-    early = [("training", rng.randint(1, 3)), ("checkpoint", 1)] + ([("optuna", 1)] if strategy == "optuna" else [])
+    # A population's members pass each point many times: its stops spread over members and rounds.
+    reach = 4 if strategy == "pbt" else 1
+    early = [("training", rng.randint(1, 3 * reach)), ("checkpoint", rng.randint(1, reach))] + (
+        [("optuna", 1)] if strategy == "optuna" else [])
     rng.shuffle(early)
-    late = [("evaluation", 1), ("record", rng.randint(1, 4))]
-    drawn = [(rng.choice([p for p in phases_of(strategy) if p != "record"]), 1) for _ in range(max(0, stops - len(early) - len(late) - 1))]
+    late = [("evaluation", rng.randint(1, reach)), ("record", rng.randint(1, 4 * reach))]
+    drawn = [(rng.choice([p for p in phases_of(strategy) if p != "record"]), rng.randint(1, reach))
+             for _ in range(max(0, stops - len(early) - len(late) - 1))]
     return (early + [None] + drawn + late)[:stops]
 
 
@@ -144,14 +148,14 @@ def preempted(model_dir: str, status: int, seconds: float, err: str) -> Dict:
     return {"preempted": {"status": status, "seconds": seconds, "step": step}, "problems": problems}
 
 
-def finish(model_dir: str, args: List[str], launch: Callable = cold_process) -> None:
-    process = hpo_run(model_dir, args, STRATEGIES, launch)
+def finish(model_dir: str, args: List[str], launch: Callable = cold_process, strategies=STRATEGIES) -> None:
+    process = hpo_run(model_dir, args, strategies, launch)
     _, err = process.communicate(timeout=1800)
     if process.returncode != 0:
         raise AssertionError(f"the last rerun failed ({process.returncode}): {err[-2000:]}")
 
 
-def check(model_dir: str, reference_dir: str, n_trials: int) -> List[str]:
+def check(model_dir: str, reference_dir: str, n_trials: int, strategies=STRATEGIES) -> List[str]:
     """What is wrong with model_dir's results next to the uninterrupted reference ([] when nothing)."""
     problems = []
     for path in glob.glob(f"{model_dir}/**/*.json", recursive=True):
@@ -170,7 +174,7 @@ def check(model_dir: str, reference_dir: str, n_trials: int) -> List[str]:
                             f"{len(theirs)}; they differ from row {first}")
     rows = json.load(open(os.path.join(model_dir, "comparison.json")))
     keys = [(r["task"], r["strategy"], r["seed"]) for r in rows]
-    if sorted(keys) != sorted(set(keys)) or len(rows) != len(STRATEGIES):
+    if sorted(keys) != sorted(set(keys)) or len(rows) != len(strategies):
         problems.append(f"rows are not each (task, strategy, seed) once: {keys}")
     reference = {r["strategy"]: r for r in json.load(open(os.path.join(reference_dir, "comparison.json")))}
     for row in rows:
@@ -178,11 +182,17 @@ def check(model_dir: str, reference_dir: str, n_trials: int) -> List[str]:
         for field in RESULT_FIELDS:
             if row.get(field) != expected.get(field):
                 problems.append(f"{row['strategy']}: {field} {row.get(field)} != uninterrupted {expected.get(field)}")
-        if row["strategy"] == "guided":
+        if row["strategy"] in ("guided", "pbt"):
             schedule, expected_schedule = (open(os.path.join(d, r["schedule_file"])).read()
                                            for d, r in ((model_dir, row), (reference_dir, expected)))
             if schedule != expected_schedule:
-                problems.append("guided: the learned schedule differs from the uninterrupted run's")
+                problems.append(f"{row['strategy']}: the learned schedule differs from the uninterrupted run's")
+        if row["strategy"] == "pbt":  # every member's steps, scores and lineage, every exploit
+            ours, theirs = (_population(r) for r in (row, expected))
+            if ours != theirs:
+                problems.append(f"pbt: the population {ours} != uninterrupted {theirs}")
+            if row["compute_steps"] != expected["compute_steps"]:
+                problems.append(f"pbt: compute {row['compute_steps']} != uninterrupted {expected['compute_steps']}")
         if row["strategy"] == "optuna":
             done = [t for t in row["trials"] if t["state"] in ("COMPLETE", "PRUNED")]
             if len(row["trials"]) != n_trials or len(done) != n_trials:
@@ -194,6 +204,12 @@ def check(model_dir: str, reference_dir: str, n_trials: int) -> List[str]:
     return problems
 
 
+def _population(record: Dict) -> Dict:
+    pbt = record["pbt"]
+    return {"exploits": pbt["exploits"], "best": pbt["best_member"], "anytime": record["anytime"],
+            "members": [{k: m[k] for k in ("values", "steps", "scores", "lineage", "diverged")} for m in pbt["members"]]}
+
+
 def _csv_rows(path: str) -> Optional[List[Dict]]:
     """A CSV's rows without the effort columns; None if it is missing."""
     if not os.path.exists(path):
@@ -203,17 +219,18 @@ def _csv_rows(path: str) -> Optional[List[Dict]]:
 
 
 def run(work_dir: str, args: List[str], kills_per_strategy: int, seed: int = 0, window: float = 3.0,
-        n_trials: int = 3, launch: Callable = cold_process, preempt_every: int = 0) -> Dict:
+        n_trials: int = 3, launch: Callable = cold_process, preempt_every: int = 0,
+        strategies=STRATEGIES) -> Dict:
     """Kills and reruns in work_dir/killed beside an uninterrupted run in work_dir/uninterrupted;
     with `preempt_every` N, every N-th stop is SIGTERM instead."""
     rng = random.Random(seed)
     model_dir, reference_dir = os.path.join(work_dir, "killed"), os.path.join(work_dir, "uninterrupted")
     args = [*args, f"--gin.OptunaSearch.n_trials={n_trials}"]
-    reference = hpo_run(reference_dir, args, STRATEGIES, launch)
-    kills: Dict[str, List[str]] = {s: [] for s in STRATEGIES}
-    preemptions: Dict[str, List[Dict]] = {s: [] for s in STRATEGIES}
+    reference = hpo_run(reference_dir, args, strategies, launch)
+    kills: Dict[str, List[str]] = {s: [] for s in strategies}
+    preemptions: Dict[str, List[Dict]] = {s: [] for s in strategies}
     problems = []
-    for strategy in STRATEGIES:
+    for strategy in strategies:
         for at in plan(strategy, kills_per_strategy, rng):
             count = sum(map(len, kills.values())) + 1
             stop = kill_once(model_dir, args, strategy, rng, window, launch,
@@ -229,12 +246,12 @@ def run(work_dir: str, args: List[str], kills_per_strategy: int, seed: int = 0, 
         missed = set(phases_of(strategy)) - {k.split(" ")[0] for k in kills[strategy]}
         if missed:
             problems.append(f"{strategy}: no stop in {', '.join(sorted(missed))}")
-    finish(model_dir, args, launch)
+    finish(model_dir, args, launch, strategies)
     _, err = reference.communicate(timeout=1800)
     if reference.returncode != 0:
         raise AssertionError(f"the uninterrupted run failed: {err[-2000:]}")
     return {"kills": kills, "preemptions": preemptions,
-            "problems": problems + check(model_dir, reference_dir, n_trials)}
+            "problems": problems + check(model_dir, reference_dir, n_trials, strategies)}
 
 
 def main(argv=None) -> int:
@@ -247,11 +264,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preempt_every", type=int, default=0,
                         help="every N-th stop is SIGTERM (a preemption), not SIGKILL (default: none)")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES),
+                        help=f"comma-separated strategies to stop (default: {','.join(STRATEGIES)}; pbt too)")
     argv = sys.argv[1:] if argv is None else argv
     ours, hpo_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     flags = parser.parse_args(ours)
     report = run(flags.work_dir, hpo_args or ["--gin_file=test.gin"], flags.kills_per_strategy, flags.seed,
-                 flags.window, flags.n_trials, preempt_every=flags.preempt_every)
+                 flags.window, flags.n_trials, preempt_every=flags.preempt_every,
+                 strategies=tuple(flags.strategies.split(",")))
     print(describe(report))
     return 1 if report["problems"] else 0
 

@@ -9,10 +9,11 @@ is shared, so strategies differ only in how hyper-parameters are chosen.
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Sequence, Tuple
 
 import gin
 import jax
+import jax.numpy as jnp
 import optax
 
 from hpo import distributed, hyper, io as hpo_io, optim, preemption, records
@@ -21,7 +22,17 @@ from hpo.errors import UserError, finite_number, non_negative_int, positive_int
 from hpo.evaluate import Translation
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.models.t5 import T5Config, num_params
-from hpo.trainer import Diverged, StepSchedule, Trainer, TrainState, eval_step, init_state, train_step
+from hpo.checkpoints import Checkpointer
+from hpo.trainer import (Diverged, FitResult, StepSchedule, Trainer, TrainState, eval_step, init_state,
+                         train_step)
+
+
+class MemberProgram(NamedTuple):
+    """What every member of a population runs (`Experiment.member_program`)."""
+    step: Callable
+    tx: optax.GradientTransformation
+    evaluate: Callable
+    streams: Dict[int, Callable]  # seed -> its data stream's maker, built once
 
 
 @gin.configurable
@@ -117,6 +128,74 @@ class Experiment:
             batches=lambda: pipeline.train_and_guide_batches(
                 self.data, seed, tuning.guide_batch_size, tuning.guide_refresh_every), **kwargs)
 
+    # --- what the PBT strategy calls: a population's members, segment by segment -------
+
+    def member_program(self, names: Sequence[str]) -> MemberProgram:
+        """The step, optimizer and dev evaluation every member of a population shares. A member's
+        values live in its state (`tuner["values"]`), so values changed by an exploit need no
+        new compilation, and a checkpoint holds the values its member trains with."""
+        tx = optim.make_optimizer(self.optimizer, {**self.base_hparams(), **{k: 1.0 for k in names}})
+        step = functools.partial(train_step, model=self.model, tx=tx, schedule=self.schedule)
+        return MemberProgram(lambda state, batch: step(state, batch, state.tuner["values"]), tx,
+                             self._dev_evaluator(), {})
+
+    def _member_state(self, program: MemberProgram, seed: int, values: Mapping[str, float]) -> TrainState:
+        tuner = {"values": {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}}
+        return init_state(self.model, program.tx, seed, dict(self.data.task_feature_lengths), tuner)
+
+    def _trainer(self, run_dir: str) -> Trainer:
+        return Trainer(run_dir, self.train_steps, checkpoint_every=self.checkpoint_every,
+                       log_every=self.log_every, eval_every=self.eval_every)
+
+    def train_member(self, program: MemberProgram, run_dir: str, seed: int, values: Mapping[str, float],
+                     until: int) -> FitResult:
+        """Trains (or resumes) a member up to step `until`, where it is evaluated on dev and
+        checkpointed; `values` are its values if it starts now (a checkpoint holds its own)."""
+        if seed not in program.streams:
+            program.streams[seed] = pipeline.stream_maker(self.data, seed)
+        return self._trainer(run_dir).fit(self._member_state(program, seed, values), program.step,
+                                          program.streams[seed], evaluate=program.evaluate, until=until)
+
+    def copy_member(self, program: MemberProgram, source_dir: str, target_dir: str, seed: int, step: int,
+                    values: Mapping[str, float]) -> None:
+        """PBT's exploit: the target's checkpoint at `step` becomes the source's (parameters,
+        optimizer state, dev history) with the target's new `values`. The target keeps its own
+        data stream. Repeating it gives the same checkpoint (a rerun after a kill repeats it)."""
+        template = self._member_state(program, seed, values)
+        source = Checkpointer(f"{source_dir}/checkpoints", settings={"TRAIN_STEPS": self.train_steps})
+        try:
+            restored = source.restore_latest(template)
+        finally:
+            source.close()
+        if restored is None or int(restored[0].step) != step:
+            found = "none" if restored is None else f"step {int(restored[0].step)}"
+            raise UserError(f"pbt: {source_dir} has no checkpoint of step {step} to copy ({found}); remove "
+                            f"{os.path.dirname(source_dir)} to start this population over")
+        state, meta = restored
+        checkpoints = os.path.join(target_dir, "checkpoints")
+        for name in hpo_io.listdir(checkpoints) if hpo_io.isdir(checkpoints) else ():
+            number = name.rstrip("/").split(".")[0]  # "7", or orbax's "7.orbax-checkpoint-tmp-…"
+            if number.isdigit() and int(number) >= step:  # its own, or a partial copy
+                hpo_io.rmtree(os.path.join(checkpoints, name))
+        target = Checkpointer(checkpoints, data_directory=f"{target_dir}/data-checkpoints",
+                              settings={"TRAIN_STEPS": self.train_steps})
+        try:
+            target.save(step, state.replace(tuner=template.tuner), meta)
+        finally:
+            target.close()
+
+    def member_record(self, strategy: str, seed: int, run_dir: str, fit: FitResult, member_dir: str,
+                      member_seed: int, wall_seconds: float, compute_steps: float) -> Dict:
+        """The record of a population whose best member is `fit` (restored at its end): that
+        member scored on dev and test, the population's compute and wall time."""
+        scores = (records.diverged_scores(self, fit.diverged) if fit.diverged else
+                  self.evaluation.score(self, fit, member_dir, member_seed))
+        record = records.run_record(
+            self, strategy, seed, os.path.relpath(run_dir, self.model_dir), history=fit.eval_history,
+            wall_seconds=wall_seconds, step_cost=1.0, num_params=num_params(fit.state.params), scores=scores)
+        record["compute_steps"] = float(compute_steps)
+        return record
+
     def train_and_evaluate(self, strategy: str, seed: int, step_fn, tx, *, run_dir: str = None,
                            batches: Callable = None, tuner=None, on_eval=None,
                            record_extra: Callable[[Any], Dict] = None,
@@ -136,9 +215,7 @@ class Experiment:
             lengths = dict(self.data.task_feature_lengths)
             state = init_state(self.model, tx, seed, lengths, tuner)
             batches = batches or (lambda: pipeline.train_batches(self.data, seed=seed))
-            trainer = Trainer(run_dir, self.train_steps, checkpoint_every=self.checkpoint_every,
-                              log_every=self.log_every, eval_every=self.eval_every)
-            result = trainer.fit(state, step_fn, batches, evaluate=self._dev_evaluator(), on_eval=on_eval)
+            result = self._trainer(run_dir).fit(state, step_fn, batches, evaluate=self._dev_evaluator(), on_eval=on_eval)
             preemption.check(f"{run_dir}, trained, before scoring")  # the rerun scores it
             if result.diverged and not write_record:  # an Optuna trial: failed, with its reason
                 raise Diverged(**result.diverged)

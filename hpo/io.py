@@ -61,6 +61,15 @@ def remove(path: str) -> None:
         os.remove(path)
 
 
+def rmtree(path: str) -> None:
+    """Removes a directory and what it holds (gfile lists a URL's directories with a trailing /)."""
+    if is_url(path):
+        _gfile().rmtree(path.rstrip("/"))
+    else:
+        import shutil
+        shutil.rmtree(path)
+
+
 def read_text(path: str) -> str:
     if is_url(path):
         with _gfile().GFile(path, "r") as f:

@@ -165,8 +165,10 @@ class Trainer:
 
     def fit(self, state: TrainState, step_fn: Union[StepFn, StepSchedule], batches: Callable[[], Iterator[Batch]],
             evaluate: Optional[Callable[[TrainState], Dict[str, float]]] = None,
-            on_eval: Optional[Callable[[int, Dict[str, float]], None]] = None) -> "FitResult":
-        """Trains until `train_steps`, resuming from the newest checkpoint in run_dir.
+            on_eval: Optional[Callable[[int, Dict[str, float]], None]] = None,
+            until: Optional[int] = None) -> "FitResult":
+        """Trains until `train_steps` (or step `until`: a PBT member's segment, which ends with
+        an evaluation and a checkpoint as a run does), resuming from the newest checkpoint in run_dir.
 
         `batches()` is the run's stream of batches from its start, with
         `save(path)` and `restore(path)` (`pipeline.Batches`): a checkpoint saves
@@ -189,6 +191,7 @@ class Trainer:
         jitted = [self.parallel.jit_step(fn, stacked=n > 1) for fn, n in zip(steps.fns, spans)]
         train_writer, eval_writer = (_summary_writer(f"{self.run_dir}/{name}") for name in ("train", "eval"))
         start, diverged = time.time(), None
+        end = self.train_steps if until is None else until
         data = batches()
         if restored is not None:
             checkpointer.restore_data(step, data)
@@ -216,10 +219,10 @@ class Trainer:
             return None
 
         try:
-            with progress_bar("train", total=self.train_steps, completed=step) as bar:
+            with progress_bar("train", total=end, completed=step) as bar:
                 if restored is not None and restored[1].get("eval_pending"):
                     diverged = dev_eval()
-                while step < self.train_steps and not diverged:
+                while step < end and not diverged:
                     faults.point("training")
                     which = steps.which(step)
                     n = spans[which]
@@ -227,7 +230,7 @@ class Trainer:
                     state, metrics = jitted[which](state, self.parallel.put_batch(batch, stacked=n > 1))
                     step += n
                     bar.advance(n)
-                    last = step == self.train_steps
+                    last = step == end
                     checked = _crossed(step, n, self.check_every) or _crossed(step, n, self.checkpoint_every) or last
                     logged = _crossed(step, n, self.log_every)
                     if checked or logged:

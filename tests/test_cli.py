@@ -237,6 +237,13 @@ def _bad_inputs(tmp_path):
                                         ("mysql+pymysql://u:p@127.0.0.1:1/db", "pymysql", "PyMySQL"),
                                         ("oracle://u:p@127.0.0.1:1/db", "oracledb", "oracledb"),
                                         ("mssql://u:p@127.0.0.1:1/db", "pyodbc", "pyodbc")]},
+        "population of one": (["--strategy=pbt", "--gin.Pbt.population=1"], "Pbt.population must be an integer >= 2"),
+        "pbt quantile above a half": (["--strategy=pbt", "--gin.Pbt.quantile=0.6"], "Pbt.quantile must be in (0, 0.5]"),
+        "pbt factor not positive": (["--strategy=pbt", "--gin.Pbt.factors=[0.8, 0]"], "Pbt.factors must be positive"),
+        "pbt metric unknown": (["--strategy=pbt", "--gin.Pbt.metric='bleu'"], "Pbt.metric must be 'dev_loss' or"),
+        "pbt searching no hyper-parameter of the optimizer": (
+            ["--strategy=pbt", "--gin.Pbt.search_space={'decay_rate': {'low': 0.5, 'high': 0.9}}",
+             "--gin.OptimizerConfig.name='adam'"], "pbt: 'decay_rate' is not a hyper-parameter of optimizer 'adam'"),
         # Flags.
         "unknown backend": (["--backend=nope"], "argument --backend: invalid choice: 'nope'"),
         "unknown flag": (["--no_such_flag=1"], "unrecognized arguments: --no_such_flag=1"),

@@ -54,3 +54,19 @@ def test_a_fault_point_stops_its_process_at_the_nth_point_of_its_phase(tmp_path)
     assert run("record@1:TERM,training@2") == (0, ["training", "SIGTERM", "record", "training", "record", "training"])
     assert run("record@3:TERM") == (0, ["training", "record", "training", "record", "training"])  # never reached
     assert faults.read_phase(phase_file) == ("training", None, None)
+
+
+def test_a_pbt_population_stopped_six_times_loses_nothing(tmp_path):
+    """PBT (3 members, 2 rounds, 1 exploit) stopped in every phase — a member's training, a
+    checkpoint write (a segment's or an exploit's copy), an evaluation, a write of the
+    population's state — and at a random moment, every third stop a SIGTERM: every member's
+    steps, scores, values and lineage, every exploit, the schedule and the row equal the
+    uninterrupted population's."""
+    report = kill_harness.run(str(tmp_path), ["--gin_file=test.gin", "--gin.TRAIN_STEPS=8", "--gin.Pbt.population=3",
+                                              "--gin.Pbt.interval=4", "--gin.Preemption.grace_seconds=8"],
+                              kills_per_strategy=6, window=2.0, launch=warm.Hpo, preempt_every=3, strategies=("pbt",))
+    print(kill_harness.describe(report))
+    stops = report["kills"]["pbt"]
+    assert len(stops) == 6, stops
+    assert set(kill_harness.phases_of("pbt")) <= {k.split(" ")[0] for k in stops}, stops
+    assert report["problems"] == []

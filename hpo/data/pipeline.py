@@ -1,7 +1,7 @@
 """Batches for training and examples for evaluation, from seqio tasks."""
 
 import dataclasses
-from typing import List, Mapping, Tuple
+from typing import Callable, List, Mapping, Tuple
 
 import gin
 import numpy as np
@@ -89,6 +89,13 @@ def train_dataset(config: DatasetConfig, split: str = "train", seed: int = 0,
 def train_batches(config: DatasetConfig, split: str = "train", seed: int = 0, batch_size: int = None) -> Batches:
     """`train_dataset` as a checkpointable stream of numpy batches."""
     return Batches(train_dataset(config, split, seed, batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def stream_maker(config: DatasetConfig, seed: int) -> Callable[[], Batches]:
+    """A function that starts `train_batches(config, seed=seed)` afresh, the dataset built once
+    (building it takes seconds; a PBT member starts its stream at every segment)."""
+    dataset = train_dataset(config, seed=seed).prefetch(tf.data.AUTOTUNE)
+    return lambda: Batches(dataset)
 
 
 def with_guide(train: tf.data.Dataset, guide: tf.data.Dataset, refresh_every: int) -> tf.data.Dataset:
