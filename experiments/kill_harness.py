@@ -77,14 +77,10 @@ def plan(strategy: str, stops: int, rng: random.Random) -> List[Optional[Tuple[s
     or None, a random moment. The phases that come only while steps or trials remain go
     first, in random order; then the random moment and stops drawn at random; evaluation and
     record writes last (a run decodes and writes its record until it has written it)."""
-    # A population's members pass each point many times: its stops spread over members and rounds.
-    reach = 4 if strategy == "pbt" else 1
-    early = [("training", rng.randint(1, 3 * reach)), ("checkpoint", rng.randint(1, reach))] + (
-        [("optuna", 1)] if strategy == "optuna" else [])
+    early = [("training", rng.randint(1, 3)), ("checkpoint", 1)] + ([("optuna", 1)] if strategy == "optuna" else [])
     rng.shuffle(early)
-    late = [("evaluation", rng.randint(1, reach)), ("record", rng.randint(1, 4 * reach))]
-    drawn = [(rng.choice([p for p in phases_of(strategy) if p != "record"]), rng.randint(1, reach))
-             for _ in range(max(0, stops - len(early) - len(late) - 1))]
+    late = [("evaluation", 1), ("record", rng.randint(1, 4))]
+    drawn = [(rng.choice([p for p in phases_of(strategy) if p != "record"]), 1) for _ in range(max(0, stops - len(early) - len(late) - 1))]
     return (early + [None] + drawn + late)[:stops]
 
 

@@ -64,17 +64,18 @@ def _schedule(model_dir, record):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """fixed, guided (forward mode) and two Optuna trials on T5X's tiny network, one device."""
+    """fixed, guided (forward mode), two Optuna trials and PBT (2 members, 2 rounds) on T5X's tiny
+    network, one device."""
     model_dir = str(tmp_path_factory.mktemp("t5x"))
-    out = _finish(_hpo("run", *T5X, "--strategy=fixed,guided,optuna", "--gin.OptunaSearch.n_trials=2", FORWARD,
-                       f"--model_dir={model_dir}"))
+    out = _finish(_hpo("run", *T5X, "--strategy=fixed,guided,optuna,pbt", "--gin.OptunaSearch.n_trials=2", FORWARD,
+                       "--gin.Pbt.population=2", "--gin.Pbt.interval=2", f"--model_dir={model_dir}"))
     return model_dir, out
 
 
 def test_every_strategy_writes_a_t5x_row(runs):
     model_dir, out = runs
     records = _records(model_dir)
-    assert sorted(records) == ["fixed", "guided", "optuna"]
+    assert sorted(records) == ["fixed", "guided", "optuna", "pbt"]
     for strategy, record in records.items():
         assert record["backend"] == "t5x" and record["train_steps"] == 4
         assert record["versions"] == records_module.versions("t5x")  # the engine's commit among them
@@ -118,6 +119,30 @@ def test_optuna_on_t5x_runs_trials_as_t5x_runs(runs):
         assert os.path.isdir(os.path.join(model_dir, "t5x", "optuna", "seed0", f"trial_{trial['number']}",
                                           "checkpoint_4"))
     assert optuna["dev_bleu"] == max(t["dev_bleu"] for t in optuna["trials"])
+
+
+def test_pbt_on_t5x_copies_checkpoints_and_writes_its_row(runs):
+    """Each member's segment is a T5X train() call from its checkpoint; the exploit copies the
+    source's T5X checkpoint (input pipeline included) into the target; the row is the best member."""
+    model_dir, _ = runs
+    pbt = _records(model_dir)["pbt"]
+    assert pbt["compute_steps"] == 8 and pbt["train_runs"] == 2 and pbt["t5x"]["mesh"] == {"data": 1, "model": 1}
+    (exploit,) = pbt["pbt"]["exploits"]
+    assert exploit["step"] == 2
+    run = os.path.join(model_dir, pbt["run_dir"])
+    source, target = (os.path.join(run, f"member_{exploit[k]}", "checkpoint_2") for k in ("source", "target"))
+    files = sorted(os.path.relpath(os.path.join(root, f), source) for root, _, names in os.walk(source) for f in names)
+    assert "dataset" in os.listdir(target) and files
+    for name in files:  # the target's checkpoint of step 2 is the source's, byte for byte
+        with open(os.path.join(source, name), "rb") as a, open(os.path.join(target, name), "rb") as b:
+            assert a.read() == b.read(), name
+    members = pbt["pbt"]["members"]
+    best = pbt["pbt"]["best_member"]
+    assert pbt["dev_loss"] == pytest.approx(min(m["scores"][1]["dev_loss"] for m in members), rel=1e-6)
+    assert pbt["dev_loss"] == pytest.approx(members[best]["scores"][1]["dev_loss"], rel=1e-6)
+    assert [h["step"] for h in pbt["dev_history"]] == [2, 4]  # its lineage's evaluations
+    schedule = _schedule(model_dir, pbt)
+    assert len(schedule) == 4 and schedule[2] == members[best]["scores"][1]["values"]["learning_rate"]
 
 
 def test_model_parallel_losses_equal_one_device_losses(runs, tmp_path):

@@ -81,8 +81,9 @@ class Pbt(Strategy):
         return self.interval or max(1, experiment.train_steps // DEFAULT_ROUNDS)
 
     def run(self, experiment, seed: int) -> Dict:
-        if experiment.backend != "builtin":
-            raise UserError(f"pbt: runs on the built-in engine only for now, not on --backend={experiment.backend}")
+        if self.metric == "dev_bleu" and experiment.backend != "builtin":
+            raise UserError(f"pbt: Pbt.metric = 'dev_bleu' ranks on the built-in engine's intermediate decoding; "
+                            f"on --backend={experiment.backend} use 'dev_loss'")
         if self.metric not in experiment.evaluation.objectives:
             raise UserError(f"pbt: metric '{self.metric}' is not measured by this experiment "
                             f"(choose from {', '.join(experiment.evaluation.objectives)})")

@@ -17,7 +17,7 @@ import copy
 import dataclasses
 import os
 import time
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import gin
 import jax
@@ -170,6 +170,80 @@ class T5xExperiment:
                             f"a multiple of it: T5X evaluates and checkpoints there, and a tuned window "
                             f"of {horizon} steps cannot stop in the middle")
 
+    # --- PBT's members: each segment one T5X train() call from the member's checkpoint ---------
+
+    def member_program(self, names) -> None:
+        """Nothing shared: T5X compiles each train() call (a member's values are constants of its
+        segment, kept in the population's state, not in the checkpoint)."""
+        if self.user_trainer is not None:
+            raise UserError(f"pbt: train.trainer_cls is bound to {self.user_trainer.__name__}; PBT sets its "
+                            f"members' values with hpo's trainer (leave train.trainer_cls = @trainer.Trainer)")
+        return None
+
+    def train_member(self, program, run_dir: str, seed: int, values, until: int) -> "FitResult":
+        """Trains (or resumes) a member up to step `until` of the run (T5X's step: the initial
+        checkpoint's plus `until`), where T5X checkpoints and evaluates it."""
+        end = self.first_step + until
+        if _checkpoint_steps(run_dir).get(end) and not _has_history(run_dir, end):
+            # Killed between T5X's last checkpoint of the segment and its evaluation: T5X would not
+            # evaluate a run already at its end, so the segment's last period is taken again (exact).
+            earlier = [s for s in _checkpoint_steps(run_dir) if s < end]
+            if not earlier:
+                raise UserError(f"pbt: {run_dir} has a checkpoint of step {end} without its evaluation, and no "
+                                f"earlier one to take that period again from; remove {run_dir} to start it over")
+            hpo_io.rmtree(_checkpoint_steps(run_dir)[end])
+        history = []
+        report = EvalReport(self.task, history, end, None,
+                            calls_on_infer=self.train_args.get("infer_eval_dataset_cfg") is not None)
+        constant = {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+        start = initial.from_initial_checkpoint(getattr(self.train_args.get("checkpoint_cfg"), "restore", None),
+                                                self.model.optimizer_def)
+        trainer, state, wall = self.run_t5x(
+            run_dir, seed, _bound(ValuesTrainer, values_at=lambda step: constant), self.model, end,
+            actions=report.actions(), train_dataset_cfg=self.seeded(self.data_cfg, seed),
+            train_state_initializer_cls=initial.initializer(start))
+        by_step = {h["step"]: h for h in [*_history(run_dir), *history]}  # a period taken again: its latest
+        hpo_io.write_json(os.path.join(run_dir, HISTORY_FILE), [by_step[k] for k in sorted(by_step)])
+        return FitResult(state, wall, _history(run_dir), report.diverged, trainer)
+
+    def copy_member(self, program, source_dir: str, target_dir: str, seed: int, step: int, values) -> None:
+        """PBT's exploit: the target's T5X checkpoint of `step` becomes the source's (parameters,
+        optimizer state and, T5X's checkpoints holding it, the input pipeline's position), its
+        later ones go. Its new values are the population's to give (not in T5X's checkpoint)."""
+        end = self.first_step + step
+        source = _checkpoint_steps(source_dir).get(end)
+        if source is None:
+            raise UserError(f"pbt: {source_dir} has no checkpoint of step {end} to copy; remove "
+                            f"{os.path.dirname(source_dir)} to start this population over")
+        for number, path in _checkpoint_steps(target_dir).items():
+            if number >= end:
+                hpo_io.rmtree(path)
+        partial = os.path.join(target_dir, f"checkpoint_{end}.hpo-copy")
+        if hpo_io.isdir(partial):
+            hpo_io.rmtree(partial)
+        import shutil
+        shutil.copytree(source, partial)
+        os.rename(partial, os.path.join(target_dir, f"checkpoint_{end}"))
+        kept = [h for h in _history(source_dir) if h["step"] <= end]
+        hpo_io.write_json(os.path.join(target_dir, HISTORY_FILE), kept)
+
+    def member_record(self, strategy: str, seed: int, run_dir: str, fit, member_dir: str, member_seed: int,
+                      wall_seconds: float, compute_steps: float) -> Dict:
+        """The record of a population whose best member is `fit` (restored at its end)."""
+        if fit.diverged:
+            scores = records.diverged_scores(self, fit.diverged)
+        elif self.evaluation.benchmark == "glue":
+            from hpo.t5x_backend import glue
+            scores = glue.finetune_and_score(self, fit.state, member_dir, member_seed)
+        else:
+            scores = self._score(self.model, fit.state, fit.trainer._train_state_axes, member_dir)  # noqa: SLF001
+        record = records.run_record(
+            self, strategy, seed, os.path.relpath(run_dir, self.model_dir), history=fit.eval_history,
+            wall_seconds=wall_seconds, step_cost=1.0, num_params=_num_params(fit.state.params), scores=scores)
+        record["t5x"] = self._description()
+        record["compute_steps"] = float(compute_steps)
+        return record
+
     # --- one run ------------------------------------------------------------------------------
 
     def _train(self, strategy: str, seed: int, trainer_cls, *, model=None, get_dataset_fn=None,
@@ -306,6 +380,39 @@ def _checkpointing_data(checkpoint_cfg):
                         "to resume (T5X's run configs set it)")
     checkpoint_cfg = initial.without_initial(checkpoint_cfg)
     return dataclasses.replace(checkpoint_cfg, save=dataclasses.replace(checkpoint_cfg.save, save_dataset=True))
+
+
+class FitResult(NamedTuple):
+    """A member's segment on T5X, as the built-in trainer's FitResult (and T5X's trainer)."""
+    state: Any
+    wall_seconds: float
+    eval_history: list
+    diverged: Optional[Dict]
+    trainer: Any
+
+
+HISTORY_FILE = "hpo-dev-history.json"  # a PBT member's dev history over its segments (and its lineage's)
+
+
+def _history(run_dir: str) -> list:
+    return hpo_io.read_json(os.path.join(run_dir, HISTORY_FILE), default=[]) or []
+
+
+def _has_history(run_dir: str, step: int) -> bool:
+    return any(h.get("step") == step for h in _history(run_dir))
+
+
+def _checkpoint_steps(run_dir: str) -> Dict[int, str]:
+    """{step: path} of T5X's finished checkpoints in a run dir (`checkpoint_<step>`)."""
+    if not hpo_io.isdir(run_dir):
+        return {}
+    found = {}
+    for name in hpo_io.listdir(run_dir):
+        name = name.rstrip("/")
+        number = name[len("checkpoint_"):]
+        if name.startswith("checkpoint_") and number.isdigit():
+            found[int(number)] = os.path.join(run_dir, name)
+    return found
 
 
 def _local(tree):
