@@ -69,7 +69,9 @@ def _newest(model_dir: str, since: float) -> Optional[str]:
 
 
 def phases_of(strategy: str) -> List[str]:
-    return [p for p in faults.PHASES if p != "optuna" or strategy == "optuna"]
+    """The phases a strategy's stops must cover ("exploit", PBT's, comes late in a population:
+    tests/test_pbt.py stops there by hand)."""
+    return [p for p in faults.PHASES if (p != "optuna" or strategy == "optuna") and p != "exploit"]
 
 
 def plan(strategy: str, stops: int, rng: random.Random) -> List[Optional[Tuple[str, int]]]:
@@ -77,16 +79,26 @@ def plan(strategy: str, stops: int, rng: random.Random) -> List[Optional[Tuple[s
     or None, a random moment. The phases that come only while steps or trials remain go
     first, in random order; then the random moment and stops drawn at random; evaluation and
     record writes last (a run decodes and writes its record until it has written it)."""
-    early = [("training", rng.randint(1, 3)), ("checkpoint", 1)] + ([("optuna", 1)] if strategy == "optuna" else [])
+    # A population passes each point once per member and round: its stops reach later members,
+    # rounds and exploits' copies (its fallback comes later too: `fallback`).
+    reach = 3 if strategy == "pbt" else 1
+    early = [("training", rng.randint(1, 3 * reach)), ("checkpoint", rng.randint(1, reach))] + (
+        [("optuna", 1)] if strategy == "optuna" else [])
     rng.shuffle(early)
-    late = [("evaluation", 1), ("record", rng.randint(1, 4))]
-    drawn = [(rng.choice([p for p in phases_of(strategy) if p != "record"]), 1) for _ in range(max(0, stops - len(early) - len(late) - 1))]
+    late = [("evaluation", rng.randint(1, reach)), ("record", rng.randint(1, 2 * reach))]
+    drawn = [(rng.choice([p for p in phases_of(strategy) if p != "record"]), rng.randint(1, reach))
+             for _ in range(max(0, stops - len(early) - len(late) - 1))]
     return (early + [None] + drawn + late)[:stops]
 
 
 # Where a stop's own point never comes (the run went past it), its process stops at its first
 # record write instead: a stop never lets the run finish, so every strategy gets its count.
 FALLBACK = "record@1"
+
+
+def fallback(strategy: str) -> str:
+    """A population writes its state after each member's segment: its fallback is its third write."""
+    return "record@3" if strategy == "pbt" else FALLBACK
 
 
 def kill_once(model_dir: str, args: List[str], strategy: str, rng: random.Random,
@@ -100,7 +112,7 @@ def kill_once(model_dir: str, args: List[str], strategy: str, rng: random.Random
     start = time.time()
     stop_at = [f"{at[0]}@{at[1]}" + (":TERM" if preempt else "")] if at else []
     if not at or at[0] != "record":  # (a record stop is its own: a run writes several records at its end)
-        stop_at.append(FALLBACK)
+        stop_at.append(fallback(strategy))
     process = hpo_run(model_dir, args, [strategy], launch,
                       {"HPO_PHASE_FILE": phase_file, "HPO_STOP_AT": ",".join(stop_at)})
     signalled = None

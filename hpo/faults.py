@@ -9,7 +9,7 @@ kill harness (experiments/kill_harness.py). Inert unless the environment asks:
 
 `point` is called in the middle of each phase: after a checkpoint's write has begun and before
 it is committed, after a result file's contents are written and before its rename, with an
-Optuna trial open in the storage.
+Optuna trial open in the storage, between a PBT round's checkpoint copies and its new state.
 """
 
 import os
@@ -17,7 +17,7 @@ import signal
 import time
 from typing import Dict, Optional, Tuple
 
-PHASES = ("training", "checkpoint", "evaluation", "record", "optuna")
+PHASES = ("training", "checkpoint", "evaluation", "record", "optuna", "exploit")
 
 _setup = None  # (pid, the phase file's descriptor or None, [(phase, n, signal)])
 _counts: Dict[str, int] = {}

@@ -57,12 +57,12 @@ def test_a_fault_point_stops_its_process_at_the_nth_point_of_its_phase(tmp_path)
 
 
 def test_a_pbt_population_stopped_six_times_loses_nothing(tmp_path):
-    """PBT (3 members, 2 rounds, 1 exploit) stopped in every phase — a member's training, a
+    """PBT (3 members, 3 rounds, 2 exploits) stopped in every phase — a member's training, a
     checkpoint write (a segment's or an exploit's copy), an evaluation, a write of the
     population's state — and at a random moment, every third stop a SIGTERM: every member's
     steps, scores, values and lineage, every exploit, the schedule and the row equal the
     uninterrupted population's."""
-    report = kill_harness.run(str(tmp_path), ["--gin_file=test.gin", "--gin.TRAIN_STEPS=8", "--gin.Pbt.population=3",
+    report = kill_harness.run(str(tmp_path), ["--gin_file=test.gin", "--gin.TRAIN_STEPS=12", "--gin.Pbt.population=3",
                                               "--gin.Pbt.interval=4", "--gin.Preemption.grace_seconds=8"],
                               kills_per_strategy=6, window=2.0, launch=warm.Hpo, preempt_every=3, strategies=("pbt",))
     print(kill_harness.describe(report))

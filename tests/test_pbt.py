@@ -175,3 +175,37 @@ def test_the_members_plot_draws_each_member_and_marks_each_exploit():
     assert len(marks) == 1 and list(marks[0].get_ydata()) == [1.25]
     assert list(rates.lines[1].get_ydata()) == [2.0, 1.25, 1.25]  # member 1's value per round, held to its end
     assert plots.pbt_figure([{"strategy": "guided"}]) is None
+
+
+def test_stops_inside_an_exploit_lose_nothing(tmp_path):
+    """A population (2 members, 2 rounds) stopped by kill -9 in its exploit: after the first copy,
+    inside the repeated copy's checkpoint write, and between the round's new state's write and its
+    rename; each rerun goes on, and the population and its row equal an uninterrupted run's."""
+    import warm
+    args = ["run", "--strategy=pbt", "--gin_file=test.gin", "--gin.Pbt.population=2", "--gin.Pbt.interval=2",
+            "--gin.Experiment.checkpoint_every=100"]
+
+    def run(model_dir, stop=None):
+        env = {"HPO_PHASE_FILE": str(tmp_path / "phase"), "HPO_STOP_AT": stop or ""}
+        process = warm.Hpo([*args, f"--model_dir={model_dir}"], env)
+        _, err = process.communicate(timeout=600)
+        return process.returncode, err
+
+    reference = run(tmp_path / "uninterrupted")
+    assert reference[0] == 0, reference[1][-2000:]
+    killed = tmp_path / "killed"
+    for stop in ("exploit@1", "checkpoint@1", "record@1"):  # each rerun's first point of that phase
+        status, err = run(killed, stop)
+        assert status == -9, (stop, status, err[-2000:])
+        from hpo import faults
+        assert faults.read_phase(str(tmp_path / "phase"))[1] == stop.split("@")[0]
+        state = json.load(open(killed / "pbt" / "seed0" / STATE_FILE))
+        assert state["round"] == 0 and state["pending"] is not None, stop  # still inside the exploit
+    status, err = run(killed)
+    assert status == 0, err[-2000:]
+    ours, theirs = (json.load(open(d / "comparison.json"))[0] for d in (killed, tmp_path / "uninterrupted"))
+    assert ours["pbt"]["exploits"] == theirs["pbt"]["exploits"] and len(ours["pbt"]["exploits"]) == 1
+    for a, b in zip(ours["pbt"]["members"], theirs["pbt"]["members"]):
+        assert (a["scores"], a["lineage"], a["steps"]) == (b["scores"], b["lineage"], b["steps"])
+    for field in ("dev_loss", "test_bleu", "dev_bleu", "hparams", "compute_steps", "anytime"):
+        assert ours[field] == theirs[field], field

@@ -25,7 +25,7 @@ from typing import Dict, List, Sequence
 import gin
 import numpy as np
 
-from hpo import distributed, io as hpo_io, preemption, records
+from hpo import distributed, faults, io as hpo_io, preemption, records
 from hpo.errors import UserError, positive_int
 from hpo.strategies import population
 from hpo.strategies.base import Strategy
@@ -207,6 +207,7 @@ class _Run:
             source, target = members[e["source"]], members[e["target"]]
             self.experiment.copy_member(self.program, self._member_dir(e["source"]), self._member_dir(e["target"]),
                                         target["seed"], e["step"], e["values"])
+            faults.point("exploit")  # a copy made, the round's state not yet written
         for e in pending["plan"]:
             source, target = members[e["source"]], members[e["target"]]
             target["values"] = e["values"]
