@@ -195,17 +195,18 @@ def run_command(args, bindings) -> int:
     watch = contextlib.nullcontext() if args.multihost else preemption.watching(
         positive_number(preemption.Preemption().grace_seconds, "Preemption.grace_seconds"))
     with watch:
-        guided = {}
+        learned = {}  # (strategy, seed) -> the record of a run that learned a schedule
         for strategy in strategies:
             for seed in seeds:
                 preemption.check()  # between runs: nothing to save
                 record = strategy.run(experiment, seed)
-                if strategy.name == claims_replays.GUIDED:
-                    guided[seed] = record
+                if strategy.name in (claims_replays.GUIDED, claims_replays.PBT):
+                    learned[strategy.name, seed] = record
                 _announce(args, experiment, record, record["strategy"])
-        for seed in seeds if args.claims else ():  # after the strategies: they replay guided's schedules
-            for record in claims_replays.run(experiment, seed, guided.get(seed)):
-                _announce(args, experiment, record, claims_replays.label(record))
+        for seed in seeds if args.claims else ():  # after the strategies: they replay guided's (PBT's) schedules
+            for source in (claims_replays.GUIDED, claims_replays.PBT):
+                for record in claims_replays.run(experiment, seed, learned.get((source, seed)), source):
+                    _announce(args, experiment, record, claims_replays.label(record))
     if not distributed.is_leader():
         return 0  # the leader writes and prints the results
     from hpo import table

@@ -9,7 +9,8 @@
    The same for PBT (the pbt row: its best member at the end): guided vs PBT, at unequal compute and
    at guided's (PBT counts only at a compute covering its own: its population has no test score
    before it ends), and PBT (the subject, in the verdict's `guided` fields) vs Optuna at PBT's compute;
-3. the learned schedule vs its best constant: guided against the fixed replays of
+3. the learned schedule vs its best constant (and PBT's: its best member's lineage as
+   constants, per PBT row): guided against the fixed replays of
    its own schedule as constants (its mean, its final value; `hpo run --claims`
    runs them), the better by the dev metric; the replay of the schedule itself
    must reproduce guided (dev loss within REPRODUCTION_RTOL);
@@ -51,6 +52,7 @@ GUIDED_VS_PBT = ("guided_vs_pbt", 2, "guided vs PBT")
 GUIDED_VS_PBT_EQUAL = ("guided_vs_pbt_equal_compute", 2, "guided vs PBT at guided's compute")
 PBT_VS_OPTUNA_EQUAL = ("pbt_vs_optuna_equal_compute", 2, "PBT vs Optuna at PBT's compute")
 SCHEDULE_VS_CONSTANT = ("schedule_vs_constant", 3, "the learned schedule vs its best constant")
+PBT_SCHEDULE_VS_CONSTANT = ("pbt_schedule_vs_constant", 3, "PBT's learned schedule vs its best constant")
 GLUE_GUIDED_VS_FIXED = ("glue_guided_vs_fixed", 4, "guided-pretrained vs fixed-pretrained GLUE average")
 CONSTANT_MODES = ("mean", "final")
 OPTUNA_AT_COMPUTE = ("per seed, the best trial by its study's objective among the trials finished within "
@@ -109,7 +111,8 @@ def _setting_verdicts(setting: tuple, groups: Sequence[Group], claims, model_dir
         optuna, note = _row_of("optuna", p, here)
         out.append(_at_compute(PBT_VS_OPTUNA_EQUAL, p, optuna, metric, model_dir,
                                f"no Optuna study of {task} on {p.label}'s setup and budget", note))
-    order = [c[0] for c in (*guided_claims[:-1], PBT_VS_OPTUNA_EQUAL, guided_claims[-1])]
+        out.append(_schedule_vs_constant(PBT_SCHEDULE_VS_CONSTANT, p, here, metric, model_dir, source="pbt"))
+    order = [c[0] for c in (*guided_claims[:-1], PBT_VS_OPTUNA_EQUAL, guided_claims[-1], PBT_SCHEDULE_VS_CONSTANT)]
     return sorted(out, key=lambda v: order.index(v["claim"]))
 
 
@@ -137,9 +140,12 @@ def _row_of(strategy: str, subject: Group, groups: Sequence[Group]):
     return best, f"one of {len(candidates)} {name} rows on this setup: the one sharing most seeds, then the first dir's"
 
 
-def _replays_of(guided: Group, groups: Sequence[Group], mode: str, model_dir: str) -> List[Dict]:
-    """The fixed runs that replayed `mode` of one of the guided row's runs' schedules, with its seed."""
+def _replays_of(guided: Group, groups: Sequence[Group], mode: str, model_dir: str, source: str = "guided"
+                ) -> List[Dict]:
+    """The fixed runs that replayed `mode` of one of the guided (`source`: PBT) row's runs' schedules,
+    with its seed."""
     by_seed = {r.get("seed"): r for r in guided.records}
+    mode = mode if source == "guided" else f"{source} {mode}"  # as table_groups.family names it
     return [r for g in groups if g.strategy == "fixed" and g.replay_mode == mode for r in g.records
             if r.get("seed") in by_seed and _replays(r, by_seed[r.get("seed")], model_dir)]
 
@@ -239,11 +245,16 @@ def _compare(claim, task, benchmark, mine, theirs, labels, metric, model_dir, no
     return entry
 
 
-def _schedule_vs_constant(claim, guided: Group, groups: Sequence[Group], metric: cs.Metric, model_dir: str) -> Dict:
+def _schedule_vs_constant(claim, guided: Group, groups: Sequence[Group], metric: cs.Metric, model_dir: str,
+                          source: str = "guided") -> Dict:
+    """`guided` (`source`: a PBT row, whose schedule is its best member's lineage) against the better
+    of its schedules' constant replays; a PBT schedule has no step-by-step replay (it cannot reproduce
+    PBT: other members' parameters were copied in on the way)."""
     task, benchmark = _task_name(guided.family[:4]), "glue" if guided.glue else "bleu"
-    constants = {mode: runs for mode in CONSTANT_MODES if (runs := _replays_of(guided, groups, mode, model_dir))}
-    schedule = _replays_of(guided, groups, "schedule", model_dir)
-    reproduction = _reproduction(guided, schedule, _label_of(schedule, groups))
+    constants = {mode: runs for mode in CONSTANT_MODES
+                 if (runs := _replays_of(guided, groups, mode, model_dir, source))}
+    schedule = _replays_of(guided, groups, "schedule", model_dir, source)
+    reproduction = _reproduction(guided, schedule, _label_of(schedule, groups)) if source == "guided" else None
     if not constants:
         return _not_tested(claim, task, benchmark, f"no replays of {guided.label}'s learned schedule as constants "
                            f"(`hpo run --claims` runs them)", guided.label, extra={"reproduction": reproduction})

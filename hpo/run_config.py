@@ -139,5 +139,6 @@ def _fixed_settings(record: Dict, bindings: Dict[str, object]) -> Dict[str, obje
     settings = {k: _hashable(v) for k, v in hparams.items() if k not in replayed}
     if replay:
         settings["replayed"] = ",".join(sorted(replayed))
-        settings.update({k: v for k, v in bindings.items() if _strategy_of(k) == "guided"})
+        source = replay.get("of", "guided") if isinstance(replay, dict) else "guided"  # who learned it
+        settings.update({k: v for k, v in bindings.items() if _strategy_of(k) == source})
     return settings

@@ -66,6 +66,8 @@ class Group:
 def family(record: Dict) -> tuple:
     replay = record.get("replay")
     mode = (replay.get("mode") if isinstance(replay, dict) else None) or "" if replay else None
+    if isinstance(replay, dict) and replay.get("of"):  # another strategy's schedule: "pbt mean"
+        mode = f"{replay['of']} {mode}".strip()
     return (is_glue(record), str(record.get("task")), bool(record.get("glue_synthetic")), backend(record),
             str(record.get("strategy")), mode)
 

@@ -209,3 +209,28 @@ def test_stops_inside_an_exploit_lose_nothing(tmp_path):
         assert (a["scores"], a["lineage"], a["steps"]) == (b["scores"], b["lineage"], b["steps"])
     for field in ("dev_loss", "test_bleu", "dev_bleu", "hparams", "compute_steps", "anytime"):
         assert ours[field] == theirs[field], field
+
+
+def test_claims_replay_pbts_schedule_as_constants_for_claim_3(tmp_path, capsys):
+    """`hpo run --strategy=pbt --claims`: its best member's lineage replayed as its mean and final
+    constants (rows of their own), and PBT's claim 3 line against the better of them."""
+    from hpo.cli.main import main
+    assert main(["run", "--strategy=pbt", "--claims", "--gin_file=test.gin", "--gin.Pbt.population=2",
+                 "--gin.Pbt.interval=2", f"--model_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    records = json.load(open(tmp_path / "comparison.json"))
+    pbt = next(r for r in records if r["strategy"] == "pbt")
+    replays = {r["replay"]["mode"]: r for r in records if r["strategy"] == "fixed"}
+    assert sorted(replays) == ["final", "mean"]  # no step-by-step replay: it could not reproduce PBT
+    with open(tmp_path / pbt["schedule_file"]) as f:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(f)]
+    for mode, value in (("final", rates[-1]), ("mean", float(np.float32(np.mean(np.float32(rates)))))):
+        r = replays[mode]
+        assert r["replay"]["of"] == "pbt" and r["run_dir"] == os.path.join(f"fixed-replay-pbt-{mode}", "seed0")
+        assert r["hparams"]["learning_rate"] == pytest.approx(value, rel=1e-6)
+        assert f"| fixed (replay pbt {mode}) |" in out
+    verdicts = json.load(open(tmp_path / "verdicts.json"))
+    (claim,) = [v for v in verdicts if v["claim"] == "pbt_schedule_vs_constant"]
+    assert claim["rows"]["guided"] == "pbt" and claim["rows"]["compared"].startswith("fixed (replay pbt ")
+    assert "no replays" not in (claim.get("reason") or "") and "Reproduction" not in claim["text"]
+    assert not any(v["claim"] == "schedule_vs_constant" and v["verdict"] != "not tested" for v in verdicts)

@@ -12,6 +12,7 @@ from hpo.errors import UserError
 from hpo.strategies.base import Strategy
 
 REPLAY_MODES = ("schedule", "final", "mean")
+REPLAY_SOURCES = ("guided", "pbt")  # the strategies whose hparams.csv a replay takes
 
 
 @gin.configurable
@@ -21,14 +22,15 @@ class Fixed(Strategy):
     With `replay` (a learned-schedule CSV written by the guided strategy) the
     run takes the schedule step by step (`replay_mode='schedule'`; past its end
     the last value holds) or a constant derived from it ('final' or 'mean'),
-    which tests whether a learned schedule beats a constant. A schedule of per-group
+    which tests whether a learned schedule beats a constant (`replay_of`: the strategy that
+    learned it, guided or pbt, which names the run's directory and row). A schedule of per-group
     learning rates (`Guided.groups`) replays on the groups in its run's groups.json.
     """
 
     name = "fixed"
 
     def __init__(self, hparams: Mapping[str, float] = None, replay: str = None,
-                 replay_mode: str = "schedule"):
+                 replay_mode: str = "schedule", replay_of: str = "guided"):
         if replay_mode not in REPLAY_MODES:
             raise UserError(f"fixed: replay_mode must be one of {', '.join(REPLAY_MODES)}")
         if hparams is not None and not isinstance(hparams, Mapping):
@@ -39,7 +41,9 @@ class Fixed(Strategy):
                 raise UserError(f"Fixed.hparams: unknown hyper-parameter '{name}' (choose from "
                                 f"{', '.join((*optim.OPTIMIZER_HPARAMS, *optim.LOSS_HPARAMS))})")
             optim.check_hparam(name, value, "Fixed.hparams")
-        self.replay, self.replay_mode = replay, replay_mode
+        if replay_of not in REPLAY_SOURCES:
+            raise UserError(f"fixed: replay_of must be one of {', '.join(REPLAY_SOURCES)}, got {replay_of!r}")
+        self.replay, self.replay_mode, self.replay_of = replay, replay_mode, replay_of
 
     def values(self, experiment) -> Dict[str, float]:
         # Replayed values start at the schedule's first; they must exist in the optimizer state
@@ -103,15 +107,17 @@ class Fixed(Strategy):
         return at, self._replay_info(schedule)
 
     def _replay_info(self, schedule) -> Dict:
+        of = {} if self.replay_of == "guided" else {"of": self.replay_of}  # guided's: as records had it
         return {"replay": {"file": hpo_io.abspath(self.replay), "mode": self.replay_mode,
-                           "hparams": sorted(schedule)}}
+                           "hparams": sorted(schedule), **of}}
 
     def run(self, experiment, seed: int, run_dir: str = None, **kwargs) -> Dict:
         """One training run; `kwargs` go to the experiment's `train_fixed` (Optuna
         trials pass their own run_dir, a pruning hook and write_record=False)."""
         values_at, info = self.step_values(experiment)
         fixed = {k: records.as_float(v) for k, v in values_at(0).items()}
-        default_dir = experiment.run_dir(self.name + ("-replay-" + self.replay_mode if info else ""), seed)
+        source = "" if self.replay_of == "guided" else self.replay_of + "-"
+        default_dir = experiment.run_dir(self.name + ("-replay-" + source + self.replay_mode if info else ""), seed)
         return experiment.train_fixed(
             self.name, seed, values_at, groups=self.replay_groups or None, run_dir=run_dir or default_dir,
             record_extra=lambda tuner: {"hparams": fixed, **info}, **kwargs)
