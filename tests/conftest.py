@@ -25,7 +25,7 @@ def data_dir(tmp_path_factory):
 # (--no-loadscope-reorder). Within a file the order is unchanged.
 LONGEST_FIRST = ("test_t5x.py", "test_guided.py", "test_multihost.py", "test_t5x_forward.py", "test_horizon.py",
                  "test_forward.py",
-                 "test_kill.py", "test_t5x_glue.py", "test_bench.py", "test_glue_finetune.py", "test_cli.py",
+                 "test_kill.py", "test_pbt.py", "test_t5x_glue.py", "test_bench.py", "test_glue_finetune.py", "test_cli.py",
                  "test_one_run_per_dir.py", "test_tfds_prepared.py", "test_full_disk.py",
                  "test_optuna.py", "test_groups.py", "test_paper_config.py", "test_trainer.py", "test_divergence.py",
                  "test_quiet.py", "test_decoding.py", "test_claims.py", "test_probe.py", "test_gpu_bench.py")

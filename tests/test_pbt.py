@@ -1,9 +1,12 @@
 """The PBT strategy: exploit and explore, a population's run, its exploit copies and its row."""
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
+import shutil
 
 import gin
 import jax
@@ -80,14 +83,38 @@ def _restore(experiment, program, member_dir, seed, step):
     return state.params, {k: float(v) for k, v in state.tuner["values"].items()}
 
 
-def test_a_population_exploits_explores_and_reports_its_best_member(tiny_experiment, tmp_path):
+@pytest.fixture(scope="module")
+def pbt_run(tmp_path_factory):
+    """`hpo run --strategy=pbt --claims`: three members, three rounds of two steps, then the
+    replays of its schedule's constants. (model dir, its stdout)"""
+    from hpo.cli.main import main
+    model_dir = tmp_path_factory.mktemp("pbt")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["run", "--strategy=pbt", "--claims", *POPULATION, f"--model_dir={model_dir}"]) == 0
+    return model_dir, out.getvalue()
+
+
+POPULATION = ["--gin_file=test.gin", "--gin.TRAIN_STEPS=6", "--gin.Pbt.population=3", "--gin.Pbt.interval=2",
+              "--gin.Experiment.checkpoint_every=100"]
+
+
+def _experiment(model_dir):
+    from hpo import config
+    from hpo.experiment import Experiment
+    config.parse(["test.gin"], [f"MODEL_DIR = '{model_dir}'", "TRAIN_STEPS = 6", "Pbt.population = 3",
+                                "Pbt.interval = 2", "Experiment.checkpoint_every = 100"])
+    return Experiment()
+
+
+def test_a_population_exploits_explores_and_reports_its_best_member(pbt_run):
     """Three members, three rounds of two steps: after each of the first two rounds the worst
     member's checkpoint is the best one's (parameters bit for bit) with explored values; the row is
     the best member at the end, its compute the population's, its lineage in hparams.csv."""
-    experiment = tiny_experiment("TRAIN_STEPS = 6", "Pbt.population = 3", "Pbt.interval = 2",
-                                 "Experiment.checkpoint_every = 100")
+    tmp_path, _ = pbt_run
+    experiment = _experiment(tmp_path)
+    record = next(r for r in json.load(open(tmp_path / "comparison.json")) if r["strategy"] == "pbt")
     pbt = Pbt()
-    record = pbt.run(experiment, seed=0)
     state = json.load(open(tmp_path / "pbt" / "seed0" / STATE_FILE))
     members, exploits = state["members"], state["exploits"]
     assert [len(m["scores"]) for m in members] == [3, 3, 3] and state["round"] == 2 and state["pending"] is None
@@ -126,9 +153,10 @@ def test_a_population_exploits_explores_and_reports_its_best_member(tiny_experim
             assert float(rows[step]["learning_rate"]) == members[ancestor]["scores"][r]["values"]["learning_rate"]
         ancestor = copied_from.get((2 * r, ancestor), ancestor)
     assert record["dev_history"][-1]["step"] == 6 and record["test_bleu"] is not None
-    # A rerun returns the row without training; other settings on the same dir are refused.
+    # A rerun returns the row without training; other settings on the population (without its row) are refused.
     assert pbt.run(experiment, seed=0)["created"] == record["created"]
-    os.remove(tmp_path / "comparison.json")
+    shutil.copytree(tmp_path / "pbt", tmp_path / "elsewhere" / "pbt")
+    experiment = _experiment(tmp_path / "elsewhere")
     gin.bind_parameter("Pbt.quantile", 0.5)
     with pytest.raises(UserError, match="holds a population with other settings .*quantile 0.25 there, 0.5 here"):
         Pbt().run(experiment, seed=0)
@@ -211,13 +239,10 @@ def test_stops_inside_an_exploit_lose_nothing(tmp_path):
         assert ours[field] == theirs[field], field
 
 
-def test_claims_replay_pbts_schedule_as_constants_for_claim_3(tmp_path, capsys):
+def test_claims_replay_pbts_schedule_as_constants_for_claim_3(pbt_run):
     """`hpo run --strategy=pbt --claims`: its best member's lineage replayed as its mean and final
     constants (rows of their own), and PBT's claim 3 line against the better of them."""
-    from hpo.cli.main import main
-    assert main(["run", "--strategy=pbt", "--claims", "--gin_file=test.gin", "--gin.Pbt.population=2",
-                 "--gin.Pbt.interval=2", f"--model_dir={tmp_path}"]) == 0
-    out = capsys.readouterr().out
+    tmp_path, out = pbt_run
     records = json.load(open(tmp_path / "comparison.json"))
     pbt = next(r for r in records if r["strategy"] == "pbt")
     replays = {r["replay"]["mode"]: r for r in records if r["strategy"] == "fixed"}
