@@ -123,7 +123,7 @@ class _Run:
                                 f"({_difference(saved.get('settings') or {}, settings)}); give another MODEL_DIR, "
                                 f"or remove {self.run_dir} to start it over")
             return saved
-        rng = np.random.default_rng([self.seed, 0x7B7])
+        rng = np.random.default_rng([self.seed, 0x7B7])  # the start's own stream (round r's: [seed, r + 1])
         base = self.experiment.base_hparams()
         members = []
         for i in range(self.pbt.population):
