@@ -24,6 +24,7 @@ def data_dir(tmp_path_factory):
 # not end waiting on one of them; the Makefile tells xdist to keep this order
 # (--no-loadscope-reorder). Within a file the order is unchanged.
 LONGEST_FIRST = ("test_t5x.py", "test_guided.py", "test_multihost.py", "test_t5x_forward.py", "test_horizon.py",
+                 "test_t5x_hypergradients.py",
                  "test_forward.py",
                  "test_kill.py", "test_pbt.py", "test_t5x_glue.py", "test_bench.py", "test_glue_finetune.py", "test_cli.py",
                  "test_one_run_per_dir.py", "test_tfds_prepared.py", "test_full_disk.py",
