@@ -184,14 +184,14 @@ class T5xExperiment:
         """Trains (or resumes) a member up to step `until` of the run (T5X's step: the initial
         checkpoint's plus `until`), where T5X checkpoints and evaluates it."""
         end = self.first_step + until
-        if _checkpoint_steps(run_dir).get(end) and not _has_history(run_dir, end):
+        checkpoints = _checkpoint_steps(run_dir)
+        if end in checkpoints and not _has_history(run_dir, end):
             # Killed between T5X's last checkpoint of the segment and its evaluation: T5X would not
             # evaluate a run already at its end, so the segment's last period is taken again (exact).
-            earlier = [s for s in _checkpoint_steps(run_dir) if s < end]
-            if not earlier:
+            if not any(s < end for s in checkpoints):
                 raise UserError(f"pbt: {run_dir} has a checkpoint of step {end} without its evaluation, and no "
                                 f"earlier one to take that period again from; remove {run_dir} to start it over")
-            hpo_io.rmtree(_checkpoint_steps(run_dir)[end])
+            hpo_io.rmtree(checkpoints[end])
         history = []
         report = EvalReport(self.task, history, end, None,
                             calls_on_infer=self.train_args.get("infer_eval_dataset_cfg") is not None)
