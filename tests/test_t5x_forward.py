@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from test_t5x import FORWARD, T5X, _assert_finite_differences, _finish, _hpo, _records, _t5x_guided_trainer
+from test_t5x import FORWARD, T5X, _finish, _hpo, _records
+from test_t5x_hypergradients import _assert_finite_differences, _t5x_guided_trainer
 
 pytestmark = pytest.mark.usefixtures("t5x_gin")  # conftest: T5X's configurables forgotten after each test
 
