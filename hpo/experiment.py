@@ -23,7 +23,7 @@ from hpo.evaluate import Translation
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.models.t5 import T5Config, num_params
 from hpo.checkpoints import Checkpointer
-from hpo.trainer import (Diverged, FitResult, StepSchedule, Trainer, TrainState, eval_step, init_state,
+from hpo.trainer import (DataParallel, Diverged, FitResult, StepSchedule, Trainer, TrainState, eval_step, init_state,
                          train_step)
 
 
@@ -173,14 +173,18 @@ class Experiment:
                             f"{os.path.dirname(source_dir)} to start this population over")
         state, meta = restored
         checkpoints = os.path.join(target_dir, "checkpoints")
-        for name in hpo_io.listdir(checkpoints) if hpo_io.isdir(checkpoints) else ():
-            number = name.rstrip("/").split(".")[0]  # "7", or orbax's "7.orbax-checkpoint-tmp-…"
-            if number.isdigit() and int(number) >= step:  # its own, or a partial copy
-                hpo_io.rmtree(os.path.join(checkpoints, name))
+
+        def remove_later():  # by the leader alone: hosts that share MODEL_DIR would race for each file
+            for name in hpo_io.listdir(checkpoints) if hpo_io.isdir(checkpoints) else ():
+                number = name.rstrip("/").split(".")[0]  # "7", or orbax's "7.orbax-checkpoint-tmp-…"
+                if number.isdigit() and int(number) >= step:  # its own, or a partial copy
+                    hpo_io.rmtree(os.path.join(checkpoints, name))
+        distributed.call_on_leader(remove_later)
         target = Checkpointer(checkpoints, data_directory=f"{target_dir}/data-checkpoints",
                               settings={"TRAIN_STEPS": self.train_steps})
         try:
-            target.save(step, state.replace(tuner=template.tuner), meta)
+            # Saved as a trainer saves it: replicated over every host's devices (orbax saves no host-local array).
+            target.save(step, DataParallel().put_state(state.replace(tuner=template.tuner)), meta)
         finally:
             target.close()
 

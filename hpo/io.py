@@ -70,6 +70,28 @@ def rmtree(path: str) -> None:
         shutil.rmtree(path)
 
 
+def copytree(source: str, target: str) -> None:
+    """Copies a directory under a temporary name, then renames it to `target` (which must not
+    exist): a copy stopped half-way is never taken for a whole one (its temporary name is
+    removed by the next copy). On object stores through gfile, file by file."""
+    partial = target.rstrip("/") + ".hpo-copy"
+    if isdir(partial):
+        rmtree(partial)
+    if not is_url(source) and not is_url(target):
+        import shutil
+        shutil.copytree(source, partial)
+        os.rename(partial, target)
+        return
+    gfile, source = _gfile(), source.rstrip("/")
+    for folder, _, files in gfile.walk(source):
+        below = os.path.relpath(folder.rstrip("/"), source)
+        inside = partial if below == "." else os.path.join(partial, below)
+        gfile.makedirs(inside)
+        for name in files:
+            gfile.copy(os.path.join(folder, name), os.path.join(inside, name), overwrite=True)
+    gfile.rename(partial, target)
+
+
 def read_text(path: str) -> str:
     if is_url(path):
         with _gfile().GFile(path, "r") as f:
@@ -158,7 +180,7 @@ def check_writable_dir(path: str, name: str = "MODEL_DIR") -> None:
 
 
 def write_json(path: str, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=jsonable) + "\n")
 
 
 def read_json(path: str, default: Any = None) -> Any:
@@ -167,7 +189,7 @@ def read_json(path: str, default: Any = None) -> Any:
     return json.loads(read_text(path))
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     if hasattr(x, "tolist"):  # numpy and jax scalars and arrays
         return x.tolist()
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")

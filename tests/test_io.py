@@ -61,3 +61,18 @@ def test_a_full_disk_leaves_the_old_records_and_no_partial_file(tmp_path, monkey
         records.add(str(tmp_path), {"task": "t", "strategy": "fixed", "seed": 1, "run_dir": "fixed/seed1"})
     assert (tmp_path / "comparison.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.json", "comparison.json.lock"]
+
+
+@pytest.mark.parametrize("through", ["gfile", "os"])
+def test_a_directory_copy_is_whole_or_absent(through, tmp_path):
+    """PBT's exploit on T5X copies a checkpoint directory, on a local disk or on an object store
+    (file by file through gfile, then renamed as T5X renames its own checkpoints on gs://); a
+    partial copy left by a killed worker is replaced, never taken for the copy. A file:// URL
+    takes the gfile path here (ram://'s rename drops a directory's subdirectories)."""
+    root = f"file://{tmp_path}" if through == "gfile" else str(tmp_path)
+    hpo_io.write_text(f"{root}/a/x", "x\n")
+    hpo_io.write_text(f"{root}/a/sub/y", "y\n")
+    hpo_io.write_text(f"{root}/b.hpo-copy/stale", "a killed copy's\n")
+    hpo_io.copytree(f"{root}/a", f"{root}/b")
+    assert hpo_io.read_text(f"{root}/b/x") == "x\n" and hpo_io.read_text(f"{root}/b/sub/y") == "y\n"
+    assert not hpo_io.exists(f"{root}/b/stale") and not hpo_io.exists(f"{root}/b.hpo-copy")

@@ -61,13 +61,14 @@ def _records(model_dir):
 
 def test_builtin_engine_on_two_hosts_equals_one_host_with_as_many_devices(tmp_path):
     two, one = str(tmp_path / "two-hosts"), str(tmp_path / "one-host")
-    single = _hpo("--strategy=guided", "--gin_file=test.gin", f"--model_dir={one}",
+    population = ["--gin.Pbt.population=2", "--gin.Pbt.interval=2"]  # 2 rounds, 1 exploit
+    single = _hpo("--strategy=guided,pbt", "--gin_file=test.gin", f"--model_dir={one}", *population,
                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-    leader, follower = _on_two_hosts("--strategy=guided,optuna", "--gin_file=test.gin",
-                                     "--gin.OptunaSearch.n_trials=1", f"--model_dir={two}")
+    leader, follower = _on_two_hosts("--strategy=guided,optuna,pbt", "--gin_file=test.gin",
+                                     "--gin.OptunaSearch.n_trials=1", f"--model_dir={two}", *population)
     _, err = single.communicate(timeout=900)
     assert single.returncode == 0, err[-3000:]
-    assert "| guided |" in leader and follower == ""  # the leader alone prints and writes
+    assert "| guided |" in leader and follower.strip() == ""  # the leader alone prints and writes (gloo: a cut line's newline)
     many, few = _records(two)["guided"], _records(one)["guided"]
     assert many["devices"] == few["devices"] == "4xcpu"
     # Every host feeds its devices their rows of the same global batch: the same run.
@@ -78,6 +79,14 @@ def test_builtin_engine_on_two_hosts_equals_one_host_with_as_many_devices(tmp_pa
     # Optuna's trial ran on both hosts in step; the leader alone asked the study for it.
     optuna = _records(two)["optuna"]
     assert [t["state"] for t in optuna["trials"]] == ["COMPLETE"] and optuna["train_runs"] == 1
+    # PBT's members trained on both hosts in step; the leader alone talked to the population's store.
+    many, few = _records(two)["pbt"], _records(one)["pbt"]
+    assert many["pbt"]["exploits"] == few["pbt"]["exploits"] and len(many["pbt"]["exploits"]) == 1
+    assert many["pbt"]["best_member"] == few["pbt"]["best_member"]
+    for a, b in zip(many["pbt"]["members"], few["pbt"]["members"]):
+        assert a["lineage"] == b["lineage"] and a["steps"] == b["steps"]
+        np.testing.assert_allclose([s["dev_loss"] for s in a["scores"]], [s["dev_loss"] for s in b["scores"]], rtol=1e-5)
+    assert many["dev_loss"] == pytest.approx(few["dev_loss"], rel=1e-5) and many["compute_steps"] == 8.0
 
 
 # One process's 4 CPU devices laid out as the two hosts' mesh: 2 (data) x 2 (model), a row each.

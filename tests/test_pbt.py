@@ -11,12 +11,14 @@ import shutil
 import gin
 import jax
 import numpy as np
+import optuna
 import orbax.checkpoint as ocp
 import pytest
 
 from hpo.errors import UserError
 from hpo.strategies import population
-from hpo.strategies.pbt import STATE_FILE, Pbt
+from hpo.strategies.pbt import Pbt
+from hpo.strategies.population_store import PopulationStore
 
 SPACE = {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}, "label_smoothing": {"low": 0.0, "high": 0.2},
          "beta1": {"choices": [0.0, 0.5, 0.9]}}
@@ -99,6 +101,13 @@ POPULATION = ["--gin_file=test.gin", "--gin.TRAIN_STEPS=6", "--gin.Pbt.populatio
               "--gin.Experiment.checkpoint_every=100"]
 
 
+def population_state(model_dir) -> dict:
+    """The population's state as its workers store it: the default SQLite study in MODEL_DIR."""
+    storage = f"sqlite:///{model_dir}/optuna/study.db"
+    name, = [n for n in optuna.get_all_study_names(storage) if n.startswith("pbt-")]
+    return PopulationStore(storage, name, str(model_dir), 10.0).read()
+
+
 def _experiment(model_dir):
     from hpo import config
     from hpo.experiment import Experiment
@@ -115,7 +124,7 @@ def test_a_population_exploits_explores_and_reports_its_best_member(pbt_run):
     experiment = _experiment(tmp_path)
     record = next(r for r in json.load(open(tmp_path / "comparison.json")) if r["strategy"] == "pbt")
     pbt = Pbt()
-    state = json.load(open(tmp_path / "pbt" / "seed0" / STATE_FILE))
+    state = population_state(tmp_path)
     members, exploits = state["members"], state["exploits"]
     assert [len(m["scores"]) for m in members] == [3, 3, 3] and state["round"] == 2 and state["pending"] is None
     assert [(e["round"], e["step"]) for e in exploits] == [(0, 2), (1, 4)]
@@ -155,7 +164,8 @@ def test_a_population_exploits_explores_and_reports_its_best_member(pbt_run):
     assert record["dev_history"][-1]["step"] == 6 and record["test_bleu"] is not None
     # A rerun returns the row without training; other settings on the population (without its row) are refused.
     assert pbt.run(experiment, seed=0)["created"] == record["created"]
-    shutil.copytree(tmp_path / "pbt", tmp_path / "elsewhere" / "pbt")
+    for part in ("pbt", "optuna"):  # the population's checkpoints and its state (SQLite in MODEL_DIR)
+        shutil.copytree(tmp_path / part, tmp_path / "elsewhere" / part)
     experiment = _experiment(tmp_path / "elsewhere")
     gin.bind_parameter("Pbt.quantile", 0.5)
     with pytest.raises(UserError, match="holds a population with other settings .*quantile 0.25 there, 0.5 here"):
@@ -227,7 +237,7 @@ def test_stops_inside_an_exploit_lose_nothing(tmp_path):
         assert status == -9, (stop, status, err[-2000:])
         from hpo import faults
         assert faults.read_phase(str(tmp_path / "phase"))[1] == stop.split("@")[0]
-        state = json.load(open(killed / "pbt" / "seed0" / STATE_FILE))
+        state = population_state(killed)
         assert state["round"] == 0 and state["pending"] is not None, stop  # still inside the exploit
     status, err = run(killed)
     assert status == 0, err[-2000:]

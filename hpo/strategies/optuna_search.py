@@ -27,7 +27,7 @@ from hpo.errors import UserError, positive_number
 from hpo.strategies import places
 from hpo.strategies.base import Strategy
 from hpo.strategies.fixed import Fixed
-from hpo.strategies.storage import open_storage
+from hpo.strategies.storage import creation_lock, open_storage
 from hpo.trainer import Diverged
 
 DEFAULT_SPACE = {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}}
@@ -70,25 +70,27 @@ class OptunaSearch(Strategy):
         self.reconnect_seconds = positive_number(reconnect_seconds, "OptunaSearch.reconnect_seconds")
 
     def study(self, experiment, seed: int) -> optuna.Study:
-        if self.storage_url is None and hpo_io.is_url(experiment.model_dir):
-            raise UserError(f"optuna: MODEL_DIR {experiment.model_dir} is not a local directory, where the "
-                            f"default SQLite study would live: give OptunaSearch.storage (e.g. a PostgreSQL URL)")
-        url = self.storage_url or f"sqlite:///{os.path.join(experiment.model_dir, 'optuna', 'study.db')}"
-        # Workers that start together on a new SQLite file would race to create its tables.
-        lock = url[len("sqlite:///"):] if url.startswith("sqlite:///") else os.path.join(experiment.model_dir, "optuna")
-        with hpo_io.locked(lock):
+        url = self.url(experiment)
+        with hpo_io.locked(creation_lock(url, experiment.model_dir)):
             # Retried without limit: a place is never lost to preemptions; a retry inherits
             # the reports its run made, so pruning sees the whole curve.
             storage = open_storage(url, reconnect_seconds=self.reconnect_seconds,
                                    heartbeat_interval=self.heartbeat, grace_period=2 * self.heartbeat,
-                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                                   max_retry=None, inherit_intermediate_values=True))
+                                   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                       max_retry=None, inherit_intermediate_values=True))
             pruners = {None: optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
                        "hyperband": optuna.pruners.HyperbandPruner}
             return optuna.create_study(
                 study_name=self.study_name or default_study_name(experiment, seed), storage=storage,
                 sampler=self.sampler(seed, 0), pruner=pruners[self.pruner_name](),
                 direction="maximize" if self.objective == "dev_bleu" else "minimize", load_if_exists=True)
+
+    def url(self, experiment, who: str = "optuna") -> str:
+        """The storage: OptunaSearch.storage, else an SQLite file in a local MODEL_DIR."""
+        if self.storage_url is None and hpo_io.is_url(experiment.model_dir):
+            raise UserError(f"{who}: MODEL_DIR {experiment.model_dir} is not a local directory, where the "
+                            f"default SQLite study would live: give OptunaSearch.storage (e.g. a PostgreSQL URL)")
+        return self.storage_url or f"sqlite:///{os.path.join(experiment.model_dir, 'optuna', 'study.db')}"
 
     def sampler(self, seed: int, place: int) -> optuna.samplers.BaseSampler:
         """The sampler for the trial of the `place`-th place, seeded by both."""

@@ -7,6 +7,7 @@ and reconnects with a bounded back-off (one line says so), for up to `reconnect_
 then the worker stops with one line and a rerun continues the study."""
 
 import functools
+import os
 import re
 import sys
 import threading
@@ -126,6 +127,12 @@ def open_storage(url: str, **kwargs) -> RDBStorage:
             if not racing or attempt == 4:
                 raise UserError(f"optuna: cannot open the storage {shown(url)}: {reason(url, e)}") from e
             time.sleep(0.5 + attempt)
+
+
+def creation_lock(url: str, model_dir: str) -> str:
+    """What workers of this host lock while they open a storage and create a study in it:
+    together on a new SQLite file they would race to create its tables."""
+    return url[len("sqlite:///"):] if url.startswith("sqlite:///") else os.path.join(model_dir, "optuna")
 
 
 def shown(url: str) -> str:

@@ -215,17 +215,15 @@ class T5xExperiment:
         if source is None:
             raise UserError(f"pbt: {source_dir} has no checkpoint of step {end} to copy; remove "
                             f"{os.path.dirname(source_dir)} to start this population over")
-        for number, path in _checkpoint_steps(target_dir).items():
-            if number >= end:
-                hpo_io.rmtree(path)
-        partial = os.path.join(target_dir, f"checkpoint_{end}.hpo-copy")
-        if hpo_io.isdir(partial):
-            hpo_io.rmtree(partial)
-        import shutil
-        shutil.copytree(source, partial)
-        os.rename(partial, os.path.join(target_dir, f"checkpoint_{end}"))
-        kept = [h for h in _history(source_dir) if h["step"] <= end]
-        hpo_io.write_json(os.path.join(target_dir, HISTORY_FILE), kept)
+
+        def copy():  # by the leader alone: hosts that share MODEL_DIR would race for each file
+            for number, path in _checkpoint_steps(target_dir).items():
+                if number >= end:
+                    hpo_io.rmtree(path)
+            hpo_io.copytree(source, os.path.join(target_dir, f"checkpoint_{end}"))
+            kept = [h for h in _history(source_dir) if h["step"] <= end]
+            hpo_io.write_json(os.path.join(target_dir, HISTORY_FILE), kept)
+        distributed.call_on_leader(copy)
 
     def member_record(self, strategy: str, seed: int, run_dir: str, fit, member_dir: str, member_seed: int,
                       wall_seconds: float, compute_steps: float) -> Dict:
