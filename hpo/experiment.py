@@ -130,12 +130,13 @@ class Experiment:
 
     # --- what the PBT strategy calls: a population's members, segment by segment -------
 
-    def member_program(self, names: Sequence[str]) -> MemberProgram:
+    def member_program(self, names: Sequence[str], groups: Mapping[str, str] = None) -> MemberProgram:
         """The step, optimizer and dev evaluation every member of a population shares. A member's
         values live in its state (`tuner["values"]`), so values changed by an exploit need no
-        new compilation, and a checkpoint holds the values its member trains with."""
+        new compilation, and a checkpoint holds the values its member trains with. `groups`: the
+        parameter groups of the `learning_rate/<g>` multipliers among the values."""
         tx = optim.make_optimizer(self.optimizer, {**self.base_hparams(), **{k: 1.0 for k in names}})
-        step = functools.partial(train_step, model=self.model, tx=tx, schedule=self.schedule)
+        step = functools.partial(train_step, model=self.model, tx=tx, schedule=self.schedule, groups=groups or None)
         return MemberProgram(lambda state, batch: step(state, batch, state.tuner["values"]), tx,
                              self._dev_evaluator(), {})
 

@@ -43,27 +43,27 @@ def is_group_rate(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
-def resolve(groups) -> Dict[str, str]:
-    """`Guided.groups` (a preset name, or a mapping name -> regex) as a checked mapping; {} for None."""
+def resolve(groups, who: str = "Guided.groups") -> Dict[str, str]:
+    """`Guided.groups` or `who` (a preset name, or a mapping name -> regex) as a checked mapping; {} for None."""
     if groups is None:
         return {}
     if isinstance(groups, str):
         if groups not in PRESETS:
-            raise UserError(f"Guided.groups: unknown preset '{groups}' (choose from {', '.join(PRESETS)}, "
+            raise UserError(f"{who}: unknown preset '{groups}' (choose from {', '.join(PRESETS)}, "
                             f"or give {{name: regex}})")
         return dict(PRESETS[groups])
     if not isinstance(groups, Mapping) or not groups:
-        raise UserError(f"Guided.groups must be a preset name or a non-empty mapping of group names to "
+        raise UserError(f"{who} must be a preset name or a non-empty mapping of group names to "
                         f"regexes over parameter paths, got {groups!r}")
     for name, pattern in groups.items():
         if not isinstance(name, str) or not re.fullmatch(r"\w+", name):
-            raise UserError(f"Guided.groups: a group name must be letters, digits or '_', got {name!r}")
+            raise UserError(f"{who}: a group name must be letters, digits or '_', got {name!r}")
         if not isinstance(pattern, str):
-            raise UserError(f"Guided.groups['{name}']: expected a regex string, got {pattern!r}")
+            raise UserError(f"{who}['{name}']: expected a regex string, got {pattern!r}")
         try:
             re.compile(pattern)
         except re.error as e:
-            raise UserError(f"Guided.groups['{name}']: not a regex ({e})") from None
+            raise UserError(f"{who}['{name}']: not a regex ({e})") from None
     return dict(groups)
 
 
@@ -71,7 +71,7 @@ def path_of(keys) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in keys)
 
 
-def labels(groups: Mapping[str, str], params) -> Dict[str, Optional[str]]:
+def labels(groups: Mapping[str, str], params, who: str = "Guided.groups") -> Dict[str, Optional[str]]:
     """Parameter path -> its group (None: in no group). UserError for a parameter in two groups
     or a group that holds no parameter."""
     paths = [path_of(keys) for keys, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -79,12 +79,12 @@ def labels(groups: Mapping[str, str], params) -> Dict[str, Optional[str]]:
     for path in paths:
         hits = [g for g, pattern in groups.items() if re.search(pattern, path)]
         if len(hits) > 1:
-            raise UserError(f"Guided.groups: parameter '{path}' is in groups {' and '.join(hits)}; "
+            raise UserError(f"{who}: parameter '{path}' is in groups {' and '.join(hits)}; "
                             f"a parameter may be in one group only")
         found[path] = hits[0] if hits else None
     empty = [g for g in groups if g not in found.values()]
     if empty:
-        raise UserError(f"Guided.groups['{empty[0]}']: the regex {groups[empty[0]]!r} matches no parameter "
+        raise UserError(f"{who}['{empty[0]}']: the regex {groups[empty[0]]!r} matches no parameter "
                         f"(paths look like '{paths[0]}')")
     return found
 

@@ -60,11 +60,49 @@ def test_explore_perturbs_by_a_factor_within_the_space_or_resamples():
     ("Pbt.factors = [0.8, -1]", "Pbt.factors must be positive numbers"),
     ("Pbt.metric = 'test_bleu'", "Pbt.metric must be 'dev_loss' or 'dev_bleu'"),
     ("Pbt.interval = 0", "Pbt.interval"),
+    ("Pbt.groups = 'layers'", "Pbt.groups: unknown preset 'layers'"),
+    ("Pbt.search_space = {'learning_rate/mlp': {'low': 0.5, 'high': 2.0}}",
+     "Pbt.search_space tunes learning_rate/mlp, a group Pbt.groups does not define (its groups: none)"),
 ])
 def test_bad_settings_are_one_line(tiny_experiment, binding, message):
     tiny_experiment(binding)
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         Pbt()
+
+
+def test_per_group_rates_are_tuned_values(tmp_path):
+    """Pbt.groups: a multiplier of the learning rate per group joins each member's values. With the
+    decoder's fixed at 0, no member's decoder moves from its initialisation while its encoder does;
+    the multipliers are columns of hparams.csv, and groups.json beside it names their groups (for
+    fixed replays)."""
+    from hpo.cli.main import main
+    from hpo.groups import PRESETS
+    space = {"learning_rate": {"low": 0.5, "high": 4.0, "log": True}, "learning_rate/decoder": {"choices": [0.0]}}
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["run", "--strategy=pbt", "--gin_file=test.gin", f"--model_dir={tmp_path}", "--gin.Pbt.population=2",
+                     "--gin.Pbt.interval=2", "--gin.Pbt.groups='encoder_decoder'", f"--gin.Pbt.search_space={space!r}",
+                     "--gin.Experiment.checkpoint_every=100"]) == 0
+    record, = json.load(open(tmp_path / "comparison.json"))
+    assert record["hparams"]["learning_rate/decoder"] == 0.0
+    assert 0.25 <= record["hparams"]["learning_rate/encoder"] <= 4.0  # GROUP_RATE_SPACE: not in the space given
+    with open(tmp_path / record["schedule_file"]) as f:
+        rows = list(csv.DictReader(f))
+    assert {"learning_rate", "learning_rate/encoder", "learning_rate/decoder"} <= set(rows[0])
+    assert json.load(open(tmp_path / "pbt" / "seed0" / "groups.json")) == PRESETS["encoder_decoder"]
+    experiment = _experiment(tmp_path)
+    names = list(space) + ["learning_rate/encoder"]
+    program = experiment.member_program(names, PRESETS["encoder_decoder"])
+    targets = {e["target"] for e in record["pbt"]["exploits"]}
+    assert len(targets) == 1
+    for member in record["pbt"]["members"]:
+        member_dir = tmp_path / "pbt" / "seed0" / f"member_{member['member']}"
+        init = experiment._member_state(program, member["seed"], member["values"]).params
+        (middle, _), (end, values) = (_restore(experiment, program, member_dir, member["seed"], step, names)
+                                      for step in (2, 4))
+        assert values["learning_rate/decoder"] == 0.0
+        for before, after in [(middle, end)] + ([] if member["member"] in targets else [(init, middle)]):
+            same = jax.tree.map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), before, after)
+            assert jax.tree.all(same["decoder"]) and not jax.tree.all(same["encoder"])
 
 
 def test_the_search_space_is_optunas(tiny_experiment):
@@ -74,9 +112,9 @@ def test_the_search_space_is_optunas(tiny_experiment):
     assert list(Pbt().space) == ["learning_rate"] and Pbt().space["learning_rate"]["log"]
 
 
-def _restore(experiment, program, member_dir, seed, step):
+def _restore(experiment, program, member_dir, seed, step, names=("learning_rate",)):
     """(params, tuner values) of a member's checkpoint at `step`."""
-    template = experiment._member_state(program, seed, {**experiment.base_hparams(), "learning_rate": 1.0})
+    template = experiment._member_state(program, seed, {**experiment.base_hparams(), **{k: 1.0 for k in names}})
     manager = ocp.CheckpointManager(os.path.join(member_dir, "checkpoints"), item_names=("state", "meta"))
     try:
         state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template)))["state"]

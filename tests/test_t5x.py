@@ -61,13 +61,18 @@ def _schedule(model_dir, record):
         return [float(row["learning_rate"]) for row in csv.DictReader(f)]
 
 
+# PBT with per-group rates, the decoder's fixed at 0 (so its parameters show the multiplier works).
+PBT_SPACE = {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}, "learning_rate/decoder": {"choices": [0.0]}}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """fixed, guided (forward mode), two Optuna trials and PBT (2 members, 2 rounds) on T5X's tiny
-    network, one device."""
+    """fixed, guided (forward mode), two Optuna trials and PBT (2 members, 2 rounds, per-group
+    rates) on T5X's tiny network, one device."""
     model_dir = str(tmp_path_factory.mktemp("t5x"))
     out = _finish(_hpo("run", *T5X, "--strategy=fixed,guided,optuna,pbt", "--gin.OptunaSearch.n_trials=2", FORWARD,
-                       "--gin.Pbt.population=2", "--gin.Pbt.interval=2", f"--model_dir={model_dir}"))
+                       "--gin.Pbt.population=2", "--gin.Pbt.interval=2", "--gin.Pbt.groups='encoder_decoder'",
+                       f"--gin.Pbt.search_space={PBT_SPACE!r}", f"--model_dir={model_dir}"))
     return model_dir, out
 
 
@@ -142,6 +147,20 @@ def test_pbt_on_t5x_copies_checkpoints_and_writes_its_row(runs):
     assert [h["step"] for h in pbt["dev_history"]] == [2, 4]  # its lineage's evaluations
     schedule = _schedule(model_dir, pbt)
     assert len(schedule) == 4 and schedule[2] == members[best]["scores"][1]["values"]["learning_rate"]
+    import jax
+    # Per-group rates (Pbt.groups) through T5X's optimizer: the decoder's multiplier 0 keeps each
+    # member's decoder where its step 2 left it, while its encoder trains on.
+    assert pbt["hparams"]["learning_rate/decoder"] == 0.0 and "learning_rate/encoder" in pbt["hparams"]
+    for member in members:
+        middle, end = (_t5x_params(os.path.join(run, f"member_{member['member']}", f"checkpoint_{s}")) for s in (2, 4))
+        same = jax.tree.map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), middle, end)
+        assert jax.tree.all(same["decoder"]) and not jax.tree.all(same["encoder"]), member["member"]
+
+
+def _t5x_params(checkpoint_dir):
+    import orbax.checkpoint as ocp
+    from etils import epath
+    return ocp.PyTreeCheckpointHandler().restore(epath.Path(checkpoint_dir) / "state")["target"]
 
 
 def test_model_parallel_losses_equal_one_device_losses(runs, tmp_path):

@@ -28,15 +28,18 @@ from typing import Dict, List, Sequence
 import gin
 import numpy as np
 
-from hpo import distributed, faults, preemption, records
+from hpo import distributed, faults, groups as param_groups, io as hpo_io, preemption, records
 from hpo.errors import UserError, positive_int
 from hpo.strategies import population
 from hpo.strategies.base import Strategy
-from hpo.strategies.guided import SCHEDULE_FILE, summarise, write_schedule
+from hpo.strategies.guided import GROUPS_FILE, SCHEDULE_FILE, summarise, write_schedule
 from hpo.strategies.population_store import PopulationStore
 
 POLL_SECONDS = 0.5  # how often a worker waiting for the others' members looks again
 DEFAULT_ROUNDS = 8  # interval None: TRAIN_STEPS / 8
+# A group's multiplier of the learning rate, where the search space names none: a factor of 4
+# either way (the global rate is searched too).
+GROUP_RATE_SPACE = {"low": 0.25, "high": 4.0, "log": True}
 
 
 @gin.configurable
@@ -46,13 +49,16 @@ class Pbt(Strategy):
     with `resample_probability`, else multiplied by a factor drawn from `factors`. Ranked by
     `metric` ('dev_loss', or 'dev_bleu' on the part of dev that intermediate evaluations
     decode). `search_space` None: OptunaSearch's (so the two search the same space); `storage`
-    None: OptunaSearch's (where the population's state lives, shared by its workers)."""
+    None: OptunaSearch's (where the population's state lives, shared by its workers).
+    `groups` (a preset or {name: regex}, as `Guided.groups`): per-group learning-rate
+    multipliers `learning_rate/<group>` join the tuned values, drawn from the search space's
+    entry of that name, else from GROUP_RATE_SPACE."""
 
     name = "pbt"
 
     def __init__(self, population: int = 4, interval: int = None, quantile: float = 0.25,
                  resample_probability: float = 0.25, factors: Sequence[float] = (0.8, 1.25),
-                 metric: str = "dev_loss", search_space=None, storage: str = None):
+                 metric: str = "dev_loss", search_space=None, storage: str = None, groups=None):
         if not isinstance(population, int) or population < 2:
             raise UserError(f"pbt: Pbt.population must be an integer >= 2, got {population!r}")
         if interval is not None:
@@ -69,18 +75,27 @@ class Pbt(Strategy):
         self.population, self.interval, self.quantile = population, interval, quantile
         self.resample_probability, self.factors, self.metric = resample_probability, factors, metric
         self.search_space, self.storage = search_space, storage
+        self.groups = param_groups.resolve(groups, "Pbt.groups")
+        strays = [k for k in search_space or {} if param_groups.is_group_rate(k)
+                  and k[len(param_groups.PREFIX):] not in self.groups]
+        if strays:
+            raise UserError(f"pbt: Pbt.search_space tunes {', '.join(strays)}, a group Pbt.groups does not define "
+                            f"(its groups: {', '.join(self.groups) or 'none'})")
 
     @property
     def space(self) -> Dict[str, Dict]:
         from hpo.strategies.optuna_search import OptunaSearch  # its validation and default
         # None must not reach OptunaSearch as an argument: it would override a gin binding of its space.
-        return (OptunaSearch() if self.search_space is None else OptunaSearch(search_space=self.search_space)).space
+        space = (OptunaSearch() if self.search_space is None else OptunaSearch(search_space=self.search_space)).space
+        return {**space, **{param_groups.rate_name(g): space.get(param_groups.rate_name(g), GROUP_RATE_SPACE)
+                            for g in self.groups}}
 
     def settings(self, experiment) -> Dict:
         """What a population's state must have been made with (as JSON reads it back)."""
         return json.loads(json.dumps({"population": self.population, "interval": self.every(experiment), "quantile": self.quantile,
                 "resample_probability": self.resample_probability, "factors": self.factors,
-                "metric": self.metric, "search_space": self.space, "train_steps": experiment.train_steps}))
+                "metric": self.metric, "search_space": self.space, "groups": self.groups,
+                "train_steps": experiment.train_steps}))
 
     def every(self, experiment) -> int:
         return self.interval or max(1, experiment.train_steps // DEFAULT_ROUNDS)
@@ -93,7 +108,10 @@ class Pbt(Strategy):
             raise UserError(f"pbt: metric '{self.metric}' is not measured by this experiment "
                             f"(choose from {', '.join(experiment.evaluation.objectives)})")
         for name in self.space:
-            experiment.check_settable(name, "pbt")
+            if not param_groups.is_group_rate(name):
+                experiment.check_settable(name, "pbt")
+        if self.groups:  # before anything trains: every group holds a parameter, none holds one twice
+            param_groups.labels(self.groups, experiment.param_shapes(), "Pbt.groups")
         run_dir = experiment.run_dir(self.name, seed)
         done = records.finished(experiment, self.name, seed, os.path.relpath(run_dir, experiment.model_dir))
         if done is not None:
@@ -118,7 +136,7 @@ class _Run:
         self.space, self.interval = pbt.space, pbt.every(experiment)
         self.rounds = math.ceil(experiment.train_steps / self.interval)
         self.maximize = pbt.metric == "dev_bleu"
-        self.program = experiment.member_program(list(self.space))
+        self.program = experiment.member_program(list(self.space), pbt.groups)
 
     def _member_dir(self, i: int) -> str:
         return os.path.join(self.run_dir, f"member_{i}")
@@ -306,6 +324,8 @@ class _Run:
         schedule_path = os.path.join(self.run_dir, SCHEDULE_FILE)
         if distributed.is_leader():
             write_schedule(schedule_path, names, schedule, range(experiment.train_steps))
+            if self.pbt.groups:  # what a fixed replay of the schedule's group columns scales
+                hpo_io.write_json(os.path.join(self.run_dir, GROUPS_FILE), self.pbt.groups)
         anytime = [*state["anytime"], {**self._anytime(state, last), "dev_loss": record.get("dev_loss"),
                                          "dev_bleu": record.get("dev_bleu"), "member": best}]
         record.update({

@@ -127,14 +127,19 @@ class T5xExperiment:
                 raise UserError(f"{strategy}: train.trainer_cls is {self.user_trainer.__name__}, a trainer of "
                                 f"your own, which cannot take hpo's values ({', '.join(changed or groups)})")
             return self._train(strategy, seed, self.user_trainer, **kwargs)
-        model = None
-        if groups:
-            t5x_optim.require_optax(self.model.optimizer_def, strategy)
-            model = copy.copy(self.model)
-            model.optimizer_def = t5x_optimizers.OptaxWrapper(
-                t5x_optim.with_groups(self.model.optimizer_def.optax_optimizer, groups))
         trainer = _bound(ValuesTrainer, values_at=values_at)
-        return self._train(strategy, seed, trainer, model=model, **kwargs)
+        return self._train(strategy, seed, trainer, model=self._with_groups(groups, strategy) if groups else None,
+                           **kwargs)
+
+    def _with_groups(self, groups, strategy: str):
+        """The model, its optimizer chained with `groups`' rates (which hpo's trainers set each step)."""
+        if not groups:
+            return self.model
+        t5x_optim.require_optax(self.model.optimizer_def, strategy)
+        model = copy.copy(self.model)
+        model.optimizer_def = t5x_optimizers.OptaxWrapper(
+            t5x_optim.with_groups(self.model.optimizer_def.optax_optimizer, groups))
+        return model
 
     def train_guided(self, strategy: str, seed: int, tuning: hyper.Tuning, **kwargs) -> Dict:
         if self.user_trainer is not None:
@@ -172,13 +177,14 @@ class T5xExperiment:
 
     # --- PBT's members: each segment one T5X train() call from the member's checkpoint ---------
 
-    def member_program(self, names) -> None:
-        """Nothing shared: T5X compiles each train() call (a member's values are constants of its
-        segment, kept in the population's state, not in the checkpoint)."""
+    def member_program(self, names, groups=None):
+        """The members' model: the configured one, its optimizer chained with the groups' rates
+        (`groups`: of the `learning_rate/<g>` values). T5X compiles each train() call (a member's
+        values are constants of its segment, kept in the population's state, not in the checkpoint)."""
         if self.user_trainer is not None:
             raise UserError(f"pbt: train.trainer_cls is bound to {self.user_trainer.__name__}; PBT sets its "
                             f"members' values with hpo's trainer (leave train.trainer_cls = @trainer.Trainer)")
-        return None
+        return self._with_groups(groups, "pbt")
 
     def train_member(self, program, run_dir: str, seed: int, values, until: int) -> "FitResult":
         """Trains (or resumes) a member up to step `until` of the run (T5X's step: the initial
@@ -199,7 +205,7 @@ class T5xExperiment:
         start = initial.from_initial_checkpoint(getattr(self.train_args.get("checkpoint_cfg"), "restore", None),
                                                 self.model.optimizer_def)
         trainer, state, wall = self.run_t5x(
-            run_dir, seed, _bound(ValuesTrainer, values_at=lambda step: constant), self.model, end,
+            run_dir, seed, _bound(ValuesTrainer, values_at=lambda step: constant), program, end,
             actions=report.actions(), train_dataset_cfg=self.seeded(self.data_cfg, seed),
             train_state_initializer_cls=initial.initializer(start))
         by_step = {h["step"]: h for h in [*_history(run_dir), *history]}  # a period taken again: its latest
