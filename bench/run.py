@@ -1,7 +1,7 @@
 """`make bench`: run the benchmarks, print the figures, write bench/results.json.
 
     python -m bench.run [OUT.json] [--sizes small,base] [--gin bf16.gin] [--gin.KEY=VALUE ...]
-                        [--repeats 20] [--skip guided,decode,memory,data_wait]
+                        [--repeats 20] [--skip guided,decode,memory,data_wait] [--verbose]
 
 Gin files and bindings apply to every section (on top of base.gin and
 default.gin); `--sizes` runs the throughput section once per T5 size
@@ -22,19 +22,10 @@ import tempfile
 import time
 from typing import List, Optional, Sequence
 
-import jax
-
-from bench.data_wait import data_wait
-from bench.decode_speed import cache_speedups, decode_speed
-from bench.forward import forward_costs
-from bench.guided_step import guided_step_ratios
-from bench.horizon import horizon_costs
-from bench.memory import training_memory
-from bench.resume import resume_times
-from bench.throughput import train_throughput
 from hpo import config
-from hpo import io as hpo_io
 from hpo.errors import UserError
+
+# The sections' modules (JAX, TensorFlow, seqio) are imported where they run: after `_quiet`.
 
 SECTIONS = ("throughput", "guided", "horizon", "forward", "decode", "memory", "data_wait", "resume", "t5x")
 
@@ -47,6 +38,7 @@ def _parse(argv: Sequence[str]):
     parser.add_argument("--gin", action="append", default=[], help="gin file (repeatable), e.g. bf16.gin")
     parser.add_argument("--repeats", type=int, default=20, help="paired steps timed per ratio")
     parser.add_argument("--skip", default="", help=f"sections to leave out: {','.join(SECTIONS)}")
+    parser.add_argument("--verbose", action="store_true", help="show the libraries' start-up logs and advice too")
     args = parser.parse_args([a for a in argv if not a.startswith("--gin.")])
     args.bindings = [config.gin_binding(*b.split("=", 1)) for b in bindings if "=" in b]
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -91,6 +83,7 @@ def _report_throughput(label: str, r: dict) -> None:
 def _compilation_cache():
     """A persistent compilation cache for this run only: sections that build the
     same step (throughput, data wait) compile it once. Timings are unaffected."""
+    import jax
     if jax.config.jax_compilation_cache_dir:  # the caller has one already
         yield
         return
@@ -103,9 +96,22 @@ def _compilation_cache():
             jax.config.update("jax_compilation_cache_dir", None)
 
 
+def _quiet() -> None:
+    """The figures alone, as `hpo run` shows its lines alone: TensorFlow's and JAX's start-up
+    logs and seqio's and TFDS's advice go (`--verbose` keeps them); errors stay."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    from hpo import quiet
+    quiet.libraries()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" not in argv:
+        _quiet()
     try:
-        args = _parse(sys.argv[1:] if argv is None else argv)
+        args = _parse(argv)
     except UserError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 2
@@ -118,6 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _throughput(args, gin_files):
+    from bench.throughput import train_throughput
     out = {}
     for size in args.sizes or ["default"]:
         files = gin_files if size == "default" else ["default.gin", _size_gin(size), *args.gin]
@@ -127,6 +134,7 @@ def _throughput(args, gin_files):
 
 
 def _guided(args, gin_files):
+    from bench.guided_step import guided_step_ratios
     r = guided_step_ratios(gin_files, repeats=args.repeats)
     for key, value in r.items():
         if key.startswith(("ratio@", "plain_step_s@")):
@@ -135,6 +143,7 @@ def _guided(args, gin_files):
 
 
 def _horizon(args, gin_files):
+    from bench.horizon import horizon_costs
     r = horizon_costs(gin_files, args.bindings, repeats=max(3, args.repeats // 4))
     for k in sorted(int(key.split("@")[1]) for key in r if key.startswith("step_ratio@")):
         _line(f"guided horizon {k}: step time ÷ plain", r[f"step_ratio@{k}"], "",
@@ -144,6 +153,7 @@ def _horizon(args, gin_files):
 
 
 def _forward(args, gin_files):
+    from bench.forward import forward_costs
     r = forward_costs(args.gin, args.bindings, repeats=max(3, args.repeats // 4))
     for label, v in r.items():
         for mode in ("one_step", "forward"):
@@ -155,6 +165,7 @@ def _forward(args, gin_files):
 
 
 def _decode(args, gin_files):
+    from bench.decode_speed import cache_speedups, decode_speed
     r = decode_speed(gin_files, args.bindings)
     note = f"{r['sentences']} test sentences, untrained model: every sentence runs to the full length {r['max_len']}"
     _line("decode greedy", r["greedy_sentences_per_s"], "sentences/s", note)
@@ -169,6 +180,7 @@ def _decode(args, gin_files):
 
 
 def _memory(args, gin_files):
+    from bench.memory import training_memory
     r = training_memory(gin_files, args.bindings)
     _line("memory peak RSS", r["peak_rss_mib"], "MiB", f"{r['steps']}-step training run in a subprocess")
     _line("memory device peak", r["device_peak_mib"], "MiB", "peak_bytes_in_use; n/a on CPU")
@@ -176,6 +188,7 @@ def _memory(args, gin_files):
 
 
 def _data_wait(args, gin_files):
+    from bench.data_wait import data_wait
     r = data_wait(gin_files, args.bindings)
     _line("data wait", 100 * r["data_wait_fraction"], "% of step time",
           f"{r['data_wait_ms_per_step']:.2f} ms of {1e3 * r['step_s']:.0f} ms per step, real pipeline, "
@@ -184,6 +197,7 @@ def _data_wait(args, gin_files):
 
 
 def _resume(args, gin_files):
+    from bench.resume import resume_times
     r = resume_times(gin_files, args.bindings)
     for n in sorted(int(k.split("@")[1]) for k in r if k.startswith("restore_s@")):
         _line(f"resume at step {n}", r[f"restore_s@{n}"], "s",
@@ -218,6 +232,8 @@ _RESULT_KEYS = {"guided": "guided_step"}  # bench/results.json kept this name be
 
 
 def _run(args) -> int:
+    import jax
+    from hpo import io as hpo_io
     global _machine
     gin_files = ["default.gin", *args.gin]
     device = jax.devices()[0]

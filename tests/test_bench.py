@@ -113,3 +113,20 @@ def test_run_writes_json_and_rejects_bad_options(tmp_path, capsys):
     assert "machine: " in capsys.readouterr().out
     assert run.main([str(out), "--sizes", "huge"]) == 2
     assert run.main([str(out), "--skip", "everything"]) == 2
+
+
+def test_make_bench_prints_its_figures_alone(tmp_path):
+    """As a user starts it (a new interpreter): the data-wait section, which builds the real
+    seqio pipeline, prints its figure and nothing of TensorFlow's, JAX's or seqio's
+    (`--verbose` would keep them)."""
+    import os
+    import subprocess
+    import sys
+    others = ",".join(s for s in run.SECTIONS if s != "data_wait")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "bench.run", str(tmp_path / "out.json"), "--skip", others],
+                          capture_output=True, text=True, timeout=600, cwd=repo)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["machine", "data wait", lines[2].split(":")[0], "written"], lines
+    assert lines[1].endswith("cpus]") and lines[2].startswith("(data_wait took "), lines
