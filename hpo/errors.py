@@ -1,4 +1,5 @@
-"""The one error type that means "the user's input is wrong", and checks of configured numbers."""
+"""The one error type that means "the user's input is wrong", checks of configured numbers, and
+`Diverged`, a run's result that every engine and strategy names."""
 
 import errno
 import math
@@ -8,6 +9,14 @@ from typing import List
 
 class UserError(Exception):
     """Bad input: the CLI prints the message on one line and exits with status 2."""
+
+
+class Diverged(FloatingPointError):
+    """A run whose loss stopped being finite, at `step` (`reason`: which loss)."""
+
+    def __init__(self, step: int, reason: str):
+        super().__init__(f"diverged at step {step}: {reason}")
+        self.step, self.reason = step, reason
 
 
 def positive_int(value, name: str, where: str = "") -> int:

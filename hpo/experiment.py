@@ -18,12 +18,12 @@ import optax
 
 from hpo import distributed, hyper, io as hpo_io, optim, preemption, records
 from hpo.data import pipeline
-from hpo.errors import UserError, finite_number, non_negative_int, positive_int
+from hpo.errors import Diverged, UserError, finite_number, non_negative_int, positive_int
 from hpo.evaluate import Translation
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.models.t5 import T5Config, num_params
 from hpo.checkpoints import Checkpointer
-from hpo.trainer import (DataParallel, Diverged, FitResult, StepSchedule, Trainer, TrainState, eval_step, init_state,
+from hpo.trainer import (DataParallel, FitResult, StepSchedule, Trainer, TrainState, eval_step, init_state,
                          train_step)
 
 

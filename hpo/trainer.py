@@ -270,14 +270,6 @@ def _summary_writer(directory: str):
     return metric_writers.SummaryWriter(directory) if distributed.is_leader() else metric_writers.MultiWriter([])
 
 
-class Diverged(FloatingPointError):
-    """A run whose loss stopped being finite, at `step` (`reason`: which loss)."""
-
-    def __init__(self, step: int, reason: str):
-        super().__init__(f"diverged at step {step}: {reason}")
-        self.step, self.reason = step, reason
-
-
 @dataclasses.dataclass
 class FitResult:
     state: TrainState

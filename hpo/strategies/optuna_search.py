@@ -23,12 +23,11 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from hpo import distributed, faults, io as hpo_io, preemption, records
-from hpo.errors import UserError, positive_number
+from hpo.errors import Diverged, UserError, positive_number
 from hpo.strategies import places
 from hpo.strategies.base import Strategy
 from hpo.strategies.fixed import Fixed
 from hpo.strategies.storage import creation_lock, open_storage
-from hpo.trainer import Diverged
 
 DEFAULT_SPACE = {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}}
 

@@ -30,12 +30,11 @@ from t5x import utils
 from hpo import evaluate as hpo_evaluate
 from hpo import distributed, hyper, io as hpo_io, preemption, records
 from hpo.data import catalog, pipeline
-from hpo.errors import UserError
+from hpo.errors import Diverged, UserError
 from hpo.evaluate import Translation
 from hpo.t5x_backend import data, initial, optim as t5x_optim
 from hpo.t5x_backend.evaluate import EvalReport, translate
 from hpo.t5x_backend.trainer import GuidedTrainer, ValuesTrainer
-from hpo.trainer import Diverged
 
 WALL_FILE = "hpo-wall.json"  # seconds spent by earlier, interrupted invocations of a run
 
