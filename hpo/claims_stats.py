@@ -19,7 +19,7 @@ import statistics
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from hpo import significance
-from hpo.table_glue import _glue_average  # the row's own definition of a run's GLUE average
+from hpo.table_glue import glue_average_of  # the row's own definition of a run's GLUE average
 
 SIGN_FLIP_EXACT_UP_TO = 16  # seeds; beyond, a seeded Monte Carlo sample of the flips
 SIGN_FLIP_SAMPLES = 2 ** 16
@@ -39,7 +39,7 @@ class Metric(NamedTuple):
     higher_is_better_selection: bool
 
     def value(self, record: Dict) -> Optional[float]:
-        return number(_glue_average(record) if self.field == "glue_average" else record.get(self.field))
+        return number(glue_average_of(record) if self.field == "glue_average" else record.get(self.field))
 
     def select(self, record: Dict) -> Optional[float]:
         return number(record.get(self.selection))
@@ -96,7 +96,7 @@ def bleu_p_value(scored: Sequence[Tuple[Dict, Dict]], model_dir: str) -> Tuple[O
     hypotheses and references are on disk; (None, why not) where none are."""
     baseline, system, references, seeds = [], [], [], []
     for mine, other in scored:
-        test_set = significance._same_test_set(other, mine, model_dir)  # (baseline, system, refs)
+        test_set = significance.same_test_set(other, mine, model_dir)  # (baseline, system, refs)
         if test_set is not None:
             baseline += test_set[0]
             system += test_set[1]

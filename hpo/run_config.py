@@ -12,8 +12,8 @@ strategy's own *settings*:
   own, so replays of schedules learned differently are different rows); the replay
   mode sets rows apart before this (table_groups);
 - guided: its `Guided` bindings;
-- optuna: its study's settings (sampler, pruner, trials, ...). Its records carry no gin config:
-  of its setup only the budget is known;
+- optuna: its study's settings (sampler, pruner, trials, ...); its setup, as every strategy's,
+  from the gin config its record carries (the study's last process's);
 - pbt: its `Pbt` bindings and the search space it explored, as its record says it
   (`pbt.search_space`: Pbt.search_space, or OptunaSearch's when that is unbound).
 

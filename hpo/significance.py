@@ -20,7 +20,7 @@ def p_value(runs: Sequence[Dict], baseline: Sequence[Dict], model_dir: str,
     mine, base = _by_seed(runs), _by_seed(baseline)
     common = sorted(set(mine) & set(base), key=lambda s: (s != 0, s))
     for seed in common:
-        test_set = _same_test_set(base[seed], mine[seed], model_dir)
+        test_set = same_test_set(base[seed], mine[seed], model_dir)
         if test_set is not None:
             return paired_bootstrap_p(*test_set, name=name), seed
     return None, None
@@ -30,7 +30,7 @@ def _by_seed(runs: Sequence[Dict]) -> Dict[int, Dict]:
     return {r.get("seed"): r for r in runs}
 
 
-def _same_test_set(baseline: Dict, system: Dict, model_dir: str):
+def same_test_set(baseline: Dict, system: Dict, model_dir: str):
     """(baseline hyps, system hyps, references) when both are on disk and aligned, else None."""
     hyp_paths = [resolve(r, model_dir, r.get("hypotheses")) for r in (baseline, system)]
     hyps = [_read_lines(p) for p in hyp_paths]

@@ -19,7 +19,7 @@ def glue_row(group: Group, model_dir: str = None) -> Dict:
     return {
         "benchmark": GLUE, **identity(group),
         "synthetic": bool(runs[0].get("glue_synthetic")),
-        **table_stats.summary("glue_average", [_glue_average(r) for r in runs]),
+        **table_stats.summary("glue_average", [glue_average_of(r) for r in runs]),
         **_task_summaries(results, tasks),
         "glue_tasks": tasks,
         "invalid_predictions": sum(int(t.get("invalid") or 0) for res in results for t in res.values()),
@@ -54,7 +54,7 @@ def glue_order(tasks: Iterable[str]) -> List[str]:
     return sorted(set(tasks), key=order)
 
 
-def _glue_average(record: Dict) -> Optional[float]:
+def glue_average_of(record: Dict) -> Optional[float]:
     """The record's own average; else T5's average of the task scores it has."""
     if record.get("glue_average") is not None:
         return float(record["glue_average"])
