@@ -92,7 +92,7 @@ def fake_member_record(self, strategy, seed, run_dir, fit, member_dir, member_se
 def _worker(i, model_dir, storage, count):
     """Worker i of `count` (a process of its own: tests/warm.py) on the shared population."""
     from hpo.cli.main import main
-    Experiment.member_program = lambda self, names: types.SimpleNamespace(streams={})
+    Experiment.member_program = lambda self, names, groups=None: types.SimpleNamespace(streams={})
     Experiment.train_member, Experiment.copy_member = fake_train_member, fake_copy_member
     Experiment.member_record = fake_member_record
     config.parse(["test.gin"], [f"MODEL_DIR = '{model_dir}'"])
