@@ -137,6 +137,7 @@ class _Run:
         self.rounds = math.ceil(experiment.train_steps / self.interval)
         self.maximize = pbt.metric == "dev_bleu"
         self.program = experiment.member_program(list(self.space), pbt.groups)
+        self.settings = pbt.settings(experiment)  # what every state read must match: made once, not per poll
 
     def _member_dir(self, i: int) -> str:
         return os.path.join(self.run_dir, f"member_{i}")
@@ -171,13 +172,13 @@ class _Run:
             r = state["round"]
             if not state["pending"]:
                 for member in state["members"]:
-                    if len(member["scores"]) <= r and self._lock(f"member_{member['member']}"):
+                    if len(member["scores"]) <= r and self.store.try_lock(f"member_{member['member']}"):
                         state = self._state()  # as it is now that this worker holds the member
                         member = state["members"][member["member"]]
                         if state["round"] == r and not state["pending"] and len(member["scores"]) <= r:
                             return {"do": "segment", "state": state, "member": member["member"]}
                         self.store.unlock_all()
-            if (state["pending"] or all(len(m["scores"]) > r for m in state["members"])) and self._lock("round"):
+            if (state["pending"] or all(len(m["scores"]) > r for m in state["members"])) and self.store.try_lock("round"):
                 state = self._state()
                 if state["record"] is None and state["round"] == r:
                     if state["pending"]:
@@ -190,14 +191,11 @@ class _Run:
                 self.store.unlock_all()
             time.sleep(POLL_SECONDS)  # the rest is other workers' (or changed as this one looked)
 
-    def _lock(self, name: str) -> bool:
-        return self.store.try_lock(name)
-
     def _state(self) -> Dict:
         """The stored state, or a new population's (stored first, by whoever holds the round)."""
         state = self.store.read()
         if state is None:
-            while not self._lock("round"):
+            while not self.store.try_lock("round"):
                 time.sleep(POLL_SECONDS)
             try:
                 state = self.store.read()
@@ -206,10 +204,9 @@ class _Run:
                     self.store.create(state)
             finally:
                 self.store.unlock("round")
-        settings = self.pbt.settings(self.experiment)
-        if state.get("settings") != settings:
+        if state.get("settings") != self.settings:
             raise UserError(f"pbt: {self.store.where} holds a population with other settings "
-                            f"({_difference(state.get('settings') or {}, settings)}); give another MODEL_DIR "
+                            f"({_difference(state.get('settings') or {}, self.settings)}); give another MODEL_DIR "
                             f"or Pbt.storage, or remove {self.run_dir} and that study to start it over")
         if state.get("model_dir") != self.experiment.model_dir and not self.store.lives_in(self.experiment.model_dir):
             raise UserError(f"pbt: {self.store.where} holds the population of MODEL_DIR {state.get('model_dir')}, "
@@ -226,7 +223,7 @@ class _Run:
             members.append({"member": i, "seed": self.seed * 100_003 + i, "values": values,
                             "lineage": [[0, values]], "steps": 0, "wall_seconds": 0.0, "scores": [],
                             "diverged": None})
-        return {"settings": self.pbt.settings(self.experiment), "model_dir": self.experiment.model_dir,
+        return {"settings": self.settings, "model_dir": self.experiment.model_dir,
                 "round": 0, "members": members, "exploits": [], "anytime": [], "pending": None, "record": None}
 
     # --- the tasks ----------------------------------------------------------------------
