@@ -60,6 +60,9 @@ def fake_train_member(self, program, member_dir, seed, values, until):
     os.makedirs(member_dir, exist_ok=True)
     with open(os.path.join(member_dir, "started"), "a") as f:
         f.write(f"{until} {os.getpid()}\n")
+    if os.environ.get("HPO_STOP_AT"):  # the worker to be killed holds its member until another trains
+        while len(list(pathlib.Path(member_dir).parent.glob("member_*/started"))) < 2:
+            time.sleep(0.05)
     faults.point("training")  # inside the segment: where HPO_STOP_AT=training@N stops this worker
     time.sleep(SEGMENT_SECONDS)
     rate = checkpoint["values"]["learning_rate"]
@@ -96,8 +99,11 @@ def _worker(i, model_dir, storage, count):
     Experiment.train_member, Experiment.copy_member = fake_train_member, fake_copy_member
     Experiment.member_record = fake_member_record
     config.parse(["test.gin"], [f"MODEL_DIR = '{model_dir}'"])
-    pathlib.Path(model_dir, f"ready{i}").touch()
-    while len(list(pathlib.Path(model_dir).glob("ready*"))) < count:  # all start together
+    # Worker 0 starts alone; the others join once it is inside its first segment, so it always
+    # has one to be killed in, however the machine schedules four processes.
+    deadline = time.monotonic() + 120
+    while i > 0 and not list(pathlib.Path(model_dir).glob("pbt/seed0/member_*/started")):
+        assert time.monotonic() < deadline, "worker 0 never started a segment"
         time.sleep(0.05)
     return main(["run", "--strategy=pbt", "--gin_file=test.gin", f"--model_dir={model_dir}", "--gin.TRAIN_STEPS=6",
                  "--gin.Pbt.population=4", "--gin.Pbt.interval=2", f"--gin.Pbt.storage={storage!r}"])
@@ -118,9 +124,10 @@ def test_four_workers_train_one_population_and_survive_a_kill(tmp_path, database
     shared = tmp_path / "shared"
     shared.mkdir()
     storage = f"sqlite:///{shared}/population.db" if database == "sqlite" else request.getfixturevalue("postgres_url")
-    # Worker 0 kills itself (SIGKILL) inside its second segment, holding that member's lock.
+    # Worker 0 kills itself (SIGKILL) inside its first segment, holding that member's lock, once
+    # another worker trains.
     workers = [warm.Process(_worker, i, str(shared), storage, 4,
-                            env={"HPO_STOP_AT": "training@2" if i == 0 else ""}) for i in range(4)]
+                            env={"HPO_STOP_AT": "training@1" if i == 0 else ""}) for i in range(4)]
     assert workers[0].wait(timeout=300) == -9, workers[0].communicate()[1][-3000:]
     for w in workers[1:]:
         assert w.wait(timeout=300) == 0, w.communicate()[1][-3000:]
