@@ -21,7 +21,7 @@ import numpy as np
 
 from bench.throughput import experiment
 from hpo.data import pipeline
-from hpo.evaluate import translate
+from hpo.evaluate import decode_inputs
 
 
 def decode_speed(gin_files: Sequence[str] = ("default.gin",), bindings: Sequence[str] = (),
@@ -44,7 +44,7 @@ def decode_speed(gin_files: Sequence[str] = ("default.gin",), bindings: Sequence
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            translate(exp.model, params, inputs, vocabulary, max_len, decode)
+            decode_inputs(exp.model, params, inputs, vocabulary, max_len, decode)
             times.append(time.perf_counter() - start)
         out[f"{method}_sentences_per_s"] = len(inputs) / statistics.median(times)
     return out

@@ -22,7 +22,7 @@ import optax
 
 from bench.horizon import configured
 from bench.measure import compiled, planned_mib, synthetic_batch, timed
-from hpo import hyper, optim
+from hpo import guided_step, hyper, optim
 from hpo import groups as param_groups
 from hpo.trainer import init_state, train_step
 
@@ -65,7 +65,7 @@ def _variant(gin_files, bindings, tune, groups, forward, repeats: int) -> Dict:
                               forward=forward or [k for k in tuned if k == "learning_rate"
                                                   or param_groups.is_group_rate(k)], groups=groups or None)
         gstate = fresh(lambda carry, tuning=tuning: tuning.init(2 * repeats + 4, carry))
-        step = compiled(par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx,
+        step = compiled(par.jit_step(functools.partial(guided_step.guided_update, model=model, tx=tx,
                                                        schedule=exp.schedule, tuning=tuning)), gstate, batch)
         out[f"{mode}_mib"] = planned_mib(step)
         out[f"{mode}_mib_ratio"] = out[f"{mode}_mib"] / out["plain_mib"]

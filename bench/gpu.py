@@ -148,7 +148,7 @@ def _throughput(s: Setup, args) -> Dict:
 
 def _guided(s: Setup, args) -> Dict:
     """Guided ÷ plain time per training step: one-step, a window of K steps, forward mode on the learning rate."""
-    from hpo import hyper
+    from hpo import guided_step
     plain = s.plain_step()
     plain_state = s.state()
     out = {}
@@ -157,7 +157,7 @@ def _guided(s: Setup, args) -> Dict:
                 ("forward", {"mode": "forward", "forward": ["learning_rate"]}, 1))
     for name, settings, k in variants:
         tuning = s.tuning(**settings)
-        step = s.par.jit_step(functools.partial(hyper.guided_update, model=s.model, tx=s.tx, schedule=s.schedule,
+        step = s.par.jit_step(functools.partial(guided_step.guided_update, model=s.model, tx=s.tx, schedule=s.schedule,
                                                 tuning=tuning), stacked=k > 1)
         rows = s.train[:k]
         stack = (lambda r: jax.tree.map(lambda *x: np.stack(x), *r)) if k > 1 else (lambda r: r[0])

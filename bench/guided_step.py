@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from bench.measure import synthetic_batch, timed
-from hpo import config, hyper, optim
+from hpo import config, guided_step, hyper, optim
 from hpo.experiment import Experiment
 from hpo.trainer import DataParallel, init_state, train_step
 
@@ -63,7 +63,7 @@ def guided_step_ratios(gin_files=("default.gin",), repeats=20, guide_fractions=(
     fixed = {k: v for k, v in values.items() if k not in specs}
     def paired(g, update_every=1, repeats=repeats):
         tuning = hyper.Tuning(specs=specs, fixed_values=fixed, meta_tx=meta, update_every=update_every)
-        tuned, between = (par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx,
+        tuned, between = (par.jit_step(functools.partial(guided_step.guided_update, model=model, tx=tx,
                                                          schedule=exp.schedule, tuning=tuning, tune=tune))
                           for tune in (True, False))
         guide = par.put_batch(synthetic_batch(rng, max(1, int(size * g)), length, vocab))

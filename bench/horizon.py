@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from bench.measure import compiled, planned_mib, synthetic_batch, timed
-from hpo import config, hyper, optim
+from hpo import config, guided_step, hyper, optim
 from hpo.experiment import Experiment
 from hpo.trainer import DataParallel, init_state, train_step
 
@@ -59,7 +59,7 @@ def horizon_costs(gin_files: Sequence[str] = ("default.gin",), bindings: Sequenc
         batch = par.put_batch({"train": stack(batches), "guide": stack([guide] * k)}, stacked=k > 1)
         tuner = hyper.init_tuner(specs, {"learning_rate": 1.0}, meta, (repeats + 1) * k)
         gstate = par.put_state(init_state(model, tx, 0, lengths, tuner))
-        window = compiled(par.jit_step(functools.partial(hyper.guided_update, model=model, tx=tx,
+        window = compiled(par.jit_step(functools.partial(guided_step.guided_update, model=model, tx=tx,
                                                          schedule=exp.schedule, tuning=tuning), stacked=k > 1),
                           gstate, batch)
         out[f"mib@{k}"] = planned_mib(window)

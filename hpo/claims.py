@@ -36,8 +36,7 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 from hpo import claims_stats as cs, claims_text, equal_compute as ec
-from hpo.claims_text import latex, markdown  # noqa: F401  (the claims' outputs)
-from hpo.table_groups import Group, group_runs
+from hpo.table_groups import Group, group_runs, setups_match
 from hpo.table_records import MODEL_DIR_FIELD, resolve
 
 ALPHA = 0.05
@@ -123,15 +122,13 @@ def _task_name(setting: tuple) -> str:
 
 # ---------------------------------------------------------------- which rows
 
-def _same_setup(a: Group, b: Group) -> bool:
-    """Same budget and gin setup; a record without a gin config could have been run on any."""
-    setups = (a.config.setup, b.config.setup)
-    return a.config.train_steps == b.config.train_steps and (None in setups or setups[0] == setups[1])
+def _same_budget_and_setup(a: Group, b: Group) -> bool:
+    return a.config.train_steps == b.config.train_steps and setups_match(a.config, b.config)
 
 
 def _row_of(strategy: str, subject: Group, groups: Sequence[Group]):
     """The `strategy` row on the subject's setup and budget -> (it or None, a note where there were several)."""
-    candidates = [g for g in groups if g.strategy == strategy and _same_setup(g, subject)]
+    candidates = [g for g in groups if g.strategy == strategy and _same_budget_and_setup(g, subject)]
     if len(candidates) <= 1:
         return (candidates[0] if candidates else None), ""
     seeds = {r.get("seed") for r in subject.records}

@@ -6,9 +6,11 @@ dev loss (BLEU on part of dev). Other evaluations (GLUE fine-tuning, in
 hpo.glue.finetune) offer the same methods.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
-from typing import Callable, Dict, List
+from typing import TYPE_CHECKING, Callable, Dict, List
 
 import gin
 import numpy as np
@@ -16,12 +18,14 @@ import numpy as np
 from hpo import faults, io as hpo_io, preemption
 from hpo.bleu import score
 from hpo.data import pipeline
-from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.progress import progress_bar
 
+if TYPE_CHECKING:  # the T5X engine scores with this module without loading the built-in model
+    from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
 
-def translate(model: Seq2SeqModel, params, inputs: np.ndarray, vocabulary, max_len: int,
-              decode: DecodeConfig, label: str = "decode") -> List[str]:
+
+def decode_inputs(model: Seq2SeqModel, params, inputs: np.ndarray, vocabulary, max_len: int,
+                  decode: DecodeConfig, label: str = "decode") -> List[str]:
     """Detokenised translations of encoder inputs [N, L], in order."""
     hypotheses = []
     size = decode.batch_size
@@ -49,7 +53,7 @@ def evaluate_split(model: Seq2SeqModel, params, data: pipeline.DatasetConfig, sp
     inputs, _, references = pipeline.eval_examples(data, split, limit)
     vocabulary = pipeline.vocabulary(data)
     faults.point("evaluation")
-    hypotheses = translate(model, params, inputs, vocabulary, data.task_feature_lengths["targets"],
+    hypotheses = decode_inputs(model, params, inputs, vocabulary, data.task_feature_lengths["targets"],
                            decode, label=f"decode {split}")
     return score_split(hypotheses, references, hypotheses_path)
 

@@ -1,9 +1,9 @@
 """One experiment: a task, a model, an optimizer and a budget, all from gin.
 
-Strategies run on it: each one calls `train_and_evaluate` with its own step
-function (fixed and replayed values, or guided updates); everything else —
-data, initialisation, the loop, checkpoints, scoring and the result record —
-is shared, so strategies differ only in how hyper-parameters are chosen.
+The built-in engine (`hpo.backend.Backend`). Strategies call `train_fixed` (fixed and
+replayed values) or `train_guided` (guided updates), which differ only in their step
+function; data, initialisation, the loop, checkpoints and scoring are shared, and
+`hpo.backend.train_and_record` does what every run does around its training.
 """
 
 import dataclasses
@@ -16,12 +16,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hpo import distributed, hyper, io as hpo_io, optim, preemption, records
+from hpo import backend, distributed, guided_step, hyper, io as hpo_io, optim, preemption
+from hpo.backend import Trained
 from hpo.data import pipeline
-from hpo.errors import Diverged, UserError, finite_number, non_negative_int, positive_int
+from hpo.errors import UserError, finite_number, non_negative_int, positive_int
 from hpo.evaluate import Translation
 from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
-from hpo.models.t5 import T5Config, num_params
+from hpo.models.t5 import T5Config
 from hpo.checkpoints import Checkpointer
 from hpo.trainer import (DataParallel, FitResult, StepSchedule, Trainer, TrainState, eval_step, init_state,
                          train_step)
@@ -118,7 +119,7 @@ class Experiment:
         """Trains with hyper-parameters learned by the guided method."""
         # Every tuned optimizer hyper-parameter must exist in the injected state.
         tx = optim.make_optimizer(self.optimizer, tuning.initial_values())
-        step = functools.partial(hyper.guided_update, model=self.model, tx=tx, schedule=self.schedule,
+        step = functools.partial(guided_step.guided_update, model=self.model, tx=tx, schedule=self.schedule,
                                  tuning=tuning)
         if tuning.update_every > 1 or tuning.horizon > 1:  # tuned steps (windows), plain ones: two programs
             step = StepSchedule((step, functools.partial(step, tune=False)),
@@ -191,51 +192,26 @@ class Experiment:
 
     def member_record(self, strategy: str, seed: int, run_dir: str, fit: FitResult, member_dir: str,
                       member_seed: int, wall_seconds: float, compute_steps: float) -> Dict:
-        """The record of a population whose best member is `fit` (restored at its end): that
-        member scored on dev and test, the population's compute and wall time."""
-        scores = (records.diverged_scores(self, fit.diverged) if fit.diverged else
-                  self.evaluation.score(self, fit, member_dir, member_seed))
-        record = records.run_record(
-            self, strategy, seed, os.path.relpath(run_dir, self.model_dir), history=fit.eval_history,
-            wall_seconds=wall_seconds, step_cost=1.0, num_params=num_params(fit.state.params), scores=scores)
-        record["compute_steps"] = float(compute_steps)
-        return record
+        """The record of a population whose best member is `fit` (restored at its end)."""
+        return backend.population_record(self, strategy, seed, run_dir, self._trained(fit, member_dir, member_seed),
+                                         wall_seconds, compute_steps)
 
-    def train_and_evaluate(self, strategy: str, seed: int, step_fn, tx, *, run_dir: str = None,
-                           batches: Callable = None, tuner=None, on_eval=None,
-                           record_extra: Callable[[Any], Dict] = None,
-                           step_cost: float = 1.0, write_record: bool = True) -> Dict:
-        """Trains (or resumes) one run, scores dev and test, and records the result.
-
-        `step_fn(state, batch)` is the strategy's pure step; `step_cost` is
-        its compute in plain-train-step units (a guided step counts its guide
-        pass); `record_extra(tuner)` adds strategy fields to the record.
-        """
-        run_dir = run_dir or self.run_dir(strategy, seed)
-        with hpo_io.training(run_dir, leader=distributed.is_leader()):
-            rel = os.path.relpath(run_dir, self.model_dir)
-            done = records.finished(self, strategy, seed, rel)
-            if done is not None:
-                return done
-            lengths = dict(self.data.task_feature_lengths)
-            state = init_state(self.model, tx, seed, lengths, tuner)
-            batches = batches or (lambda: pipeline.train_batches(self.data, seed=seed))
-            result = self._trainer(run_dir).fit(state, step_fn, batches, evaluate=self._dev_evaluator(), on_eval=on_eval)
+    def train_and_evaluate(self, strategy: str, seed: int, step_fn, tx, *, batches: Callable = None, tuner=None,
+                           on_eval=None, **run) -> Dict:
+        """One run of `step_fn(state, batch)`, the strategy's pure step, through the run flow
+        (`backend.train_and_record`, which takes `run`'s keywords)."""
+        def train(run_dir: str) -> Trained:
+            state = init_state(self.model, tx, seed, dict(self.data.task_feature_lengths), tuner)
+            batches_ = batches or (lambda: pipeline.train_batches(self.data, seed=seed))
+            fit = self._trainer(run_dir).fit(state, step_fn, batches_, evaluate=self._dev_evaluator(), on_eval=on_eval)
             preemption.check(f"{run_dir}, trained, before scoring")  # the rerun scores it
-            if result.diverged and not write_record:  # an Optuna trial: failed, with its reason
-                raise Diverged(**result.diverged)
-            # A diverged run is a result too (a row marked diverged), not a score of its NaN model.
-            scores = (records.diverged_scores(self, result.diverged) if result.diverged else
-                      self.evaluation.score(self, result, run_dir, seed))
-            record = records.run_record(
-                self, strategy, seed, rel, history=result.eval_history, wall_seconds=result.wall_seconds,
-                step_cost=step_cost, num_params=num_params(result.state.params), scores=scores)
-            if result.diverged:  # it stopped there
-                record["compute_steps"] = result.diverged["step"] * step_cost
-            record.update(record_extra(result.state.tuner) if record_extra else {})
-            if write_record:
-                records.add(self.model_dir, record)
-            return record
+            return self._trained(fit, run_dir, seed)
+        return backend.train_and_record(self, strategy, seed, train, **run)
+
+    def _trained(self, fit: FitResult, run_dir: str, seed: int) -> Trained:
+        return Trained(fit.eval_history, fit.wall_seconds, fit.diverged, fit.diverged and fit.diverged["step"],
+                       backend.num_params(fit.state.params), fit.state.tuner,
+                       lambda: self.evaluation.score(self, fit, run_dir, seed))
 
     def _dev_evaluator(self):
         batches = pipeline.eval_batches(self.data, "dev", self.dev_eval_examples)

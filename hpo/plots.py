@@ -7,7 +7,6 @@ temporary file in its directory and renamed into place.
 """
 
 import bisect
-import csv
 import io
 import math
 import os
@@ -15,6 +14,8 @@ import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from hpo import io as hpo_io
+from hpo.errors import UserError
+from hpo.schedules import read_schedule
 from hpo.table_groups import group_runs
 from hpo.table_records import ModelDirs, as_list, load_records, resolve
 
@@ -56,18 +57,15 @@ def _log_if_wide(ax, axis: str, values: Sequence[float]) -> None:
 
 # ---------------------------------------------------------------- trajectories
 
-def read_schedule(path: Optional[str]) -> Optional[Tuple[List[float], Dict[str, List[float]]]]:
-    """(steps, {name: values}) of a learned-schedule CSV (`step,<names...>`), None if unreadable."""
-    if not path or not hpo_io.isfile(path):
-        return None
-    rows = list(csv.DictReader(io.StringIO(hpo_io.read_text(path))))
-    if not rows or "step" not in rows[0]:
-        return None
-    names = [k for k in rows[0] if k != "step"]
+def _schedule(path: Optional[str]) -> Optional[Tuple[List[float], Dict[str, List[float]]]]:
+    """(steps, {name: values}) of a learned schedule, None where there is none to plot."""
     try:
-        return [float(r["step"]) for r in rows], {k: [float(r[k]) for r in rows] for k in names}
-    except (TypeError, ValueError):
+        schedule = read_schedule(path) if path else None
+    except UserError:
         return None
+    if schedule is None:
+        return None
+    return schedule["step"].astype(float).tolist(), {k: v.tolist() for k, v in schedule.items() if k != "step"}
 
 
 def plot_trajectories(records: Sequence[Dict], model_dir: str, out_path: str) -> Optional[str]:
@@ -76,7 +74,7 @@ def plot_trajectories(records: Sequence[Dict], model_dir: str, out_path: str) ->
     legend below the panels; None without guided schedules."""
     guided = [(g, r) for g in group_runs(records) if g.strategy == "guided" and g.replay_mode is None
               for r in g.records]
-    schedules = [read_schedule(resolve(r, model_dir, r.get("schedule_file"))) for _, r in guided]
+    schedules = [_schedule(resolve(r, model_dir, r.get("schedule_file"))) for _, r in guided]
     series = [(g, r, s) for (g, r), s in zip(guided, schedules) if s]
     if not series:
         return None

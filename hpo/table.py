@@ -20,14 +20,11 @@ claims (the paper's claims as verdicts, below the tables and in verdicts.json).
 from typing import Dict, List, Sequence, Tuple
 
 from hpo import claims, equal_compute, plots
-from hpo.significance import paired_bootstrap_p  # noqa: F401  (part of the table's interface)
 from hpo.table_bleu import bleu_row
-from hpo.table_formats import (  # noqa: F401  (part of the table's interface)
-    COLUMNS, CONFIGURATION_COLUMNS, FORMATS, GLUE_HEAD_COLUMNS, GLUE_TAIL_COLUMNS, csv_columns, format_csv,
-    format_latex, format_markdown, split_rows, tex_escape, write_formats)
+from hpo.table_formats import format_markdown, write_formats
 from hpo.table_glue import glue_row
 from hpo.table_groups import group_runs
-from hpo.table_records import ModelDirs, as_list, load_records  # noqa: F401  (part of the table's interface)
+from hpo.table_records import ModelDirs, as_list, load_records
 
 
 def build_rows(records: Sequence[Dict], model_dir: str) -> List[Dict]:

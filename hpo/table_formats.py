@@ -13,8 +13,9 @@ import json
 import os
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
-from hpo import claims, io as hpo_io
-from hpo.table_glue import GLUE, glue_order
+from hpo import claims_text, io as hpo_io
+from hpo.table_glue import glue_order
+from hpo.table_records import GLUE
 
 FORMATS = ("md", "csv", "json", "tex")
 # BLEU row columns, in the order CSV writes them after `benchmark` (JSON rows also carry
@@ -228,7 +229,7 @@ def format_markdown(rows: Sequence[Dict], verdicts: Sequence[Dict] = ()) -> str:
         lines += [line(cells) for cells in table.body]
         notes = [f"{what}: `{signature}`" for what, signature in table.signatures] + table.notes
         sections.append("\n".join(lines + ([""] + notes if notes else [])))
-    sections += [claims.markdown(verdicts).rstrip("\n")] if verdicts else []
+    sections += [claims_text.markdown(verdicts).rstrip("\n")] if verdicts else []
     return "\n\n".join(sections) + "\n"
 
 
@@ -308,7 +309,7 @@ def format_latex(rows: Sequence[Dict], verdicts: Sequence[Dict] = ()) -> str:
         lines += [f"% {what}: {signature}" for what, signature in table.signatures]
         lines += [f"% {note}" for note in table.notes]
         sections.append("\n".join(lines))
-    sections += [claims.latex(verdicts, tex_escape).rstrip("\n")] if verdicts else []
+    sections += [claims_text.latex(verdicts, tex_escape).rstrip("\n")] if verdicts else []
     return "\n\n".join(sections) + "\n"
 
 

@@ -6,8 +6,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 from hpo import table_stats
 from hpo.glue import formats as glue_formats
 from hpo.table_groups import Group, identity
-
-GLUE = "glue"
+from hpo.table_records import GLUE
 
 
 def glue_row(group: Group, model_dir: str = None) -> Dict:

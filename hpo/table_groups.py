@@ -185,7 +185,7 @@ def _baseline(group: Group, groups: Sequence[Group]) -> Optional[Group]:
     """The fixed row `group` is compared with (see the module's docstring), None if there is none."""
     same_task = group.family[:4]  # benchmark, task, real or synthetic data, backend
     candidates = [b for b in groups if b.family[:4] == same_task and b.strategy == BASELINE
-                  and b.replay_mode is None and _same_setup(b.config, group.config)
+                  and b.replay_mode is None and setups_match(b.config, group.config)
                   and b.config.train_steps == group.config.train_steps]
     defaults = [b for b in candidates if b.defaults]
     if defaults:
@@ -193,7 +193,7 @@ def _baseline(group: Group, groups: Sequence[Group]) -> Optional[Group]:
     return min(candidates, key=lambda b: b.first) if candidates else None
 
 
-def _same_setup(a: RunConfig, b: RunConfig) -> bool:
+def setups_match(a: RunConfig, b: RunConfig) -> bool:
     """Equal setups; a record without a gin config could have been run on any."""
     return a.setup is None or b.setup is None or a.setup == b.setup
 

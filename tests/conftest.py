@@ -1,7 +1,6 @@
-"""Shared test set-up: a private data cache and quiet TensorFlow."""
+"""Shared test set-up: a private data cache and quiet TensorFlow, the test tiers and file order,
+and the fixtures. Helpers that test files import live in helpers.py."""
 
-import errno
-import glob
 import os
 import shutil
 import subprocess
@@ -10,6 +9,8 @@ import tempfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+
+from helpers import PASSWORD, PASSWORD_USER, PostgresServer, postgres_bindir  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,19 +21,31 @@ def data_dir(tmp_path_factory):
     yield path
 
 
+# Two tiers (markers registered in pyproject.toml). A test that takes more than about 2 s here,
+# its fixtures included (a module fixture that trains a model counts for each test that uses
+# it), is marked `integration` in its file: `pytestmark` for a whole file, a decorator for one
+# test. Every other test is `unit`, added below, so that no test is in neither tier or in both;
+# `make test-unit` runs `-m unit` in about a minute, `make test` runs both.
+#
 # The longest test files first (measured: `make test`'s durations), so that the two workers do
 # not end waiting on one of them; the Makefile tells xdist to keep this order
 # (--no-loadscope-reorder). Within a file the order is unchanged.
 LONGEST_FIRST = ("test_t5x.py", "test_guided.py", "test_multihost.py", "test_t5x_forward.py", "test_horizon.py",
                  "test_t5x_hypergradients.py",
                  "test_forward.py",
-                 "test_kill.py", "test_pbt.py", "test_t5x_glue.py", "test_bench.py", "test_glue_finetune.py", "test_cli.py",
+                 "test_kill.py", "test_pbt.py", "test_pbt_workers.py", "test_t5x_glue.py", "test_docs.py", "test_bench.py", "test_glue_finetune.py", "test_cli.py",
                  "test_one_run_per_dir.py", "test_tfds_prepared.py", "test_full_disk.py",
                  "test_optuna.py", "test_groups.py", "test_paper_config.py", "test_trainer.py", "test_divergence.py",
                  "test_quiet.py", "test_decoding.py", "test_claims.py", "test_probe.py", "test_gpu_bench.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these markers
 def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.unit)
+        elif any(mark.name == "unit" for mark in item.iter_markers()):
+            raise pytest.UsageError(f"{item.nodeid} is marked both unit and integration")
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
@@ -66,6 +79,9 @@ def compilation_cache(tmp_path_factory):
 def t5x_gin():
     """T5X's gin files register T5X's configurables (dynamic registration); a later builtin
     parse in this process would find `DatasetConfig` and `T5Config` ambiguous. Forget them."""
+    # Through gin's private registry: gin-config has no public way to unregister or scope a
+    # configurable (clear_config keeps the registry, interactive mode only allows registering
+    # the same name again, which does not make a short name unambiguous).
     import gin.config
     registry, inverse = gin.config._REGISTRY, gin.config._INVERSE_REGISTRY
     before = {selector for selector, _ in registry.items()}
@@ -75,41 +91,6 @@ def t5x_gin():
         info = registry.pop(selector)
         inverse.pop(info.wrapped, None)
     gin.clear_config()
-
-
-def postgres_bindir() -> str:
-    """Where the PostgreSQL server's programs are, as users' machines have them: `pg_config
-    --bindir`, Debian's /usr/lib/postgresql/<version>/bin (newest first), or the PATH."""
-    candidates = []
-    if shutil.which("pg_config"):
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
-        candidates += [out.stdout.strip()] if out.returncode == 0 else []
-    debian = glob.glob("/usr/lib/postgresql/*/bin")
-    candidates += sorted(debian, key=lambda d: int(d.split("/")[-2]) if d.split("/")[-2].isdigit() else 0,
-                         reverse=True)
-    candidates += [os.path.dirname(shutil.which("initdb"))] if shutil.which("initdb") else []
-    for bindir in candidates:
-        if all(os.access(os.path.join(bindir, p), os.X_OK) for p in ("initdb", "pg_ctl", "postgres")):
-            return bindir
-    pytest.fail("no PostgreSQL server found (no initdb, pg_ctl and postgres in `pg_config --bindir`, "
-                "/usr/lib/postgresql/*/bin or the PATH): install it, e.g. apt install postgresql", pytrace=False)
-
-
-# A user the server asks for a password (the others are trusted on its private socket).
-PASSWORD_USER, PASSWORD = "hpo_pw", "right-password"
-
-
-class PostgresServer:
-    """The private server: its `url`, and `stop()` / `start()` (a restart, as an operator's)."""
-
-    def __init__(self, url, run, start_args, data):
-        self.url, self._run, self._start_args, self._data = url, run, start_args, data
-
-    def stop(self):
-        self._run("pg_ctl", "-D", self._data, "-m", "fast", "-w", "stop")
-
-    def start(self):
-        self._run(*self._start_args)
 
 
 @pytest.fixture(scope="session")
@@ -154,53 +135,3 @@ def postgres_server():
     finally:
         run("pg_ctl", "-D", data, "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
-
-
-class DiesAt:
-    """A stream of batches (`pipeline.Batches`) whose process dies when it is asked for batch
-    number `at`: KeyboardInterrupt, as from a kill, after the checkpoints written before."""
-
-    def __init__(self, batches, at: int):
-        self._batches, self._at, self._served = batches, at, 0
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._served == self._at:
-            raise KeyboardInterrupt
-        self._served += 1
-        return next(self._batches)
-
-    def save(self, path):
-        self._batches.save(path)
-
-    def restore(self, path):
-        self._batches.restore(path)
-
-
-def fill_the_disk(monkeypatch):
-    """ENOSPC once part of a file is written, in the write-then-rename helper every result goes through."""
-    from hpo import io as hpo_io
-    real = hpo_io._open_temp
-
-    class FullDisk:
-        def __init__(self, f):
-            self._f = f
-
-        def write(self, data):
-            self._f.write(data[: len(data) // 2])
-            self._f.flush()
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._f.close()
-
-    def open_temp(directory, name):
-        f, tmp = real(directory, name)
-        return FullDisk(f), tmp
-
-    monkeypatch.setattr(hpo_io, "_open_temp", open_temp)

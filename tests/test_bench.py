@@ -20,6 +20,7 @@ from bench.throughput import experiment, train_throughput
 TINY = ["test.gin"]
 
 
+@pytest.mark.integration
 def test_engine_and_bare_loop_train_the_same_model_at_comparable_speed():
     r = train_throughput(TINY, repeats=2)
     # Same parameters, batch, dropout and Adafactor settings: the same loss after the same steps.
@@ -31,6 +32,7 @@ def test_engine_and_bare_loop_train_the_same_model_at_comparable_speed():
     assert (r["engine_mfu"] is None) == (peak_flops(jax.devices()[0].device_kind) is None)
 
 
+@pytest.mark.integration
 def test_model_flops_match_xla_count_of_the_forward_pass():
     exp = experiment(TINY)
     lengths, size = exp.data.task_feature_lengths, exp.data.batch_size
@@ -52,6 +54,7 @@ def test_peak_flops_table():
     assert peak_flops("cpu") is None
 
 
+@pytest.mark.integration
 def test_decode_speed_reports_greedy_and_beam():
     r = decode_speed(TINY, repeats=1)
     assert r["sentences"] == 16 and r["beam_size"] == 4
@@ -59,12 +62,14 @@ def test_decode_speed_reports_greedy_and_beam():
     assert 0 < r["beam_sentences_per_s"] < math.inf and 0 < r["greedy_sentences_per_s"] < math.inf
 
 
+@pytest.mark.integration
 def test_data_wait_is_a_fraction_of_the_step():
     r = data_wait(TINY, steps=3, warmup=1)
     assert 0 <= r["data_wait_fraction"] < 1
     assert r["step_s"] > 0 and r["data_wait_ms_per_step"] >= 0
 
 
+@pytest.mark.integration
 def test_horizon_costs_time_and_plan_memory_per_window():
     r = horizon_costs(TINY, horizons=(1, 2), repeats=1)
     assert r["plain_step_s"] > 0 and r["plain_mib"] > 0
@@ -74,6 +79,7 @@ def test_horizon_costs_time_and_plan_memory_per_window():
     assert r["mib@2"] > r["mib@1"] >= r["plain_mib"]
 
 
+@pytest.mark.integration
 def test_forward_costs_time_and_plan_memory_per_variant():
     # Two of the four variants (each compiles three programs): per-group rates, and the paper regime
     # as shipped (LAMB, six values, the learning rate forward beside five one-step values).
@@ -91,12 +97,14 @@ def test_forward_costs_time_and_plan_memory_per_variant():
         assert v["forward_mib"] > v["one_step_mib"]
 
 
+@pytest.mark.integration
 def test_resume_times_at_two_positions():
     r = resume_times(TINY, positions=(2, 6))
     for n in (2, 6):
         assert r[f"restore_s@{n}"] > 0 and r[f"skip_s@{n}"] > 0 and r[f"checkpoint_mib@{n}"] > 0
 
 
+@pytest.mark.integration
 def test_training_memory_of_a_subprocess_run():
     r = training_memory(TINY, steps=2, share_compilation_cache=True)
     assert r["steps"] == 2
@@ -115,6 +123,7 @@ def test_run_writes_json_and_rejects_bad_options(tmp_path, capsys):
     assert run.main([str(out), "--skip", "everything"]) == 2
 
 
+@pytest.mark.integration
 def test_make_bench_prints_its_figures_alone(tmp_path):
     """As a user starts it (a new interpreter): the data-wait section, which builds the real
     seqio pipeline, prints its figure and nothing of TensorFlow's, JAX's or seqio's

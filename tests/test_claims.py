@@ -249,6 +249,7 @@ def test_claims_without_a_guided_run_recorded_is_a_one_line_error(tmp_path, caps
     assert not os.path.exists(os.path.join(tmp_path, "comparison.json"))
 
 
+@pytest.mark.integration
 def test_hpo_run_claims_runs_the_replays_and_the_verdict_says_so(tmp_path, capsys):
     """The one training test: guided on configs/test.gin (4 steps), then its three replays."""
     assert main(["run", "--strategy=guided", "--claims", "--gin_file=test.gin", f"--model_dir={tmp_path}"]) == 0

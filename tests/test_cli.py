@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import warm
-from conftest import fill_the_disk
+from helpers import fill_the_disk
 from hpo import records as records_module
 from hpo.cli.main import main
 
@@ -24,6 +24,7 @@ def _hpo(*args, env=None, unset=()):
                           env=env, timeout=300)
 
 
+@pytest.mark.integration
 def test_run_end_to_end_then_rerun_skips(tmp_path):
     model_dir = str(tmp_path / "run")
     first = _hpo("run", *TINY, f"--model_dir={model_dir}", unset=["JAX_COMPILATION_CACHE_DIR"])
@@ -47,6 +48,7 @@ def test_run_end_to_end_then_rerun_skips(tmp_path):
     assert json.load(open(os.path.join(model_dir, "comparison.json"))) == records
 
 
+@pytest.mark.integration
 def test_gin_overrides_and_seeds(tmp_path):
     rc = main(["run", *TINY, "--seeds=1,2", f"--gin.MODEL_DIR={tmp_path}", "--gin.TRAIN_STEPS=2",
                "--gin.Experiment.log_every=1"])
@@ -330,10 +332,16 @@ def test_bad_input_table_is_complete():
     assert len(BAD_INPUTS) >= 40 and len(set(BAD_INPUTS)) == len(BAD_INPUTS)
 
 
+def _tiered(case):
+    """A case on a copy of `finished_run` (which trains a model) is an integration test."""
+    prepare = (_bad_inputs(pathlib.Path("/unused"))[case][2:] or [None])[0]
+    return pytest.param(case, marks=pytest.mark.integration) if getattr(prepare, "on_results", False) else case
+
+
 # A checkpoint orbax fails to read leaves reads behind that report "Event loop is closed" when they
 # end, after the error was raised (and reported, once): pytest would flag them on a later test.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize("case", BAD_INPUTS)
+@pytest.mark.parametrize("case", [_tiered(case) for case in BAD_INPUTS])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, request, case):
     args, message, *prepare = _bad_inputs(tmp_path)[case]
     prepare = prepare[0] if prepare else None
@@ -378,6 +386,7 @@ REAL_PROCESS_CASES = [c for i, c in enumerate(sorted(c for c in BAD_INPUTS if no
                       if i % 3 == 0]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", REAL_PROCESS_CASES)
 def test_bad_input_in_a_real_process_is_one_line_on_fd_2(tmp_path, monkeypatch, request, case):
     args, message, *prepare = _bad_inputs(tmp_path)[case]
@@ -404,6 +413,7 @@ def test_bad_input_in_a_real_process_is_one_line_on_fd_2(tmp_path, monkeypatch, 
         assert not (out / "comparison.json").exists()
 
 
+@pytest.mark.integration
 def test_the_unfinished_copy_resumes(finished_run, tmp_path):
     """The checkpoint cases above fail because of what they change: the unaltered copy resumes."""
     out = tmp_path / "out"
@@ -419,6 +429,7 @@ def test_seeds_run_in_the_order_given():
     assert parse_seeds("2,0") == [2, 0] and parse_seeds(" 1, 3") == [1, 3] and parse_seeds("3:") == [0, 1, 2]
 
 
+@pytest.mark.integration
 def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
     result = _hpo("run", *TINY, f"--model_dir={tmp_path}", "--gin.TRAIN_STEPS=0")
     assert result.returncode == 2
@@ -427,6 +438,7 @@ def test_bad_input_in_a_real_process_has_no_traceback(tmp_path):
     assert not (tmp_path / "comparison.json").exists()
 
 
+@pytest.mark.integration
 def test_help_explains_every_flag():
     result = _hpo("run", "--help")
     assert result.returncode == 0

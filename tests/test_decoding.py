@@ -15,6 +15,8 @@ from hpo.models import decoding
 from hpo.models.decoding import beam_search, greedy_decode
 from hpo.models.t5 import T5Config, Transformer
 
+pytestmark = pytest.mark.integration  # conftest: the test tiers
+
 # A small vocabulary makes EOS (id 1) come up often even in random models.
 CFG = T5Config(
     vocab_size=12,

@@ -5,7 +5,11 @@ import json
 import math
 import os
 
+import pytest
+
 from hpo.cli.main import main
+
+pytestmark = pytest.mark.integration  # conftest: the test tiers
 
 TINY = ["--gin_file=test.gin", "--gin.TRAIN_STEPS=40"]
 

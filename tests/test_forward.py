@@ -9,11 +9,12 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import DiesAt
-from hpo import hyper
+from helpers import DiesAt
+from hpo import guided_step, hyper
 from hpo.errors import UserError
 from hpo.strategies.fixed import Fixed
-from hpo.strategies.guided import Guided, read_schedule, step_cost
+from hpo.schedules import read_schedule
+from hpo.strategies.guided import Guided, step_cost
 from hpo.trainer import apply_update
 from test_guided import _batch
 from test_horizon import _adam_state, _model, _stacked
@@ -29,11 +30,11 @@ def _tuning(values, forward, discount=1.0, names=NAMES):
 
 
 def _forward_run(state, tuning, model, tx, schedule, trains, guide):
-    """`len(trains)` tuned steps of `hyper.guided_update` whose meta-optimizer never moves the values:
+    """`len(trains)` tuned steps of `guided_step.guided_update` whose meta-optimizer never moves the values:
     the hyper-gradients reported at the last (one program: the same run as plain steps before it)."""
     tuner = tuning.init(len(trains), (state.params, state.opt_state))
     state = state.replace(tuner=tuner)
-    step = jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=schedule, tuning=tuning))
+    step = jax.jit(functools.partial(guided_step.guided_update, model=model, tx=tx, schedule=schedule, tuning=tuning))
     for train in trains:
         state, metrics = step(state, {"train": train, "guide": guide})
     return {k: float(metrics[f"hypergrad/{k}"]) for k in tuning.specs}, state
@@ -66,6 +67,7 @@ def x64():
         return model, state, tx, schedule, values, trains, guide
 
 
+@pytest.mark.integration
 def test_forward_at_discount_one_is_the_gradient_through_every_step(x64):
     """μ = 1 over 3 steps with constant values: the hyper-gradient after them equals reverse mode
     through all three (`Guided.horizon = 3`'s window) and a float64 central difference."""
@@ -75,7 +77,7 @@ def test_forward_at_discount_one_is_the_gradient_through_every_step(x64):
         reported, _ = _forward_run(state, tuning, model, tx, schedule, trains, guide)
         loss = _window_loss(state, tuning, model, tx, schedule, trains, guide)
         raw = {k: jnp.asarray(tuning.specs[k].inverse(values[k]), jnp.float64) for k in NAMES}
-        window = jax.jit(jax.grad(lambda r: model.mean_loss(hyper.train_window(
+        window = jax.jit(jax.grad(lambda r: model.mean_loss(guided_step.train_window(
             state, _stacked([5, 6, 7]), {**tuning.fixed_values, **hyper.activate_all(tuning.specs, r)},
             model=model, tx=tx, schedule=schedule)[0], guide, train=False)))(raw)
         h = 1e-4
@@ -86,6 +88,7 @@ def test_forward_at_discount_one_is_the_gradient_through_every_step(x64):
             assert abs(reported[k] - fd) <= 1e-4 * abs(fd) + 1e-9, (k, reported[k], fd)
 
 
+@pytest.mark.integration
 def test_forward_values_beside_one_step_values(x64):
     """Only the learning rate forward: its hyper-gradient sees all three steps, the others' see the
     last step alone (the one-step method's, from the state before it)."""
@@ -109,6 +112,7 @@ def test_forward_values_beside_one_step_values(x64):
         assert set(after.tuner["tangent"]) == {"learning_rate"}
 
 
+@pytest.mark.integration
 def test_a_discount_weighs_earlier_updates_by_its_powers(x64):
     """μ = 0.5: the carried derivative of the state shrinks by μ per update, which reverse mode gets
     from states whose derivative (not value) is scaled by μ at each step's start."""
@@ -125,6 +129,7 @@ def test_a_discount_weighs_earlier_updates_by_its_powers(x64):
         assert reported["learning_rate"] != pytest.approx(float(whole["learning_rate"]), rel=1e-3)
 
 
+@pytest.mark.integration
 def test_discount_zero_is_the_one_step_method():
     """μ = 0 runs the one-step method's program (bit for bit); the forward machinery at μ = 0
     agrees with it to float rounding, whatever tangent it carried."""
@@ -139,7 +144,7 @@ def test_discount_zero_is_the_one_step_method():
         tuning = hyper.Tuning(specs=specs, fixed_values=fixed, meta_tx=meta, mode=mode, forward=NAMES, discount=0.0)
         assert tuning.forward_names == ()
         at = state.replace(tuner=tuning.init(3, (state.params, state.opt_state)))
-        step = jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=schedule, tuning=tuning))
+        step = jax.jit(functools.partial(guided_step.guided_update, model=model, tx=tx, schedule=schedule, tuning=tuning))
         for batch in batches:
             at, _ = step(at, batch)
         runs[mode] = at
@@ -177,6 +182,7 @@ def _forward_experiment(tiny_experiment, *extra):
                            "Guided.guide_refresh = 'step'", "Guided.travel = 0.4", *extra)
 
 
+@pytest.mark.integration
 def test_a_forward_run_resumes_to_the_same_record_and_replays(tiny_experiment, tmp_path, monkeypatch):
     from hpo.data import pipeline
     exp = _forward_experiment(tiny_experiment)

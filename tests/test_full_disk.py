@@ -11,6 +11,8 @@ import pytest
 
 from hpo.cli.main import main
 
+pytestmark = pytest.mark.integration  # conftest: the test tiers
+
 RUN = ["run", "--strategy=fixed", "--gin_file=test.gin", "--gin.TRAIN_STEPS=12"]
 RESULT_FIELDS = ("test_bleu", "dev_bleu", "test_chrf", "dev_loss", "hparams", "train_steps", "dev_history")
 

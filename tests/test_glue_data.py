@@ -155,6 +155,7 @@ def test_tfds_preprocessor_matches_formats():
     assert [t for _, t in got] == ["entailment", "not_entailment"]
 
 
+@pytest.mark.integration
 def test_tfds_glue_of_the_real_config_under_mock_data():
     # Every GLUE task `hpo run --gin_file=t5/c4_glue.gin` fine-tunes on, with the TFDS name,
     # config and version the run reads.

@@ -9,6 +9,8 @@ import pytest
 from hpo.cli.main import main
 from hpo.glue import metrics
 
+pytestmark = pytest.mark.integration  # conftest: the test tiers
+
 TINY_T5 = ["--gin_file=t5/embedded.gin", "--gin_file=test.gin",
            "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",
            "--gin.synthetic_pretraining_task.num_train=300", "--gin.synthetic_pretraining_task.num_dev=16",

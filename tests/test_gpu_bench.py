@@ -56,6 +56,7 @@ def stand_in(tmp_path_factory):
     return out, results, imports, str(tmp / "site")
 
 
+@pytest.mark.integration
 def test_it_imports_nothing_the_gpu_machine_lacks_and_gin_from_the_carried_wheel(stand_in):
     out, _, imports, site = stand_in
     assert out.returncode == 0, out.stderr[-3000:]
@@ -68,6 +69,7 @@ def test_it_imports_nothing_the_gpu_machine_lacks_and_gin_from_the_carried_wheel
     assert any("hpo" in modules and "flax" in modules for modules in runs)  # the engine's model and steps ran
 
 
+@pytest.mark.integration
 def test_it_reports_every_figure_of_every_section(stand_in):
     out, results, _, _ = stand_in
     assert out.returncode == 0, out.stderr[-3000:]

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpo import claims, groups as param_groups, hyper, optim, plots, records
-from hpo.cli.main import main
+from hpo import claims, groups as param_groups, guided_step, hyper, optim, plots, records
 from hpo.errors import UserError
 from hpo.strategies.fixed import Fixed
-from hpo.strategies.guided import Guided, read_schedule
+from hpo.schedules import read_schedule
+from hpo.strategies.guided import Guided
 from hpo.trainer import apply_update, init_state, train_step
 from test_guided import LENGTHS, _batch, _model
 
@@ -33,6 +33,7 @@ def _trained_state(model, optimizer, values, dtype, lr=0.01):
     return state, tx, schedule
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("optimizer", ["adam", "adafactor"])
 def test_group_hypergradients_equal_finite_differences(optimizer):
     with jax.enable_x64(True):
@@ -44,7 +45,7 @@ def test_group_hypergradients_equal_finite_differences(optimizer):
         names = ["learning_rate", *RATES]  # the global multiplier tuned beside the groups'
         specs = {k: hyper.DEFAULT_SPECS["learning_rate"] for k in names}
         fixed = {k: v for k, v in values.items() if k not in specs}
-        loss = functools.partial(hyper.guide_loss, state=state, batch={"train": _batch(5), "guide": _batch(6)},
+        loss = functools.partial(guided_step.guide_loss, state=state, batch={"train": _batch(5), "guide": _batch(6)},
                                  model=model, tx=tx, schedule=schedule, specs=specs, fixed_values=fixed,
                                  groups=GROUPS)
         # Off 1.0, so that each multiplier's gradient is taken at a point of its own.
@@ -64,6 +65,7 @@ def _paths(tree):
     return [param_groups.path_of(keys) for keys, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
+@pytest.mark.integration
 def test_a_group_multiplier_scales_its_parameters_updates_alone():
     model = _model()
     values = {**optim.OptimizerConfig(name="adam").hparams(), "learning_rate": 1.0}
@@ -89,13 +91,14 @@ def test_a_group_multiplier_scales_its_parameters_updates_alone():
     for a, b in zip(jax.tree.leaves(ones[1]), jax.tree.leaves(doubled[1])):
         np.testing.assert_array_equal(a, b)  # the moments see gradients, not multipliers
 
-    window = hyper.train_window(state, jax.tree.map(lambda x: x[None], _batch(5)),
-                                {**hparams, **{k: jnp.float32(1.0) for k in RATES}, "learning_rate/encoder": 2.0},
-                                model=model, tx=tx, schedule=schedule, groups=GROUPS)
+    window = guided_step.train_window(state, jax.tree.map(lambda x: x[None], _batch(5)),
+                                      {**hparams, **{k: jnp.float32(1.0) for k in RATES}, "learning_rate/encoder": 2.0},
+                                      model=model, tx=tx, schedule=schedule, groups=GROUPS)
     for a, b in zip(jax.tree.leaves(window[0]), jax.tree.leaves(doubled[0])):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # a long-horizon window scales the same
 
 
+@pytest.mark.integration
 def test_a_guided_run_learns_one_rate_per_group(tiny_experiment, tmp_path, monkeypatch):
     exp = tiny_experiment("TRAIN_STEPS = 5", "Guided.groups = 'embeddings_encoder_decoder'",
                           "Guided.meta_learning_rate = 0.05")

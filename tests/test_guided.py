@@ -10,12 +10,13 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import DiesAt
-from hpo import hyper, optim
+from helpers import DiesAt
+from hpo import guided_step, hyper, optim
 from hpo.models.seq2seq import Seq2SeqModel
 from hpo.models.t5 import T5Config
 from hpo.strategies.fixed import Fixed
-from hpo.strategies.guided import Guided, read_schedule
+from hpo.schedules import read_schedule
+from hpo.strategies.guided import Guided
 from hpo.trainer import init_state, train_step
 
 LENGTHS = {"inputs": 8, "targets": 8}
@@ -46,6 +47,7 @@ OPTIMIZER_HPARAMS = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("optimizer", list(OPTIMIZER_HPARAMS))
 def test_hypergradient_equals_finite_differences(optimizer):
     names = OPTIMIZER_HPARAMS[optimizer]
@@ -63,7 +65,7 @@ def test_hypergradient_equals_finite_differences(optimizer):
         for i in range(2):  # non-trivial optimizer moments
             state, _ = train_step(state, _batch(i), plain, model=model, tx=tx, schedule=schedule)
         fixed = {k: v for k, v in values.items() if k not in specs}
-        loss = functools.partial(hyper.guide_loss, state=state, batch={"train": _batch(5), "guide": _batch(6)},
+        loss = functools.partial(guided_step.guide_loss, state=state, batch={"train": _batch(5), "guide": _batch(6)},
                                  model=model, tx=tx, schedule=schedule, specs=specs, fixed_values=fixed)
         raw = {k: jnp.asarray(specs[k].inverse(inits[k]), jnp.float64) for k in names}
         grads = jax.grad(lambda r: loss(r)[0])(raw)
@@ -86,7 +88,7 @@ def _guided_run(init_multiplier, steps=40, meta_lr=0.05):
     tuner = hyper.init_tuner(specs, {"learning_rate": init_multiplier}, meta, steps)
     state = init_state(model, tx, 0, LENGTHS, tuner)
     tuning = hyper.Tuning(specs=specs, fixed_values={"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}, meta_tx=meta)
-    step = jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=schedule, tuning=tuning))
+    step = jax.jit(functools.partial(guided_step.guided_update, model=model, tx=tx, schedule=schedule, tuning=tuning))
     guide = _batch(1, 16)
     for i in range(steps):
         state, metrics = step(state, {"train": _batch(100 + i, 16), "guide": guide})
@@ -98,6 +100,7 @@ def _guided_run(init_multiplier, steps=40, meta_lr=0.05):
 # over the run, and from 0.1 the first meta-step's (Adam's first step has the size of its
 # learning rate whatever the hyper-gradient's size, so only its sign counts). From 10 the first
 # step goes up (to 10.5: the one-step guide loss still favours a larger rate at step 0).
+@pytest.mark.integration
 def test_learning_rate_10x_too_small_is_raised():
     trajectory = _guided_run(0.1)
     assert trajectory[0] == pytest.approx(0.1, rel=1e-5)
@@ -105,6 +108,7 @@ def test_learning_rate_10x_too_small_is_raised():
     assert trajectory[-10:].mean() > trajectory[:10].mean()
 
 
+@pytest.mark.integration
 def test_learning_rate_10x_too_large_is_lowered():
     trajectory = _guided_run(10.0)
     assert trajectory[0] == pytest.approx(10.0, rel=1e-5)
@@ -122,6 +126,7 @@ def test_init_values_start_exactly_and_boundaries_are_avoided():
     assert float(jax.grad(wd.activate)(jnp.float32(raw))) > 0
 
 
+@pytest.mark.integration
 def test_nan_and_inf_hypergradients_leave_values_finite_and_training_going():
     assert hyper.sanitize({"a": jnp.nan, "b": jnp.inf, "c": -jnp.inf}, bound=5.0) == {"a": 0.0, "b": 5.0, "c": -5.0}
     model = _model()
@@ -130,7 +135,7 @@ def test_nan_and_inf_hypergradients_leave_values_finite_and_training_going():
     meta = optax.adam(0.01)
     state = init_state(model, tx, 0, LENGTHS, hyper.init_tuner(specs, {"learning_rate": 1.0, "beta1": 0.9}, meta, 4))
     tuning = hyper.Tuning(specs=specs, fixed_values={"beta2": 0.999, "eps": 1e-8}, meta_tx=meta)
-    step = jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=lambda s: 1e-3, tuning=tuning))
+    step = jax.jit(functools.partial(guided_step.guided_update, model=model, tx=tx, schedule=lambda s: 1e-3, tuning=tuning))
     for poison in (np.nan, np.inf):
         guide = _batch(1)
         guide["decoder_loss_weights"] = guide["decoder_loss_weights"] * poison
@@ -143,6 +148,7 @@ def test_nan_and_inf_hypergradients_leave_values_finite_and_training_going():
     assert {k: int(v) for k, v in state.tuner["nonfinite"].items()} == {"learning_rate": 2, "beta1": 2}
 
 
+@pytest.mark.integration
 def test_between_updates_every_step_is_a_plain_training_step():
     """update_every=3: steps 0, 3, ... take the guide pass and move the values; the steps
     between are plain training steps with the current values."""
@@ -153,7 +159,7 @@ def test_between_updates_every_step_is_a_plain_training_step():
     fixed = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "label_smoothing": 0.0}
     tuning = hyper.Tuning(specs=specs, fixed_values=fixed, meta_tx=meta, update_every=3)
     schedule = lambda s: jnp.float32(1e-3)  # noqa: E731
-    step_fns = {tune: jax.jit(functools.partial(hyper.guided_update, model=model, tx=tx, schedule=schedule,
+    step_fns = {tune: jax.jit(functools.partial(guided_step.guided_update, model=model, tx=tx, schedule=schedule,
                                                 tuning=tuning, tune=tune)) for tune in (True, False)}
     plain = jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule))
 
@@ -182,6 +188,7 @@ def test_between_updates_every_step_is_a_plain_training_step():
     assert int(state.tuner["nonfinite"]["learning_rate"]) == 2
 
 
+@pytest.mark.integration
 def test_a_guided_run_with_update_every_counts_its_compute(tiny_experiment):
     exp = tiny_experiment("TRAIN_STEPS = 6", "Guided.update_every = 2", "Guided.meta_learning_rate = 0.05")
     record = Guided().run(exp, seed=0)
@@ -190,6 +197,7 @@ def test_a_guided_run_with_update_every_counts_its_compute(tiny_experiment):
     assert record["compute_steps"] == pytest.approx(6 * 1.5)  # a guide pass every other step
 
 
+@pytest.mark.integration
 def test_adafactor_decay_rate_hypergradient_is_finite_on_factored_weights():
     model = Seq2SeqModel(T5Config(vocab_size=256, emb_dim=128, num_heads=2, head_dim=64, mlp_dim=256,
                                   num_encoder_layers=1, num_decoder_layers=1))
@@ -202,7 +210,7 @@ def test_adafactor_decay_rate_hypergradient_is_finite_on_factored_weights():
     for i in range(3):  # most of the 256 embedding rows get no gradient: v = eps there
         state, _ = train_step(state, _batch(i), plain, model=model, tx=tx, schedule=schedule)
     specs = {"decay_rate": hyper.DEFAULT_SPECS["decay_rate"]}
-    loss = functools.partial(hyper.guide_loss, state=state, batch={"train": _batch(5), "guide": _batch(6)},
+    loss = functools.partial(guided_step.guide_loss, state=state, batch={"train": _batch(5), "guide": _batch(6)},
                              model=model, tx=tx, schedule=schedule, specs=specs,
                              fixed_values={k: v for k, v in values.items() if k != "decay_rate"})
     grad = jax.grad(lambda r: loss(r)[0])({"decay_rate": jnp.float32(specs["decay_rate"].inverse(0.8))})
@@ -215,6 +223,7 @@ def _guided_experiment(tiny_experiment, *extra):
                            "Guided.guide_refresh = 'step'", *extra)
 
 
+@pytest.mark.integration
 def test_resume_mid_run_continues_the_trajectory_exactly(tiny_experiment, tmp_path, monkeypatch):
     from hpo.data import pipeline
     exp = _guided_experiment(tiny_experiment)
@@ -239,6 +248,7 @@ def test_resume_mid_run_continues_the_trajectory_exactly(tiny_experiment, tmp_pa
     assert len(np.unique(b["learning_rate"])) > 1  # the values did move
 
 
+@pytest.mark.integration
 def test_replay_reproduces_the_learning_rate_step_by_step(tiny_experiment):
     exp = _guided_experiment(tiny_experiment, "Experiment.log_every = 1")
     guided = Guided().run(exp, seed=0)

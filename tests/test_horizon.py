@@ -9,11 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import DiesAt
-from hpo import hyper, optim
-from hpo.strategies.guided import Guided, read_schedule, step_cost
+from helpers import DiesAt
+from hpo import guided_step, hyper, optim
+from hpo.schedules import read_schedule
+from hpo.strategies.guided import Guided, step_cost
 from hpo.trainer import apply_update, init_state, train_step
 from test_guided import LENGTHS, _batch, _model
+
+pytestmark = pytest.mark.integration  # conftest: the test tiers
 
 
 def _stacked(seeds):
@@ -40,7 +43,7 @@ def test_a_window_of_one_step_is_the_one_step_lookahead():
     state, tx, schedule, values = _adam_state(model, jnp.float32)
     hparams = {k: jnp.float32(v) for k, v in values.items()}
     one = jax.jit(functools.partial(apply_update, model=model, tx=tx, schedule=schedule))
-    window = jax.jit(functools.partial(hyper.train_window, model=model, tx=tx, schedule=schedule))
+    window = jax.jit(functools.partial(guided_step.train_window, model=model, tx=tx, schedule=schedule))
     expected, got = one(state, _batch(5), hparams), window(state, _stacked([5]), hparams)
     for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
@@ -48,11 +51,11 @@ def test_a_window_of_one_step_is_the_one_step_lookahead():
     specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"]}
     fixed = {k: v for k, v in values.items() if k not in specs}
     raw = {"learning_rate": jnp.float32(0.0)}
-    reference = jax.grad(lambda r: hyper.guide_loss(r, state, {"train": _batch(5), "guide": _batch(6)}, model=model,
+    reference = jax.grad(lambda r: guided_step.guide_loss(r, state, {"train": _batch(5), "guide": _batch(6)}, model=model,
                                                     tx=tx, schedule=schedule, specs=specs, fixed_values=fixed)[0])
 
     def through_window(r):
-        params, _, _ = hyper.train_window(state, _stacked([5]), {**fixed, **hyper.activate_all(specs, r)},
+        params, _, _ = guided_step.train_window(state, _stacked([5]), {**fixed, **hyper.activate_all(specs, r)},
                                           model=model, tx=tx, schedule=schedule)
         return model.mean_loss(params, _batch(6), train=False)
 
@@ -72,7 +75,7 @@ def test_window_hypergradient_equals_finite_differences():
 
         def loss(raw):
             hparams = {**fixed, **hyper.activate_all(specs, raw)}
-            params, _, _ = hyper.train_window(state, batches, hparams, model=model, tx=tx, schedule=schedule)
+            params, _, _ = guided_step.train_window(state, batches, hparams, model=model, tx=tx, schedule=schedule)
             return model.mean_loss(params, _batch(9), train=False)
 
         raw = {k: jnp.asarray(specs[k].inverse(values[k]), jnp.float64) for k in names}
@@ -83,7 +86,7 @@ def test_window_hypergradient_equals_finite_differences():
             assert fd != 0.0, k
             assert abs(float(grads[k]) - fd) <= 1e-4 * abs(fd) + 1e-9, (k, float(grads[k]), fd)
         # It is not the one-step lookahead's gradient: the earlier updates matter.
-        one = jax.grad(lambda r: hyper.guide_loss(r, state, {"train": _batch(5), "guide": _batch(9)}, model=model,
+        one = jax.grad(lambda r: guided_step.guide_loss(r, state, {"train": _batch(5), "guide": _batch(9)}, model=model,
                                                   tx=tx, schedule=schedule, specs=specs, fixed_values=fixed)[0])(raw)
         assert abs(float(one["learning_rate"]) - float(grads["learning_rate"])) > 1e-3 * abs(float(grads["learning_rate"]))
 

@@ -3,7 +3,7 @@ for gs://, through the same tf.io.gfile calls)."""
 
 import pytest
 
-from conftest import fill_the_disk
+from helpers import fill_the_disk
 from hpo import distributed, io as hpo_io, records
 from hpo.errors import UserError
 

@@ -5,10 +5,14 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
 import kill_harness  # noqa: E402
 import warm  # noqa: E402
 from hpo import faults  # noqa: E402
+
+pytestmark = pytest.mark.integration  # conftest: the test tiers
 
 
 def test_twenty_one_stops_lose_nothing_a_third_of_them_preemptions(tmp_path):

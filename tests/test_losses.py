@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from hpo.losses import cross_entropy
 
@@ -39,6 +40,7 @@ def test_z_loss_adds_log_z_squared():
     np.testing.assert_allclose(with_z - base, 0.5 * jnp.sum(log_z ** 2 * weights), rtol=1e-5)
 
 
+@pytest.mark.integration
 def test_label_smoothing_is_differentiable():
     logits, targets, weights = _case()
     grad = jax.grad(lambda a: cross_entropy(logits, targets, weights, label_smoothing=a)[0])(0.1)

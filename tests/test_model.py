@@ -13,7 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from hpo.models.t5 import T5Config, Transformer, num_params, relative_position_bucket
+from hpo.backend import num_params
+from hpo.models.t5 import T5Config, Transformer, relative_position_bucket
 
 CFG = T5Config(
     vocab_size=32,
@@ -65,6 +66,7 @@ def param_count(cfg):
     return num_params(shapes["params"])
 
 
+@pytest.mark.integration
 def test_shapes_and_dtype(params):
     model = Transformer(CFG)
     enc, dec_in, tgt = random_batch(1)
@@ -163,6 +165,7 @@ def test_packing_matches_separate(params):
         np.testing.assert_allclose(packed[0, positions], alone[0, :n], atol=ATOL)
 
 
+@pytest.mark.integration
 def test_dropout(params):
     # Dropout does not change the parameter structure, so the params are shared.
     model = Transformer(dataclasses.replace(CFG, dropout_rate=0.3))
@@ -196,6 +199,7 @@ def cross_entropy(logits, targets):
     return jnp.sum(losses * weights) / jnp.sum(weights)
 
 
+@pytest.mark.integration
 def test_overfits_tiny_batch(params):
     model = Transformer(CFG)
     enc, _, tgt = random_batch(7, batch=4, enc_len=6, dec_len=5)

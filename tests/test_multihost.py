@@ -59,6 +59,7 @@ def _records(model_dir):
     return {r["strategy"]: r for r in json.load(open(os.path.join(model_dir, "comparison.json")))}
 
 
+@pytest.mark.integration
 def test_builtin_engine_on_two_hosts_equals_one_host_with_as_many_devices(tmp_path):
     two, one = str(tmp_path / "two-hosts"), str(tmp_path / "one-host")
     population = ["--gin.Pbt.population=2", "--gin.Pbt.interval=2"]  # 2 rounds, 1 exploit
@@ -103,6 +104,7 @@ hpo_partitioning.HostMeshPartitioner:
 """
 
 
+@pytest.mark.integration
 def test_t5x_guided_with_a_horizon_and_groups_on_two_hosts_equals_one_host(tmp_path):
     """Windows of Guided.horizon 2 (each host takes the window's batches from its own pipeline)
     and per-group rates, on a data × model mesh over two processes: the same run as one

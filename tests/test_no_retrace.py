@@ -7,9 +7,13 @@ a later step or evaluation was traced, and compiled, again.
 
 import functools
 
+import pytest
+
 from hpo import experiment as experiment_module
 from hpo.models import decoding
 from hpo.strategies.fixed import Fixed
+
+pytestmark = pytest.mark.integration  # conftest: the test tiers
 
 
 def _counting(fn, counts, key):

@@ -10,6 +10,8 @@ import pytest
 
 from hpo.cli.main import main
 
+pytestmark = pytest.mark.integration  # conftest: the test tiers
+
 HOLD = """import sys, time
 from hpo import io
 with io.training(sys.argv[1]):

@@ -49,6 +49,7 @@ def _trials(record):
     return [(t["number"], t["state"], t["params"].get("learning_rate")) for t in record["trials"]]
 
 
+@pytest.mark.integration
 def test_study_is_reproducible_from_its_seed(tiny_experiment, tmp_path, fake_training):
     a = OptunaSearch(SPACE, n_trials=3).run(tiny_experiment(), seed=7)
     b = OptunaSearch(SPACE, n_trials=3).run(tiny_experiment(f"MODEL_DIR = '{tmp_path / 'again'}'"), seed=7)
@@ -57,6 +58,7 @@ def test_study_is_reproducible_from_its_seed(tiny_experiment, tmp_path, fake_tra
     assert _trials(c) != _trials(a)
 
 
+@pytest.mark.integration
 def test_startup_trials_set_when_the_sampler_starts_modelling(tiny_experiment, tmp_path, fake_training):
     early = OptunaSearch(SPACE, n_trials=5, startup_trials=2).run(tiny_experiment(), seed=7)
     late = OptunaSearch(SPACE, n_trials=5).run(tiny_experiment(f"MODEL_DIR = '{tmp_path / 'late'}'"), seed=7)
@@ -65,6 +67,7 @@ def test_startup_trials_set_when_the_sampler_starts_modelling(tiny_experiment, t
     assert early["study"]["startup_trials"] == 2
 
 
+@pytest.mark.integration
 def test_rerun_counts_trials_as_a_total(tiny_experiment, fake_training):
     exp = tiny_experiment()
     assert len(OptunaSearch(SPACE, n_trials=2).run(exp, seed=0)["trials"]) == 2
@@ -75,6 +78,7 @@ def test_rerun_counts_trials_as_a_total(tiny_experiment, fake_training):
     assert len(rows) == 1 and rows[0]["train_runs"] == 4
 
 
+@pytest.mark.integration
 def test_selection_uses_dev_and_reports_the_selected_trial(tiny_experiment, fake_training):
     record = OptunaSearch({"learning_rate": {"choices": [1.0, 3.0, 5.0]}}, n_trials=6,
                           sampler="random").run(tiny_experiment(), seed=0)
@@ -82,6 +86,7 @@ def test_selection_uses_dev_and_reports_the_selected_trial(tiny_experiment, fake
     assert record["dev_bleu"] == pytest.approx(50.0) and record["test_bleu"] == pytest.approx(49.0)
 
 
+@pytest.mark.integration
 def test_each_trial_keeps_its_scores_test_too(tiny_experiment, fake_training):
     """At equal compute (equal_compute) a trial the study did not select can be the one reported."""
     record = OptunaSearch({"learning_rate": {"choices": [1.0, 3.0, 5.0]}}, n_trials=3,
@@ -91,6 +96,7 @@ def test_each_trial_keeps_its_scores_test_too(tiny_experiment, fake_training):
         assert trial["hypotheses"].endswith(f"trial_{trial['number']}/test.hyp") and trial["test_sentences"] == 16
 
 
+@pytest.mark.integration
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_experiment, fake_training):
     space = {"learning_rate": {"choices": [9.5, 2.0]}}
     exp = tiny_experiment()
@@ -132,6 +138,7 @@ def _shared_study_worker(i, tmp_path, storage, search=None):
                  f"--gin.OptunaSearch.storage={storage!r}", *bindings])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_four_workers_share_one_study_and_survive_a_kill(tmp_path, database, request):
     """Four workers ("hosts" 0-3) on one study; worker 0 is killed in the middle of a trial.
@@ -161,8 +168,9 @@ def test_four_workers_share_one_study_and_survive_a_kill(tmp_path, database, req
         assert [t["attempts"] for t in record["trials"] if t["number"] == killed] == [2]
 
 
+@pytest.mark.integration
 def test_each_way_a_storage_fails_to_open_has_its_own_line(postgres_url):
-    from conftest import PASSWORD, PASSWORD_USER
+    from helpers import PASSWORD, PASSWORD_USER
     from hpo.errors import UserError
     from hpo.strategies.storage import open_storage
     host = postgres_url.split("?")[1]
@@ -180,7 +188,7 @@ def test_each_way_a_storage_fails_to_open_has_its_own_line(postgres_url):
 def test_no_postgresql_server_is_one_line_and_a_failure(monkeypatch):
     import glob
     import shutil
-    from conftest import postgres_bindir
+    from helpers import postgres_bindir
     monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr(glob, "glob", lambda pattern: [])
     with pytest.raises(pytest.fail.Exception, match="^no PostgreSQL server found"):
@@ -198,6 +206,7 @@ def _all_inside_trials(tmp_path, workers, count=4):
         time.sleep(0.02)
 
 
+@pytest.mark.integration
 def test_four_workers_outlive_a_database_restart(tmp_path, postgres_server):
     """The server stops and starts again while all four workers are inside trials: they wait,
     reconnect and finish the study, every place done once."""
@@ -218,6 +227,7 @@ def test_four_workers_outlive_a_database_restart(tmp_path, postgres_server):
     assert _done_places(tmp_path) == list(range(8))  # each place ran to its end once
 
 
+@pytest.mark.integration
 def test_workers_stop_in_one_line_when_the_database_stays_down_and_a_rerun_finishes(tmp_path, postgres_server):
     workers = [warm.Process(_shared_study_worker, i, str(tmp_path), postgres_server.url,
                             {"study_name": "down", "heartbeat_seconds": 5, "reconnect_seconds": 3}) for i in range(4)]
@@ -242,6 +252,7 @@ def test_workers_stop_in_one_line_when_the_database_stays_down_and_a_rerun_finis
     assert len(attempts) == 8 and all(a[-1].state == optuna.trial.TrialState.COMPLETE for a in attempts.values())
 
 
+@pytest.mark.integration
 def test_real_tiny_trials_end_to_end(tiny_experiment):
     exp = tiny_experiment("TRAIN_STEPS = 2")
     record = OptunaSearch({"learning_rate": {"low": 0.5, "high": 2.0, "log": True}}, n_trials=2).run(exp, seed=0)
@@ -255,6 +266,7 @@ def test_real_tiny_trials_end_to_end(tiny_experiment):
     assert again == record  # a finished study revisited is the same row, made when its last trial ended
 
 
+@pytest.mark.integration
 def test_a_trial_left_running_by_a_killed_worker_is_retried(tiny_experiment, fake_training):
     import time
     exp = tiny_experiment()
@@ -286,6 +298,7 @@ def _lost_trial(study, worker_of=None):
     return trial.number, lr
 
 
+@pytest.mark.integration
 def test_a_place_failed_without_its_retry_is_retried(tiny_experiment, fake_training):
     exp = tiny_experiment()
     search = OptunaSearch(SPACE, n_trials=2)
@@ -297,6 +310,7 @@ def test_a_place_failed_without_its_retry_is_retried(tiny_experiment, fake_train
     assert record["trials"][0]["params"]["learning_rate"] == lr
 
 
+@pytest.mark.integration
 def test_two_retries_of_one_lost_attempt_run_it_once(tiny_experiment, fake_training):
     exp = tiny_experiment()
     search = OptunaSearch(SPACE, n_trials=1)
@@ -323,6 +337,7 @@ def test_a_lost_trial_waits_for_a_living_failer_to_queue_its_retry():
     assert places.can_repair(failed, grace_seconds=60)
 
 
+@pytest.mark.integration
 def test_a_lost_retry_is_retried_again(tiny_experiment, fake_training):
     """A place's second attempt lost too (its failer killed before queueing its retry): the
     third attempt runs the place (a retry's history is the storage's, never the trial itself)."""

@@ -8,7 +8,8 @@ import pytest
 
 from hpo import config, optim
 from hpo.errors import UserError
-from hpo.strategies.guided import Guided, read_schedule
+from hpo.schedules import read_schedule
+from hpo.strategies.guided import Guided
 
 SIX = ["learning_rate", "beta1", "beta2", "eps", "weight_decay", "label_smoothing"]
 
@@ -46,6 +47,7 @@ def _learning_rates_logged(run_dir):
     return np.array([float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("learning_rate")])
 
 
+@pytest.mark.integration
 def test_a_guided_run_in_the_paper_regime_learns_all_six_with_lamb_and_warmup(tiny_experiment):
     exp = tiny_experiment("TRAIN_STEPS = 20", "Experiment.checkpoint_every = 20",
                           gin_files=("test.gin", "paper.gin"))

@@ -70,6 +70,7 @@ def test_bad_settings_are_one_line(tiny_experiment, binding, message):
         Pbt()
 
 
+@pytest.mark.integration
 def test_per_group_rates_are_tuned_values(tmp_path):
     """Pbt.groups: a multiplier of the learning rate per group joins each member's values. With the
     decoder's fixed at 0, no member's decoder moves from its initialisation while its encoder does;
@@ -154,6 +155,7 @@ def _experiment(model_dir):
     return Experiment()
 
 
+@pytest.mark.integration
 def test_a_population_exploits_explores_and_reports_its_best_member(pbt_run):
     """Three members, three rounds of two steps: after each of the first two rounds the worst
     member's checkpoint is the best one's (parameters bit for bit) with explored values; the row is
@@ -210,6 +212,7 @@ def test_a_population_exploits_explores_and_reports_its_best_member(pbt_run):
         Pbt().run(experiment, seed=0)
 
 
+@pytest.mark.integration
 def test_an_exploit_repeated_after_a_kill_gives_the_same_checkpoint(tiny_experiment, tmp_path):
     """copy_member twice (a rerun repeats a round's copies): the target's checkpoint is the same."""
     experiment = tiny_experiment("Experiment.checkpoint_every = 100")
@@ -253,6 +256,7 @@ def test_the_members_plot_draws_each_member_and_marks_each_exploit():
     assert plots.pbt_figure([{"strategy": "guided"}]) is None
 
 
+@pytest.mark.integration
 def test_stops_inside_an_exploit_lose_nothing(tmp_path):
     """A population (2 members, 2 rounds) stopped by kill -9 in its exploit: after the first copy,
     inside the repeated copy's checkpoint write, and between the round's new state's write and its
@@ -287,6 +291,7 @@ def test_stops_inside_an_exploit_lose_nothing(tmp_path):
         assert ours[field] == theirs[field], field
 
 
+@pytest.mark.integration
 def test_claims_replay_pbts_schedule_as_constants_for_claim_3(pbt_run):
     """`hpo run --strategy=pbt --claims`: its best member's lineage replayed as its mean and final
     constants (rows of their own), and PBT's claim 3 line against the better of them."""

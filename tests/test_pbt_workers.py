@@ -23,6 +23,8 @@ from hpo import config, faults, records
 from hpo.experiment import Experiment
 from hpo.strategies.population_store import PopulationStore
 
+pytestmark = pytest.mark.integration  # conftest: the test tiers
+
 SEGMENT_SECONDS = 0.5
 
 

@@ -106,6 +106,7 @@ def test_noise_density_and_span_length():
     assert len(span_lengths) >= 4  # spans are randomly long, not all 3
 
 
+@pytest.mark.integration
 def test_corruption_is_a_function_of_the_seed(task):
     first, again, other = (_examples(task, seed=s) for s in (5, 5, 6))
     same = lambda a, b: all(np.array_equal(x, y) for pa, pb in zip(a, b) for x, y in zip(pa, pb))
@@ -127,6 +128,7 @@ def test_guide_is_disjoint_from_train_and_sizes_are_known(task):
     assert all(len(doc.split(" . ")) == 4 for doc in train)  # sentences_per_document
 
 
+@pytest.mark.integration
 def test_synthetic_task_through_the_pipeline(data_dir):
     config_lib.parse(["test.gin"], ["MIXTURE_OR_TASK_NAME = 'synthetic_pretraining'",
                                     "synthetic_pretraining_task.num_train = 60",
@@ -146,6 +148,7 @@ def test_synthetic_task_through_the_pipeline(data_dir):
     assert os.path.isdir(os.path.join(data_dir, "synthetic_pretraining", "seed0-train60-dev12-doc4"))
 
 
+@pytest.mark.integration
 def test_c4_of_the_real_config_under_mock_data():
     # The task, and so the TFDS name and version, that `hpo run --gin_file=t5/c4_glue.gin` reads:
     # nothing about C4 is overridden here (3.0.1 there failed every real run, mock data or not).

@@ -38,6 +38,7 @@ def _rows_of(report, hparam="learning_rate"):
     return [r for r in report["rows"] if r["hparam"] == hparam]
 
 
+@pytest.mark.integration
 def test_it_writes_the_grid_it_was_asked_for(probed):
     model_dir, report, out = probed
     assert (report["from_steps"], report["horizons"], report["multipliers"]) == ([0, 2], [1, 2], [0.5, 1.0, 4.0])
@@ -57,6 +58,7 @@ def test_it_writes_the_grid_it_was_asked_for(probed):
     assert out.count("verdict:") == 1 and out.count("verdict (beta1):") == 1
 
 
+@pytest.mark.integration
 def test_every_loss_is_finite_and_the_best_is_the_argmin(probed):
     _, report, _ = probed
     for r in report["rows"]:
@@ -65,6 +67,7 @@ def test_every_loss_is_finite_and_the_best_is_the_argmin(probed):
         assert len(set(r["losses"])) == len(r["losses"])  # the value made a difference
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("hparam", ["learning_rate", "beta1"])
 def test_horizon_one_equals_one_train_step_at_that_value(probed, tmp_path, hparam):
     """Recomputed here: the run's first training batch, one train_step at the probed value (the
@@ -86,6 +89,7 @@ def test_horizon_one_equals_one_train_step_at_that_value(probed, tmp_path, hpara
         assert probed_loss == pytest.approx(float(guide_loss(trained.params, batch["guide"])), rel=1e-5), v
 
 
+@pytest.mark.integration
 def test_the_states_probed_are_the_runs_own(probed):
     """The run trains at ×1: the state at step 2 is the ×1 copy after 2 steps from step 0."""
     _, report, _ = probed
@@ -95,6 +99,7 @@ def test_the_states_probed_are_the_runs_own(probed):
     assert rows[(0, 2)]["guide_loss_before"] == rows[(0, 1)]["guide_loss_before"]
 
 
+@pytest.mark.integration
 def test_a_replayed_schedule_is_the_run_probed(tmp_path):
     """With Fixed.replay (a learned schedule) the run steps with the schedule's values: the state at
     step 2 is two train_steps at its rates, and each row holds the run's multiplier at its state."""

@@ -18,6 +18,7 @@ def _hpo(*args):
     return subprocess.run([sys.executable, "-m", "hpo.cli.main", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.integration
 def test_run_is_quiet_and_verbose_is_not(tmp_path):
     model_dir = f"--model_dir={tmp_path}"
     quiet_run = _hpo(*RUN, model_dir)

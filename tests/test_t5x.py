@@ -76,6 +76,7 @@ def runs(tmp_path_factory):
     return model_dir, out
 
 
+@pytest.mark.integration
 def test_every_strategy_writes_a_t5x_row(runs):
     model_dir, out = runs
     records = _records(model_dir)
@@ -100,6 +101,7 @@ def test_every_strategy_writes_a_t5x_row(runs):
     assert "dataset" in os.listdir(os.path.join(run, "checkpoint_4"))
 
 
+@pytest.mark.integration
 def test_guided_on_t5x_learns_and_writes_its_schedule(runs):
     model_dir, _ = runs
     guided = _records(model_dir)["guided"]
@@ -114,6 +116,7 @@ def test_guided_on_t5x_learns_and_writes_its_schedule(runs):
     assert len(set(schedule)) == 4  # moved by every step's hyper-gradient
 
 
+@pytest.mark.integration
 def test_optuna_on_t5x_runs_trials_as_t5x_runs(runs):
     model_dir, _ = runs
     optuna = _records(model_dir)["optuna"]
@@ -125,6 +128,7 @@ def test_optuna_on_t5x_runs_trials_as_t5x_runs(runs):
     assert optuna["dev_bleu"] == max(t["dev_bleu"] for t in optuna["trials"])
 
 
+@pytest.mark.integration
 def test_pbt_on_t5x_copies_checkpoints_and_writes_its_row(runs):
     """Each member's segment is a T5X train() call from its checkpoint; the exploit copies the
     source's T5X checkpoint (input pipeline included) into the target; the row is the best member."""
@@ -163,6 +167,7 @@ def _t5x_params(checkpoint_dir):
     return ocp.PyTreeCheckpointHandler().restore(epath.Path(checkpoint_dir) / "state")["target"]
 
 
+@pytest.mark.integration
 def test_model_parallel_losses_equal_one_device_losses(runs, tmp_path):
     model_dir, _ = runs
     gin_file = tmp_path / "model_parallel.gin"
@@ -184,6 +189,7 @@ def test_model_parallel_losses_equal_one_device_losses(runs, tmp_path):
     assert any("kernel" in line and "partition spec (None, 'model')" in line for line in tangents), tangents[:3]
 
 
+@pytest.mark.integration
 def test_guided_resumes_after_a_kill_with_the_same_schedule(runs, tmp_path):
     model_dir, _ = runs
     resumed_dir = str(tmp_path / "resumed")
@@ -206,6 +212,7 @@ def test_guided_resumes_after_a_kill_with_the_same_schedule(runs, tmp_path):
     assert len(json.load(open(os.path.join(resumed_dir, "comparison.json")))) == 1
 
 
+@pytest.mark.integration
 def test_guided_stopped_by_sigterm_resumes_at_its_step_with_the_same_schedule(runs, tmp_path):
     """A preemption on T5X: the stats period under way ends, T5X's emergency checkpoint is
     written at its step (T5X's own PreemptionError hook), the run exits with 143, and the
@@ -255,6 +262,7 @@ tasks.synthetic_translation_task.vocab_size = 300
 """
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("pretrained_by", ["fixed", "guided"])
 def test_finetuning_a_t5x_checkpoint_with_every_strategy(runs, tmp_path, pretrained_by):
     """T5X's finetune.gin from a checkpoint without an input pipeline (as public T5X checkpoints
@@ -300,6 +308,7 @@ def _optimizer_counts(checkpoint_dir):
             if jax.tree_util.keystr(k).endswith("['count']")}
 
 
+@pytest.mark.integration
 def test_probe_on_t5x(tmp_path, capsys):
     """`hpo probe --backend=t5x`: T5X's model, pipeline and update; the state at step 2 is the run's
     own (the ×1 copy after two steps from step 0), and Adafactor's decay rate is probed too."""
@@ -343,6 +352,7 @@ def test_no_t5x_installed_is_one_line(capsys, tmp_path, monkeypatch):
     _fails(capsys, tmp_path, *T5X, match="needs T5X, which is not installed")
 
 
+@pytest.mark.integration
 def test_the_builtin_engine_never_imports_t5x():
     code = "import sys, hpo.registry, hpo.cli.main, hpo.experiment; print(sorted(m for m in sys.modules if m.startswith('t5x')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -405,6 +415,7 @@ def test_a_guide_batch_of_another_size(capsys, tmp_path):
            match="as large as the training batch")
 
 
+@pytest.mark.integration
 def test_a_task_t5x_cannot_score(capsys, tmp_path):
     _fails(capsys, tmp_path, *T5X, "--gin.MIXTURE_OR_TASK_NAME=synthetic_pretraining",
            match="has no test split")
@@ -425,6 +436,7 @@ def test_train_steps_that_end_before_the_initial_checkpoint(capsys, tmp_path):
            match="counts the initial checkpoint's steps (10)")
 
 
+@pytest.mark.integration
 def test_a_t5x_run_that_diverges_is_a_row_marked_diverged(tmp_path):
     """Learning rate ×1e30: the loss becomes NaN, T5X is stopped by hpo's action, and the row
     says where, with no scores (no decoding of a NaN model)."""
@@ -442,6 +454,7 @@ def test_a_horizon_whose_windows_would_straddle_an_evaluation(capsys, tmp_path):
            match="needs EVAL_PERIOD (2) and the checkpoint period (2) to be a multiple of it")
 
 
+@pytest.mark.integration
 def test_a_guided_t5x_run_with_a_horizon_and_groups_and_its_replay(tmp_path):
     """Guided.horizon 2 and per-group rates in one T5X run: every value moves once per window;
     the fixed strategy's replay of its schedule, group columns included, reproduces it."""

@@ -15,6 +15,7 @@ from test_t5x_hypergradients import _assert_finite_differences, _t5x_guided_trai
 pytestmark = pytest.mark.usefixtures("t5x_gin")  # conftest: T5X's configurables forgotten after each test
 
 
+@pytest.mark.integration
 def test_the_papers_regime_on_t5x_in_forward_mode(tmp_path):
     """t5x/paper.gin: LAMB from optax (its values in the train state), the reference's warm-up
     schedule as T5X's learning_rate_fn, six values guided, the learning rate in forward mode."""
@@ -35,6 +36,7 @@ def test_the_papers_regime_on_t5x_in_forward_mode(tmp_path):
 # T5X's own finetune.gin with hpo's translation tasks, at test.gin's sizes.
 
 
+@pytest.mark.integration
 def test_t5x_forward_hypergradients_equal_the_gradient_through_every_update(tmp_path):
     """Forward mode on T5X (μ = 1), all three values forward: after a plain step and a tuned one,
     each hyper-gradient is that of the guide loss through both of T5X's updates (reverse mode

@@ -4,8 +4,11 @@ longest, so the two can run on separate workers)."""
 import os
 
 import numpy as np
+import pytest
 
 from test_t5x import _finish, _hpo, _records
+
+pytestmark = pytest.mark.integration  # conftest: the test tiers
 
 
 def test_t5_pretraining_scored_on_glue_with_every_strategy(tmp_path):

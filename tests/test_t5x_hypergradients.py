@@ -70,6 +70,7 @@ def _assert_finite_differences(guide_loss, raw, reported, h=2e-2):
         assert abs(value - fd) <= 2e-2 * abs(fd) + rounding, (name, value, fd, rounding)
 
 
+@pytest.mark.integration
 def test_t5x_hypergradients_equal_finite_differences(tmp_path):
     """The guided step through T5X's update (learning rate, Adafactor's decay rate and label
     smoothing, the last second order through T5X's custom-gradient cross-entropy), with per-group
@@ -120,6 +121,7 @@ def test_t5x_hypergradients_equal_finite_differences(tmp_path):
             np.testing.assert_array_equal(two, one)
 
 
+@pytest.mark.integration
 def test_t5x_window_hypergradients_equal_finite_differences(tmp_path):
     """A window of 2 T5X updates with the same values (`Guided.horizon = 2`, one scanned and
     rematerialised program): its state is the two updates', and its hyper-gradients are those of

@@ -43,6 +43,7 @@ def _write(path, lines):
     return str(path)
 
 
+@pytest.mark.integration
 def test_local_tsv_and_aligned_files(tmp_path):
     pairs = [(f"ein satz nummer {i} .", f"sentence number {i} .") for i in range(200)]
     tsv = _write(tmp_path / "train.tsv", [f"{s}\t{t}" for s, t in pairs])
@@ -77,6 +78,7 @@ def test_unknown_task_is_a_user_error():
         catalog.get_task("no_such_task")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("task_binding", [(), ("MIXTURE_OR_TASK_NAME = 'wmt14_deen'",)],
                          ids=["wmt19_lten", "wmt14_deen"])  # as configured; another pair, as the README runs one
 def test_tfds_wmt_of_the_real_config_under_mock_data(task_binding):
@@ -103,6 +105,7 @@ def test_wmt_name_must_include_english():
         tasks.wmt_task("wmt14_defr")
 
 
+@pytest.mark.integration
 def test_train_batches_resume_where_they_stopped(tmp_path):
     config_lib.parse(["test.gin"], [])
     config = pipeline.DatasetConfig("synthetic_translation", LENGTHS, batch_size=4)
@@ -119,6 +122,7 @@ def test_train_batches_resume_where_they_stopped(tmp_path):
     assert "encoder_segment_ids" in seen[0]  # packed
 
 
+@pytest.mark.integration
 def test_guide_batches_resume_where_they_stopped(tmp_path):
     """Training and guide batches resume together; guide batch i serves steps 2i and 2i + 1."""
     config_lib.parse(["test.gin"], [])
@@ -139,6 +143,7 @@ def test_guide_batches_resume_where_they_stopped(tmp_path):
     assert not np.array_equal(guides[1], guides[2]) and np.array_equal(guides[0], guides[1])
 
 
+@pytest.mark.integration
 def test_crlf_files_give_the_examples_of_lf_files(tmp_path):
     """CRLF line ends are accepted: a TSV file or an aligned pair with CRLF ends reads as its LF twin
     (no '\\r' at the end of a target, the same counts for train and guide)."""

@@ -15,6 +15,8 @@ from hpo.cli.main import main
 from hpo.data import catalog
 from hpo.errors import UserError
 
+pytestmark = pytest.mark.integration  # conftest: the test tiers
+
 # The gin files a user runs, with every TFDS task they read; only WMT's vocabulary is made small.
 RUNS = {"tasks/wmt19_lten.gin": ("wmt_task.vocab_size = 200", "wmt_task.vocab_examples = 40"),
         "t5/c4_glue.gin": ()}

@@ -6,10 +6,13 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
-from conftest import DiesAt
+from helpers import DiesAt
 from hpo.data import pipeline
 from hpo.strategies.fixed import Fixed
+
+pytestmark = pytest.mark.integration  # conftest: the test tiers
 
 
 def test_resume_after_a_kill_gives_the_same_loss_as_an_uninterrupted_run(tiny_experiment, tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ import seqio
 
 from hpo import io as hpo_io, optim
 from hpo.data import catalog, glue, pipeline
-from hpo.evaluate import translate
+from hpo.evaluate import decode_inputs
 from hpo.glue import metrics
 from hpo.models.seq2seq import DecodeConfig
 from hpo.trainer import Trainer, TrainState, train_step
@@ -81,12 +81,11 @@ class GlueFinetuning:
         tuned = trainer.fit(state, lambda s, b: step(s, b, values),
                             lambda: pipeline.train_batches(data, seed=seed))
         def predict(data, inputs):
-            return translate(experiment.model, tuned.state.params, inputs, pipeline.vocabulary(data),
+            return decode_inputs(experiment.model, tuned.state.params, inputs, pipeline.vocabulary(data),
                              data.task_feature_lengths["targets"], self.decode,
                              label=f"decode {data.mixture_or_task_name}")
 
-        return {**self.scores(predict, run_dir, tuned.wall_seconds),
-                "wall_seconds": fit.wall_seconds + tuned.wall_seconds}
+        return self.scores(predict, run_dir, tuned.wall_seconds)
 
     def scores(self, predict: Callable, run_dir: str, finetune_seconds: float) -> Dict:
         """Record fields of a fine-tuned model, whichever engine fine-tuned it: each task's dev

@@ -372,6 +372,3 @@ class Transformer(nn.Module):
         )
 
 
-def num_params(params) -> int:
-    """Total number of scalars in a params pytree."""
-    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

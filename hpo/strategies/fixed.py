@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from hpo import groups as param_groups, io as hpo_io, optim, records
 from hpo.errors import UserError
+from hpo.schedules import GROUPS_FILE, read_schedule
 from hpo.strategies.base import Strategy
 
 REPLAY_MODES = ("schedule", "final", "mean")
@@ -60,7 +61,6 @@ class Fixed(Strategy):
     @functools.cached_property
     def _replayed(self) -> Tuple[int, Dict]:
         """(the step of the schedule's first row, its values per hyper-parameter), read once."""
-        from hpo.strategies.guided import read_schedule  # the guided strategy writes the format
         if not self.replay:
             return 0, {}
         schedule = read_schedule(self.replay)
@@ -70,7 +70,6 @@ class Fixed(Strategy):
     def replay_groups(self) -> Dict[str, str]:
         """The parameter groups of a replayed schedule's per-group learning rates (`Guided.groups`,
         in the guided run's groups.json beside the schedule); {} when it has none."""
-        from hpo.strategies.guided import GROUPS_FILE
         _, schedule = self._replayed
         grouped = sorted(k[len(param_groups.PREFIX):] for k in schedule if param_groups.is_group_rate(k))
         if not grouped:

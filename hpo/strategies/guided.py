@@ -7,9 +7,7 @@ gradient of the guide loss of the updated model. Its record carries the
 learned schedule.
 """
 
-import csv
 import dataclasses
-import io
 import os
 from typing import Dict, Mapping, Sequence
 
@@ -21,10 +19,9 @@ import optax
 from hpo import groups as param_groups, hyper, io as hpo_io
 from hpo.data import catalog
 from hpo.errors import UserError, finite_number, positive_int
+from hpo.schedules import GROUPS_FILE, SCHEDULE_FILE, summarise, write_schedule
 from hpo.strategies.base import Strategy
 
-SCHEDULE_FILE = "hparams.csv"
-GROUPS_FILE = "groups.json"  # beside the schedule: Guided.groups, {name: regex}
 
 
 # A raw value moves at most about one meta learning rate per meta-update under these
@@ -278,31 +275,3 @@ def taken(trajectory: np.ndarray):
     checkpoint of step N (fine-tuning) has no values for steps 0..N-1."""
     steps = np.flatnonzero(~np.isnan(trajectory).any(axis=1))
     return steps, trajectory[steps]
-
-
-def summarise(names, trajectory: np.ndarray) -> Dict[str, Dict[str, float]]:
-    return {k: {"init": float(trajectory[0, i]), "final": float(trajectory[-1, i]),
-                "mean": float(trajectory[:, i].mean()), "min": float(trajectory[:, i].min()),
-                "max": float(trajectory[:, i].max())} for i, k in enumerate(names)}
-
-
-def write_schedule(path: str, names, trajectory: np.ndarray, steps: Sequence[int]) -> None:
-    """The learned schedule as CSV: one row per step, the values that step used."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["step", *names])
-    for step, row in zip(steps, trajectory):
-        writer.writerow([int(step), *(repr(float(v)) for v in row)])
-    hpo_io.write_text(path, out.getvalue())
-
-
-def read_schedule(path: str) -> Dict[str, np.ndarray]:
-    if not hpo_io.isfile(path):
-        raise UserError(f"schedule file not found: {path}")
-    rows = list(csv.DictReader(io.StringIO(hpo_io.read_text(path))))
-    if not rows or "step" not in rows[0]:
-        raise UserError(f"{path}: not a learned-schedule CSV (needs a 'step' column and rows)")
-    try:  # "step": the step each row was taken at (a fine-tuning run's start at its checkpoint's)
-        return {k: np.array([float(r[k]) for r in rows], np.int32 if k == "step" else np.float32) for k in rows[0]}
-    except (TypeError, ValueError):
-        raise UserError(f"{path}: a value is not a number") from None

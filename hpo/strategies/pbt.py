@@ -32,7 +32,7 @@ from hpo import distributed, faults, groups as param_groups, io as hpo_io, preem
 from hpo.errors import UserError, positive_int
 from hpo.strategies import population
 from hpo.strategies.base import Strategy
-from hpo.strategies.guided import GROUPS_FILE, SCHEDULE_FILE, summarise, write_schedule
+from hpo.schedules import GROUPS_FILE, SCHEDULE_FILE, summarise, write_schedule
 from hpo.strategies.population_store import PopulationStore
 
 POLL_SECONDS = 0.5  # how often a worker waiting for the others' members looks again

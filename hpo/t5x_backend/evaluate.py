@@ -5,7 +5,7 @@ trainer's `hpo/cross_entropy`, as on the built-in engine) and, with an
 `infer_eval_dataset_cfg`, dev BLEU from the task's seqio metric function.
 `EvalReport`, a T5X action, collects them into the run's history and hands
 them to the strategy (Optuna's pruning); it also stops a run whose train or
-dev loss is no longer finite (`diverged`, as on the built-in engine). At the end, `translate` decodes dev
+dev loss is no longer finite (`diverged`, as on the built-in engine). At the end, `decode_split` decodes dev
 and test with T5X's partitioned inference (`utils.get_infer_fn` over the
 model's `predict_batch`) and sacrebleu scores them, hypotheses kept.
 """
@@ -85,8 +85,8 @@ class _Action(trainer_lib.BaseAction):
         return self.report.record(train_state, metrics_by_task, self.mode)
 
 
-def translate(model, partitioner, train_state, train_state_axes, data: pipeline.DatasetConfig,
-              split: str, batch_size: int) -> Tuple[List[str], List[str]]:
+def decode_split(model, partitioner, train_state, train_state_axes, data: pipeline.DatasetConfig,
+                 split: str, batch_size: int) -> Tuple[List[str], List[str]]:
     """(hypotheses, references) of `split`, decoded as T5X's inference does."""
     inputs, _, references = pipeline.eval_examples(data, split)
     hypotheses = decode(model, partitioner, train_state, train_state_axes, inputs, pipeline.vocabulary(data),

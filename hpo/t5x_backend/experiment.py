@@ -28,12 +28,13 @@ from t5x import trainer as trainer_lib
 from t5x import utils
 
 from hpo import evaluate as hpo_evaluate
-from hpo import distributed, hyper, io as hpo_io, preemption, records
+from hpo import backend, distributed, hyper, io as hpo_io, preemption
+from hpo.backend import Trained
 from hpo.data import catalog, pipeline
-from hpo.errors import Diverged, UserError
+from hpo.errors import UserError
 from hpo.evaluate import Translation
 from hpo.t5x_backend import data, initial, optim as t5x_optim
-from hpo.t5x_backend.evaluate import EvalReport, translate
+from hpo.t5x_backend.evaluate import EvalReport, decode_split
 from hpo.t5x_backend.trainer import GuidedTrainer, ValuesTrainer
 
 WALL_FILE = "hpo-wall.json"  # seconds spent by earlier, interrupted invocations of a run
@@ -233,36 +234,23 @@ class T5xExperiment:
     def member_record(self, strategy: str, seed: int, run_dir: str, fit, member_dir: str, member_seed: int,
                       wall_seconds: float, compute_steps: float) -> Dict:
         """The record of a population whose best member is `fit` (restored at its end)."""
-        if fit.diverged:
-            scores = records.diverged_scores(self, fit.diverged)
-        elif self.evaluation.benchmark == "glue":
-            from hpo.t5x_backend import glue
-            scores = glue.finetune_and_score(self, fit.state, member_dir, member_seed)
-        else:
-            scores = self._score(self.model, fit.state, fit.trainer._train_state_axes, member_dir)  # noqa: SLF001
-        record = records.run_record(
-            self, strategy, seed, os.path.relpath(run_dir, self.model_dir), history=fit.eval_history,
-            wall_seconds=wall_seconds, step_cost=1.0, num_params=_num_params(fit.state.params), scores=scores)
-        record["t5x"] = self._description()
-        record["compute_steps"] = float(compute_steps)
-        return record
+        trained = self._trained(self.model, fit.state, fit.trainer, fit.eval_history, fit.wall_seconds, fit.diverged,
+                                member_dir, member_seed)
+        return backend.population_record(self, strategy, seed, run_dir, trained, wall_seconds, compute_steps)
 
     # --- one run ------------------------------------------------------------------------------
 
     def _train(self, strategy: str, seed: int, trainer_cls, *, model=None, get_dataset_fn=None,
-               run_dir: str = None, on_eval: Optional[Callable] = None,
-               record_extra: Callable = None, step_cost: float = 1.0, write_record: bool = True) -> Dict:
-        run_dir = run_dir or self.run_dir(strategy, seed)
-        with hpo_io.training(run_dir, leader=distributed.is_leader()):
-            rel = os.path.relpath(run_dir, self.model_dir)
-            done = records.finished(self, strategy, seed, rel)
-            if done is not None:
-                return done
-            model = model or self.model
+               on_eval: Optional[Callable] = None, **run) -> Dict:
+        """One T5X train() call with `trainer_cls` through the run flow (`backend.train_and_record`,
+        which takes `run`'s keywords)."""
+        model = model or self.model
+        if on_eval is not None and self.first_step:  # strategies count the steps of the run
+            on_eval = lambda step, scores, report=on_eval: report(step - self.first_step, scores)  # noqa: E731
+
+        def train(run_dir: str) -> Trained:
             history = []
             infer_cfg = self.train_args.get("infer_eval_dataset_cfg")
-            if on_eval is not None and self.first_step:  # strategies count the steps of the run
-                on_eval = lambda step, scores, report=on_eval: report(step - self.first_step, scores)  # noqa: E731
             report = EvalReport(self.task, history, self.total_steps, on_eval, calls_on_infer=infer_cfg is not None)
             start = initial.from_initial_checkpoint(getattr(self.train_args.get("checkpoint_cfg"), "restore", None),
                                                     self.model.optimizer_def)
@@ -272,30 +260,21 @@ class T5xExperiment:
                 overrides["get_dataset_fn"] = get_dataset_fn
             trainer, train_state, wall = self.run_t5x(run_dir, seed, trainer_cls, model, self.total_steps, **overrides)
             distributed.stop_everywhere(report.stopped)  # Optuna pruned the trial (the leader decides)
-            if report.diverged and not write_record:  # an Optuna trial: failed, with its reason
-                raise Diverged(**report.diverged)
-            num_params = _num_params(train_state.params)
-            tuner = t5x_optim.tuner_of(train_state) if isinstance(train_state.param_states, t5x_optim.TunedState) \
-                else None
-            extra = record_extra(_local(tuner)) if record_extra else {}
-            if report.diverged:  # a row marked diverged, not a score of its NaN model
-                scores = records.diverged_scores(self, report.diverged)
-            elif self.evaluation.benchmark == "glue":
+            return self._trained(model, train_state, trainer, history, wall, report.diverged, run_dir, seed)
+        return backend.train_and_record(self, strategy, seed, train, **run)
+
+    def _trained(self, model, train_state, trainer, history, wall: float, diverged, run_dir: str,
+                 seed: int) -> Trained:
+        tuner = t5x_optim.tuner_of(train_state) if isinstance(train_state.param_states, t5x_optim.TunedState) \
+            else None
+
+        def score() -> Dict:
+            if self.evaluation.benchmark == "glue":
                 from hpo.t5x_backend import glue
-                scores = glue.finetune_and_score(self, train_state, run_dir, seed)
-                scores["wall_seconds"] = wall + scores["finetune"]["wall_seconds"]
-            else:
-                scores = self._score(model, train_state, trainer._train_state_axes, run_dir)  # noqa: SLF001
-            record = records.run_record(
-                self, strategy, seed, rel, history=history, wall_seconds=wall,
-                step_cost=step_cost, num_params=num_params, scores=scores)
-            record["t5x"] = self._description()
-            if report.diverged:  # it stopped there
-                record["compute_steps"] = (report.diverged["step"] - self.first_step) * step_cost
-            record.update(extra)
-            if write_record:
-                records.add(self.model_dir, record)
-            return record
+                return glue.finetune_and_score(self, train_state, run_dir, seed)
+            return self._score(model, train_state, trainer._train_state_axes, run_dir)  # noqa: SLF001
+        return Trained(history, wall, diverged, diverged and diverged["step"] - self.first_step,
+                       backend.num_params(train_state.params), _local(tuner), score, {"t5x": self._description()})
 
     def run_t5x(self, run_dir: str, seed: int, trainer_cls, model, total_steps: int, trainer_args=None,
                 **overrides):
@@ -346,7 +325,7 @@ class T5xExperiment:
         config = pipeline.DatasetConfig(self.task, lengths, batch_size)
         scores = {}
         for split in ("dev", "test"):
-            hypotheses, references = translate(model, partitioner, train_state, train_state_axes, config, split,
+            hypotheses, references = decode_split(model, partitioner, train_state, train_state_axes, config, split,
                                                batch_size)
             scores[split] = hpo_evaluate.score_split(hypotheses, references, os.path.join(run_dir, f"{split}.hyp"))
         decode_fn = getattr(model, "_decode_fn", None)
@@ -420,7 +399,3 @@ def _checkpoint_steps(run_dir: str) -> Dict[int, str]:
 
 def _local(tree):
     return None if tree is None else jax.tree.map(lambda x: utils.get_local_data(x), tree)
-
-
-def _num_params(params) -> int:
-    return int(sum(x.size for x in jax.tree.leaves(params)))
