@@ -16,7 +16,7 @@ import jax
 
 from bench.throughput import engine_step, experiment
 from hpo.data import pipeline
-from hpo.trainer import DataParallel, init_state
+from hpo.engine.trainer import DataParallel, init_state
 
 
 def data_wait(gin_files: Sequence[str] = ("default.gin",), bindings: Sequence[str] = (),

@@ -21,7 +21,7 @@ import numpy as np
 
 from bench.throughput import experiment
 from hpo.data import pipeline
-from hpo.evaluate import decode_inputs
+from hpo.engine.evaluate import decode_inputs
 
 
 def decode_speed(gin_files: Sequence[str] = ("default.gin",), bindings: Sequence[str] = (),

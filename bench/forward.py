@@ -22,9 +22,9 @@ import optax
 
 from bench.horizon import configured
 from bench.measure import compiled, planned_mib, synthetic_batch, timed
-from hpo import guided_step, hyper, optim
-from hpo import groups as param_groups
-from hpo.trainer import init_state, train_step
+from hpo.engine import guided_step
+from hpo.engine.trainer import init_state, train_step
+from hpo.method import groups as param_groups, hyper, optim
 
 SIX = ["learning_rate", "beta1", "beta2", "eps", "weight_decay", "label_smoothing"]
 # (label, gin files, tuned values, groups, forward values)

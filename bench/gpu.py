@@ -72,7 +72,7 @@ def _parse(argv: Sequence[str]):
     for name in ("batch", "length", "vocab", "repeats", "horizon"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be a positive integer")
-    from hpo import config
+    from hpo.cli import gin_config as config
     for size in args.sizes:
         if not os.path.isfile(os.path.join(config.configs_dir(), "models", f"t5_1_1_{size}.gin")):
             parser.error(f"--sizes: no model config models/t5_1_1_{size}.gin")
@@ -86,10 +86,11 @@ class Setup:
 
     def __init__(self, args, size: str):
         import gin
-        from hpo import config, optim
-        from hpo.models.seq2seq import DecodeConfig, Seq2SeqModel
-        from hpo.models.t5 import T5Config
-        from hpo.trainer import DataParallel
+        from hpo.cli import gin_config as config
+        from hpo.engine.models.seq2seq import DecodeConfig, Seq2SeqModel
+        from hpo.engine.models.t5 import T5Config
+        from hpo.engine.trainer import DataParallel
+        from hpo.method import optim
 
         gin.clear_config()
         gin.add_config_file_search_path(config.configs_dir())
@@ -111,18 +112,18 @@ class Setup:
         self.guide = synthetic_batch(rng, args.batch, args.length, args.vocab)
 
     def state(self, tuner=None):
-        from hpo.trainer import init_state
+        from hpo.engine.trainer import init_state
         return self.par.put_state(init_state(self.model, self.tx, 0, self.lengths, tuner))
 
     def plain_step(self):
-        from hpo.trainer import train_step
+        from hpo.engine.trainer import train_step
         values = {k: jnp.float32(v) for k, v in self.values.items()}
         return self.par.jit_step(lambda s, b: train_step(s, b, values, model=self.model, tx=self.tx,
                                                          schedule=self.schedule))
 
     def tuning(self, **kwargs):
         import optax
-        from hpo import hyper
+        from hpo.method import hyper
         specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"]}
         fixed = {k: v for k, v in self.values.items() if k not in specs}
         return hyper.Tuning(specs=specs, fixed_values=fixed, meta_tx=optax.adam(1e-3), **kwargs)
@@ -148,7 +149,7 @@ def _throughput(s: Setup, args) -> Dict:
 
 def _guided(s: Setup, args) -> Dict:
     """Guided ÷ plain time per training step: one-step, a window of K steps, forward mode on the learning rate."""
-    from hpo import guided_step
+    from hpo.engine import guided_step
     plain = s.plain_step()
     plain_state = s.state()
     out = {}
@@ -292,7 +293,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     if args.child:
         return _child(args)
-    from hpo import io as hpo_io
+    from hpo.core import io as hpo_io
     # This process leaves the device alone (JAX would take most of its memory): the children use it.
     start = time.monotonic()
     results = {"cpus": os.cpu_count(), "jax": jax.__version__, "batch": f"{args.batch}x({args.length}+{args.length})",

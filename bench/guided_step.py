@@ -18,9 +18,11 @@ import numpy as np
 import optax
 
 from bench.measure import synthetic_batch, timed
-from hpo import config, guided_step, hyper, optim
-from hpo.experiment import Experiment
-from hpo.trainer import DataParallel, init_state, train_step
+from hpo.cli import gin_config
+from hpo.engine import guided_step
+from hpo.engine.experiment import Experiment
+from hpo.engine.trainer import DataParallel, init_state, train_step
+from hpo.method import hyper, optim
 
 
 def _paired(plain, plain_state, guided, guided_state, train, guide, repeats, window=1):
@@ -43,7 +45,7 @@ def guided_step_ratios(gin_files=("default.gin",), repeats=20, guide_fractions=(
                        cadences=(4, 16)):
     """{'plain_step_s': ..., 'guided_step_s@g': ..., 'ratio@g': ..., 'ratio@update_every=k': ...}
     for the configured model (the cadences with g = 1)."""
-    config.parse(list(gin_files), ["MODEL_DIR = '/tmp/hpo-bench'", "T5Config.dropout_rate = 0.0"])
+    gin_config.parse(list(gin_files), ["MODEL_DIR = '/tmp/hpo-bench'", "T5Config.dropout_rate = 0.0"])
     exp = Experiment()
     model, size = exp.model, exp.data.batch_size
     length = exp.data.task_feature_lengths["targets"]

@@ -19,14 +19,16 @@ import numpy as np
 import optax
 
 from bench.measure import compiled, planned_mib, synthetic_batch, timed
-from hpo import config, guided_step, hyper, optim
-from hpo.experiment import Experiment
-from hpo.trainer import DataParallel, init_state, train_step
+from hpo.cli import gin_config
+from hpo.engine import guided_step
+from hpo.engine.experiment import Experiment
+from hpo.engine.trainer import DataParallel, init_state, train_step
+from hpo.method import hyper, optim
 
 def configured(gin_files: Sequence[str], bindings: Sequence[str]):
     """The configured experiment, its batch size, target length and vocabulary size, and the
     data-parallel placement of the engine."""
-    config.parse(list(gin_files), ["MODEL_DIR = '/tmp/hpo-bench'", *bindings])
+    gin_config.parse(list(gin_files), ["MODEL_DIR = '/tmp/hpo-bench'", *bindings])
     exp = Experiment()
     return exp, exp.data.batch_size, exp.data.task_feature_lengths["targets"], exp.model.config.vocab_size, \
         DataParallel()

@@ -48,7 +48,7 @@ def training_memory(gin_files: Sequence[str] = ("default.gin",), bindings: Seque
 def _child(run_dir: str, steps: int, gin_files: Sequence[str], bindings: Sequence[str]) -> None:
     from bench.throughput import engine_step_fn, experiment
     from hpo.data import pipeline
-    from hpo.trainer import Trainer, init_state
+    from hpo.engine.trainer import Trainer, init_state
 
     exp = experiment(gin_files, bindings)
     trainer = Trainer(run_dir, steps, checkpoint_every=max(1, steps // 2), log_every=max(1, steps // 4))

@@ -1,7 +1,7 @@
 """A bare Flax + optax training step: the yardstick the engine's step is timed against.
 
 Same flax module, initial parameters, dropout, loss (cross-entropy plus
-z-loss, no label smoothing) and Adafactor settings as `hpo.trainer.train_step`
+z-loss, no label smoothing) and Adafactor settings as `hpo.engine.trainer.train_step`
 under the fixed strategy, but written the way a minimal training script
 would be: a constant learning rate baked into `optax.adafactor` (no
 `inject_hyperparams`, no schedule in the graph), a tuple of arrays for the
@@ -19,7 +19,7 @@ Carry = Tuple[Any, Any, jax.Array, jax.Array]  # params, optimizer state, dropou
 
 
 def reference_optimizer(exp) -> optax.GradientTransformation:
-    """hpo.optim's Adafactor for `exp`, with the learning rate fixed at the schedule's step-0 value.
+    """hpo.method.optim's Adafactor for `exp`, with the learning rate fixed at the schedule's step-0 value.
 
     The default schedule (`constant * rsqrt_decay`, 10k warm-up steps) is flat
     at 0.01 for the first 10k steps, so a constant is what a bare loop would use.

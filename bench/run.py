@@ -22,8 +22,8 @@ import tempfile
 import time
 from typing import List, Optional, Sequence
 
-from hpo import config
-from hpo.errors import UserError
+from hpo.cli import gin_config as config
+from hpo.core.errors import UserError
 
 # The sections' modules (JAX, TensorFlow, seqio) are imported where they run: after `_quiet`.
 
@@ -102,7 +102,7 @@ def _quiet() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.ERROR)
-    from hpo import quiet
+    from hpo.core import quiet
     quiet.libraries()
 
 
@@ -233,7 +233,7 @@ _RESULT_KEYS = {"guided": "guided_step"}  # bench/results.json kept this name be
 
 def _run(args) -> int:
     import jax
-    from hpo import io as hpo_io
+    from hpo.core import io as hpo_io
     global _machine
     gin_files = ["default.gin", *args.gin]
     device = jax.devices()[0]

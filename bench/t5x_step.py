@@ -27,7 +27,7 @@ import numpy as np
 
 from bench.throughput import engine_step, experiment
 from hpo.data import pipeline
-from hpo.trainer import DataParallel, init_state
+from hpo.engine.trainer import DataParallel, init_state
 
 # The embedded demo's task, as configs/default.gin sets it (both sides read the same data).
 DEMO_TASK = ["synthetic_translation_task.words_per_category = 20", "synthetic_translation_task.num_dev = 200",
@@ -42,7 +42,7 @@ SIZES = {
 def _t5x_parts(model_gin: str, batch_size: int, length: int):
     import gin
     import t5x.train
-    from hpo.t5x_backend import config as t5x_config
+    from hpo.cli import t5x_gin as t5x_config
     model_dir = tempfile.mkdtemp(prefix="hpo-bench-t5x-")
     t5x_config.parse([model_gin, "t5x/translation.gin"], [
         *DEMO_TASK, f"MODEL_DIR = '{model_dir}'", f"BATCH_SIZE = {batch_size}", "DROPOUT_RATE = 0.0",
@@ -84,7 +84,7 @@ def _paired(a, a_state, b, b_state, batch_a, batch_b, repeats: int):
 def t5x_vs_engine(size: str = "tiny", batch_size: int = 32, length: int = 32, repeats: int = 20) -> Dict:
     import optax
     from t5x import optimizers, trainer as trainer_lib
-    from hpo import hyper
+    from hpo.method import hyper
     from hpo.t5x_backend import optim as t5x_optim
     from hpo.t5x_backend.trainer import GUIDE, GuidedTrainer, ValuesTrainer
 

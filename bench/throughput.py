@@ -15,21 +15,21 @@ import jax
 
 from bench import reference_loop
 from bench.measure import peak_flops, train_flops_per_example, xla_cost
-from hpo import config
+from hpo.cli import gin_config
+from hpo.core.errors import UserError
 from hpo.data import pipeline
-from hpo.errors import UserError
-from hpo.experiment import Experiment
+from hpo.engine.experiment import Experiment
+from hpo.engine.trainer import DataParallel, init_state
 from hpo.strategies.fixed import Fixed
-from hpo.trainer import DataParallel, init_state
 
 def experiment(gin_files: Sequence[str] = ("default.gin",), bindings: Sequence[str] = ()) -> Experiment:
     """An Experiment from base.gin + `gin_files` + `bindings`, writing nowhere that matters."""
-    config.parse(list(gin_files), ["MODEL_DIR = '/tmp/hpo-bench'", *bindings])
+    gin_config.parse(list(gin_files), ["MODEL_DIR = '/tmp/hpo-bench'", *bindings])
     return Experiment()
 
 
 def engine_step_fn(exp: Experiment):
-    """(step_fn(state, batch), optimizer): `hpo.trainer.train_step` as `Fixed.run` hands it to the Trainer."""
+    """(step_fn(state, batch), optimizer): `hpo.engine.trainer.train_step` as `Fixed.run` hands it to the Trainer."""
     values_at, _ = Fixed().step_values(exp)
     return exp.fixed_step(values_at)
 

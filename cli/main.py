@@ -52,7 +52,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is a UserError: one line, `hpo: error: ...`, exit status 2."""
 
     def error(self, message):
-        from hpo.errors import UserError
+        from hpo.core.errors import UserError
         command = self.prog.split()[-1]
         raise UserError(f"{message} (see `hpo {'' if command == 'hpo' else command + ' '}--help`)")
 
@@ -116,8 +116,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def parse_seeds(text: str) -> List[int]:
     """'0,1,2' (in the order given: '1,0' runs seed 1 first) or 'N:' for 0..N-1."""
-    from hpo import errors
-    from hpo.errors import UserError
+    from hpo.core import errors
+    from hpo.core.errors import UserError
     try:
         if text.endswith(":"):
             count = int(text[:-1])
@@ -147,21 +147,21 @@ def _cache_compilations() -> None:
 def _experiment(backend: str, gin_files, bindings, search):
     """Parses the configuration for `backend` and builds its experiment."""
     if backend == "t5x":
-        from hpo.t5x_backend import config
+        from hpo.cli import t5x_gin as config
         config.parse(gin_files, bindings, search)
         from hpo.t5x_backend.experiment import T5xExperiment
         return T5xExperiment
-    from hpo import config
+    from hpo.cli import gin_config as config
     config.parse(gin_files, bindings, search)
-    from hpo.experiment import Experiment
+    from hpo.engine.experiment import Experiment
     return Experiment
 
 
 def _configure(args, bindings):
     """Parses the configuration that --gin_file, --gin.KEY=VALUE, --model_dir and
     --gin_search_paths give; the experiment's constructor."""
-    from hpo import config
-    from hpo.errors import UserError
+    from hpo.cli import gin_config as config
+    from hpo.core.errors import UserError
     gin_bindings = [config.gin_binding(k, v) for k, v in bindings]
     if args.model_dir is not None:
         if not args.model_dir.strip():
@@ -172,8 +172,9 @@ def _configure(args, bindings):
 
 
 def run_command(args, bindings) -> int:
-    from hpo import claims_replays, distributed, io as hpo_io, preemption
-    from hpo.errors import UserError, comma_list, positive_number
+    from hpo.core import distributed, io as hpo_io, preemption
+    from hpo.core.errors import UserError, comma_list, positive_number
+    from hpo.run import replays
     from hpo.strategies import get_strategy
 
     if args.multihost:  # before anything touches a device, as T5X's train.py does
@@ -190,7 +191,7 @@ def run_command(args, bindings) -> int:
         raise UserError(f"bad configuration: {e}") from e
     hpo_io.check_writable_dir(experiment.model_dir, "MODEL_DIR")  # before anything trains
     if args.claims:
-        claims_replays.check(experiment, seeds, [s.name for s in strategies])
+        replays.check(experiment, seeds, [s.name for s in strategies])
     # Several hosts stop together or not at all: there a signal keeps its default action.
     watch = contextlib.nullcontext() if args.multihost else preemption.watching(
         positive_number(preemption.Preemption().grace_seconds, "Preemption.grace_seconds"))
@@ -200,16 +201,16 @@ def run_command(args, bindings) -> int:
             for seed in seeds:
                 preemption.check()  # between runs: nothing to save
                 record = strategy.run(experiment, seed)
-                if strategy.name in (claims_replays.GUIDED, claims_replays.PBT):
+                if strategy.name in (replays.GUIDED, replays.PBT):
                     learned[strategy.name, seed] = record
                 _announce(args, experiment, record, record["strategy"])
         for seed in seeds if args.claims else ():  # after the strategies: they replay guided's (PBT's) schedules
-            for source in (claims_replays.GUIDED, claims_replays.PBT):
-                for record in claims_replays.run(experiment, seed, learned.get((source, seed)), source):
-                    _announce(args, experiment, record, claims_replays.label(record))
+            for source in (replays.GUIDED, replays.PBT):
+                for record in replays.run(experiment, seed, learned.get((source, seed)), source):
+                    _announce(args, experiment, record, replays.label(record))
     if not distributed.is_leader():
         return 0  # the leader writes and prints the results
-    from hpo import table
+    from hpo.report import table
     markdown, paths = table.write_report([experiment.model_dir])
     print()
     print(markdown)
@@ -220,15 +221,16 @@ def run_command(args, bindings) -> int:
 
 def _announce(args, experiment, record, label: str) -> None:
     """A finished run's line (the leader prints it)."""
-    from hpo import distributed
+    from hpo.core import distributed
     if distributed.is_leader():
         print(f"{record['task']}  {label:<8} seed {record['seed']}{' (t5x)' if args.backend == 't5x' else ''}: "
               f"{_summary(experiment, record)}  ({record['wall_seconds']:.0f} s)")
 
 
 def probe_command(args, bindings) -> int:
-    from hpo import io as hpo_io, probe  # before parsing: gin must know Probe
-    from hpo.errors import UserError
+    from hpo.core import io as hpo_io  # before parsing: gin must know Probe
+    from hpo.core.errors import UserError
+    from hpo.run import probe
     make_experiment = _configure(args, bindings)
     _cache_compilations()
     seeds = parse_seeds(args.seeds)
@@ -250,7 +252,7 @@ def probe_command(args, bindings) -> int:
 
 
 def table_command(args) -> int:
-    from hpo import table
+    from hpo.report import table
     markdown, paths = table.write_report(args.model_dirs, args.out)
     print(markdown, end="")
     print("\n".join(f"wrote {path}" for path in paths))
@@ -264,12 +266,12 @@ def main(argv: Sequence[str] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rest, bindings = _split_gin_bindings(argv)
     if "--verbose" not in rest:  # looked for before parsing: building the parser imports the libraries
-        from hpo import quiet
+        from hpo.core import quiet
         quiet.libraries()
     if not rest or rest[0].startswith("-") and rest[0] not in ("-h", "--help"):
         rest = ["run", *rest]  # `hpo` alone (or with run's flags) means `hpo run`
-    from hpo.errors import UserError
-    from hpo.preemption import Preempted
+    from hpo.core.errors import UserError
+    from hpo.core.preemption import Preempted
     parser = build_parser()
     try:
         args = parser.parse_args(rest)

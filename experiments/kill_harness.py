@@ -2,7 +2,7 @@
 
 For each strategy (fixed, guided and optuna; `--strategies` picks, e.g. pbt) it stops `hpo run` and reruns it, `--kills_per_strategy` times
 (a strategy that finishes before its count is a problem). Each stop lands at a fault
-point (`hpo/faults.py`) of a phase — training, a checkpoint write, an evaluation or
+point (`hpo/core/faults.py`) of a phase — training, a checkpoint write, an evaluation or
 decoding, a record write, an Optuna trial: each phase at least once — or, once per
 strategy, at a random moment (a random delay after the run starts working: a file
 under MODEL_DIR changes); the phase of every stop is recorded. After the stops it
@@ -32,7 +32,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from hpo import faults  # noqa: E402
+from hpo.core import faults  # noqa: E402
 
 STRATEGIES = ("fixed", "guided", "optuna")
 # What a stop legitimately changes in a CSV: the time, and the steps a killed attempt had run.

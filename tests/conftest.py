@@ -53,8 +53,8 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture
 def tiny_experiment(tmp_path):
     """An Experiment from configs/test.gin in a fresh model dir."""
-    from hpo import config
-    from hpo.experiment import Experiment
+    from hpo.cli import gin_config as config
+    from hpo.engine.experiment import Experiment
 
     def make(*bindings, gin_files=("test.gin",)):
         config.parse(list(gin_files), [f"MODEL_DIR = '{tmp_path}'", *bindings])

@@ -71,7 +71,7 @@ class DiesAt:
 
 def fill_the_disk(monkeypatch):
     """ENOSPC once part of a file is written, in the write-then-rename helper every result goes through."""
-    from hpo import io as hpo_io
+    from hpo.core import io as hpo_io
     real = hpo_io._open_temp
 
     class FullDisk:

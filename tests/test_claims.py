@@ -1,4 +1,4 @@
-"""The paper's claims as verdicts (hpo.claims): hand-made records whose answer is known, the outputs,
+"""The paper's claims as verdicts (hpo.report.claims): hand-made records whose answer is known, the outputs,
 and one tiny `hpo run --claims` that runs the replays."""
 
 import json
@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from hpo import claims, claims_stats, table
 from hpo.cli.main import main
+from hpo.report import claim_stats, claims, table
 from test_table import REFERENCES, TASK, _decoded, glue_record, record, write_records
 from test_table_configurations import gin_config
 
@@ -207,10 +207,10 @@ def test_glue_guided_vs_fixed_pretraining(guided, verdict, p):
 
 
 def test_sign_flip_test():
-    assert claims_stats.sign_flip_p([]) is None
-    assert claims_stats.sign_flip_p([0.0, 0.0]) == 1.0
-    assert claims_stats.sign_flip_p([1.0, 2.0, 3.0]) == 0.25
-    assert claims_stats.sign_flip_p([1.0, -1.0, 2.0, 2.0]) == 0.375  # flips reaching |mean| ≥ 1: 6 of 16
+    assert claim_stats.sign_flip_p([]) is None
+    assert claim_stats.sign_flip_p([0.0, 0.0]) == 1.0
+    assert claim_stats.sign_flip_p([1.0, 2.0, 3.0]) == 0.25
+    assert claim_stats.sign_flip_p([1.0, -1.0, 2.0, 2.0]) == 0.375  # flips reaching |mean| ≥ 1: 6 of 16
 
 
 # ---------------------------------------------------------------- outputs

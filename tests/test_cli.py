@@ -12,8 +12,8 @@ import pytest
 
 import warm
 from helpers import fill_the_disk
-from hpo import records as records_module
 from hpo.cli.main import main
+from hpo.flow import records as records_module
 
 TINY = ["--strategy=fixed", "--gin_file=test.gin"]
 
@@ -102,7 +102,7 @@ def _full_disk(out, monkeypatch):
 def _unwritable(out, monkeypatch):
     """MODEL_DIR mode 0500. As root (who may write there anyway) the refusal is simulated where files
     are created, as the OS would refuse them."""
-    from hpo import io as hpo_io
+    from hpo.core import io as hpo_io
     out.mkdir()
     out.chmod(0o500)
     if os.geteuid() == 0:

@@ -1,4 +1,4 @@
-"""Tests for greedy and beam-search decoding in hpo.models.decoding.
+"""Tests for greedy and beam-search decoding in hpo.engine.models.decoding.
 
 Every test uses the same config and input shape ([4, 6] -> 8 output tokens) so
 the jitted decoders compile once per beam size and are shared by the random and
@@ -11,9 +11,9 @@ import numpy as np
 import optax
 import pytest
 
-from hpo.models import decoding
-from hpo.models.decoding import beam_search, greedy_decode
-from hpo.models.t5 import T5Config, Transformer
+from hpo.engine.models import decoding
+from hpo.engine.models.decoding import beam_search, greedy_decode
+from hpo.engine.models.t5 import T5Config, Transformer
 
 pytestmark = pytest.mark.integration  # conftest: the test tiers
 

@@ -1,9 +1,9 @@
-"""Every comparison also at equal compute (hpo.equal_compute): Optuna's trials within a budget, the claims'
+"""Every comparison also at equal compute (hpo.report.equal_compute): Optuna's trials within a budget, the claims'
 equal-compute lines (PBT too), the table's `at equal compute` section and the anytime plot. No training."""
 
 import os
 
-from hpo import claims, equal_compute as ec, plots, table, table_formats
+from hpo.report import claims, equal_compute as ec, formats, plots, table
 from test_claims import GARBAGE, HALF, by_claim, decoded_runs, verdicts_of
 from test_table import PNG_MAGIC, REFERENCES, TASK, record, write_lines
 
@@ -159,13 +159,13 @@ def test_the_tables_section_at_multiples_of_fixeds_compute():
         # seed 0: trial 0 by 2× (210 spent before trial 3), trial 3 by 4×; seed 1: its trial 2 (260) by 4×
         "optuna": [(1, 19.0, 2), (2, 19.0, 2), (4, 27.0, 2), (8, 27.0, 2)],
         "pbt": [(1, None, 0), (2, None, 0), (4, None, 0), (8, 26.0, 1)]}
-    md = table_formats.format_markdown(list(rows.values()))
+    md = formats.format_markdown(list(rows.values()))
     assert ("### At equal compute\n\n| task | strategy | 1× fixed | 2× fixed | 4× fixed | 8× fixed |\n"
             "|---|---|---|---|---|---|\n") in md
     assert f"| {TASK} | guided | – | 21.00 | 21.00 | 21.00 |" in md
     assert f"| {TASK} | pbt | – | – | – | 26.00 |" in md
-    assert r"1$\times$ fixed & 2$\times$ fixed" in table_formats.format_latex(list(rows.values()))
-    csv_text = table_formats.format_csv(list(rows.values()))
+    assert r"1$\times$ fixed & 2$\times$ fixed" in formats.format_latex(list(rows.values()))
+    csv_text = formats.format_csv(list(rows.values()))
     assert "equal_compute_1x_mean,equal_compute_1x_seeds,equal_compute_2x_mean" in csv_text.splitlines()[0]
 
 
@@ -173,7 +173,7 @@ def test_a_cell_says_when_not_every_seed_reached_it():
     records = [record("fixed", seed=s) for s in (0, 1)] + [record("guided", seed=0, compute_steps=100.0),
                                                            record("guided", seed=1, compute_steps=200.0)]
     rows = table.build_rows(records, ".")
-    assert f"| {TASK} | guided | 20.00 (1 of 2 seeds) | 20.00 |" in table_formats.format_markdown(rows)
+    assert f"| {TASK} | guided | 20.00 (1 of 2 seeds) | 20.00 |" in formats.format_markdown(rows)
 
 
 # ---------------------------------------------------------------- the anytime plot

@@ -1,7 +1,7 @@
 import pytest
 import sacrebleu
 
-from hpo.evaluate import score
+from hpo.engine.evaluate import score
 
 
 def test_bleu_and_chrf_equal_a_direct_sacrebleu_call():

@@ -10,12 +10,13 @@ import optax
 import pytest
 
 from helpers import DiesAt
-from hpo import guided_step, hyper
-from hpo.errors import UserError
+from hpo.core.errors import UserError
+from hpo.engine import guided_step
+from hpo.engine.trainer import apply_update
+from hpo.flow.schedules import read_schedule
+from hpo.method import hyper
 from hpo.strategies.fixed import Fixed
-from hpo.schedules import read_schedule
 from hpo.strategies.guided import Guided, step_cost
-from hpo.trainer import apply_update
 from test_guided import _batch
 from test_horizon import _adam_state, _model, _stacked
 
@@ -209,8 +210,8 @@ def test_a_forward_run_resumes_to_the_same_record_and_replays(tiny_experiment, t
     assert resumed["dev_loss"] == whole["dev_loss"]
 
     # A run without its tangents after the resume would learn another schedule: they matter.
-    import hpo.hyper
-    monkeypatch.setattr(hpo.hyper.Tuning, "init", _init_with_noise(hpo.hyper.Tuning.init))
+    import hpo.method.hyper
+    monkeypatch.setattr(hpo.method.hyper.Tuning, "init", _init_with_noise(hpo.method.hyper.Tuning.init))
     noisy = Guided().run(_forward_experiment(tiny_experiment, f"MODEL_DIR = '{tmp_path / 'noisy'}'"), seed=0)
     assert noisy["learned_schedule"]["learning_rate"] != whole["learned_schedule"]["learning_rate"]
 

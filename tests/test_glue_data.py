@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from hpo import config as config_lib
-from hpo.data import catalog, glue, pipeline, synthetic, synthetic_glue
-from hpo.errors import UserError
-from hpo.glue import formats
+from hpo.cli import gin_config as config_lib
+from hpo.core.errors import UserError
+from hpo.data import catalog, glue_tasks as glue, pipeline, synthetic, synthetic_glue
+from hpo.scoring import glue_formats as formats
 import tfds_runs
 
 LENGTHS = {"inputs": 48, "targets": 8}

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from hpo.cli.main import main
-from hpo.glue import metrics
+from hpo.scoring import glue_metrics
 
 pytestmark = pytest.mark.integration  # conftest: the test tiers
 
@@ -32,7 +32,7 @@ def test_pretrain_finetune_score_with_every_strategy(tmp_path, capsys):
         for result in record["glue"].values():
             assert result["num_examples"] == 16 and 0 <= result["invalid"] <= 16
         scores = {k: v["score"] for k, v in record["glue"].items()}
-        assert record["glue_average"] == pytest.approx(metrics.glue_average(scores))
+        assert record["glue_average"] == pytest.approx(glue_metrics.glue_average(scores))
         assert record["dev_loss"] > 0 and record["finetune"]["train_steps"] == 3
     guided = next(r for r in records if r["strategy"] == "guided")
     assert guided["compute_steps"] == pytest.approx(2 * guided["train_steps"])

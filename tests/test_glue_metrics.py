@@ -6,22 +6,22 @@ import pytest
 from scipy import stats
 from sklearn import metrics as sk
 
-from hpo.glue import formats
-from hpo.glue.metrics import INVALID_SIMILARITY, glue_average, score_task
+from hpo.scoring import glue_formats
+from hpo.scoring.glue_metrics import INVALID_SIMILARITY, glue_average, score_task
 
 
 def words(task, indices):
-    return [formats.target_text(task, i) for i in indices]
+    return [glue_formats.target_text(task, i) for i in indices]
 
 
-@pytest.mark.parametrize("task", sorted(formats.LABELS))
+@pytest.mark.parametrize("task", sorted(glue_formats.LABELS))
 def test_label_words_map_to_class_indices(task):
-    labels = formats.LABELS[task]
+    labels = glue_formats.LABELS[task]
     for index, word in enumerate(labels):
-        assert formats.parse_prediction(task, word) == index
-        assert formats.parse_prediction(task, f" {word}\n") == index
+        assert glue_formats.parse_prediction(task, word) == index
+        assert glue_formats.parse_prediction(task, f" {word}\n") == index
     for text in ("", labels[0].upper(), f"{labels[0]} {labels[-1]}", "1", "maybe"):
-        assert formats.parse_prediction(task, text) is None
+        assert glue_formats.parse_prediction(task, text) is None
     # every label word scored against itself is perfect; against the next label, all wrong
     references = words(task, range(len(labels)))
     perfect = score_task(task, references, references)
@@ -35,8 +35,8 @@ def test_label_words_map_to_class_indices(task):
 
 
 def test_stsb_targets_round_to_a_fifth_and_parse_back():
-    assert formats.target_text("stsb", 3.13) == "3.2" and formats.parse_prediction("stsb", "3.2") == 3.2
-    assert [formats.parse_prediction("stsb", t) for t in ("0", "5.0", "5.2", "-0.4", "three")] == \
+    assert glue_formats.target_text("stsb", 3.13) == "3.2" and glue_formats.parse_prediction("stsb", "3.2") == 3.2
+    assert [glue_formats.parse_prediction("stsb", t) for t in ("0", "5.0", "5.2", "-0.4", "three")] == \
         [0.0, 5.0, None, None, None]
 
 
@@ -79,7 +79,7 @@ def test_f1_without_any_positive_prediction_is_zero():
 
 @pytest.mark.parametrize("task", ["sst2", "qnli", "rte", "mnli", "mnli_matched", "mnli_mismatched"])
 def test_accuracy_counts_invalid_as_wrong(task):
-    classes = len(formats.LABELS[formats.benchmark(task)])
+    classes = len(glue_formats.LABELS[glue_formats.benchmark(task)])
     references = [i % classes for i in range(9)]
     guesses = [(i * 2) % classes for i in range(9)]
     texts = words(task, guesses)

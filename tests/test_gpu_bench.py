@@ -13,7 +13,7 @@ import pytest
 
 from bench import gpu
 from bench.measure import train_flops_per_example
-from hpo.models.t5 import T5Config
+from hpo.engine.models.t5 import T5Config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--sizes", "tiny", "--batch", "2", "--length", "8", "--vocab", "128", "--repeats", "2", "--horizon", "2",

@@ -10,12 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpo import claims, groups as param_groups, guided_step, hyper, optim, plots, records
-from hpo.errors import UserError
+from hpo.core.errors import UserError
+from hpo.engine import guided_step
+from hpo.engine.trainer import apply_update, init_state, train_step
+from hpo.flow import records
+from hpo.flow.schedules import read_schedule
+from hpo.method import groups as param_groups, hyper, optim
+from hpo.report import claims, plots
 from hpo.strategies.fixed import Fixed
-from hpo.schedules import read_schedule
 from hpo.strategies.guided import Guided
-from hpo.trainer import apply_update, init_state, train_step
 from test_guided import LENGTHS, _batch, _model
 
 GROUPS = param_groups.PRESETS["embeddings_encoder_decoder"]

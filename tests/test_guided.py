@@ -11,13 +11,14 @@ import optax
 import pytest
 
 from helpers import DiesAt
-from hpo import guided_step, hyper, optim
-from hpo.models.seq2seq import Seq2SeqModel
-from hpo.models.t5 import T5Config
+from hpo.engine import guided_step
+from hpo.engine.models.seq2seq import Seq2SeqModel
+from hpo.engine.models.t5 import T5Config
+from hpo.engine.trainer import init_state, train_step
+from hpo.flow.schedules import read_schedule
+from hpo.method import hyper, optim
 from hpo.strategies.fixed import Fixed
-from hpo.schedules import read_schedule
 from hpo.strategies.guided import Guided
-from hpo.trainer import init_state, train_step
 
 LENGTHS = {"inputs": 8, "targets": 8}
 

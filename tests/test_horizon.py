@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from helpers import DiesAt
-from hpo import guided_step, hyper, optim
-from hpo.schedules import read_schedule
+from hpo.engine import guided_step
+from hpo.engine.trainer import apply_update, init_state, train_step
+from hpo.flow.schedules import read_schedule
+from hpo.method import hyper, optim
 from hpo.strategies.guided import Guided, step_cost
-from hpo.trainer import apply_update, init_state, train_step
 from test_guided import LENGTHS, _batch, _model
 
 pytestmark = pytest.mark.integration  # conftest: the test tiers

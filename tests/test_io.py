@@ -4,8 +4,9 @@ for gs://, through the same tf.io.gfile calls)."""
 import pytest
 
 from helpers import fill_the_disk
-from hpo import distributed, io as hpo_io, records
-from hpo.errors import UserError
+from hpo.core import distributed, io as hpo_io
+from hpo.core.errors import UserError
+from hpo.flow import records
 
 
 def test_text_and_json_on_a_url():

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
 import kill_harness  # noqa: E402
 import warm  # noqa: E402
-from hpo import faults  # noqa: E402
+from hpo.core import faults  # noqa: E402
 
 pytestmark = pytest.mark.integration  # conftest: the test tiers
 

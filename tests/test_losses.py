@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from hpo.losses import cross_entropy
+from hpo.engine.models.losses import cross_entropy
 
 
 def _case():

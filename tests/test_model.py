@@ -1,4 +1,4 @@
-"""Tests for the T5 v1.1-style Transformer in hpo.models.t5.
+"""Tests for the T5 v1.1-style Transformer in hpo.engine.models.t5.
 
 XLA compilation dominates the run time on CPU, so the tests share one set of
 params and mostly one input shape (B=2, Le=Ld=8) to reuse compiled functions.
@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from hpo.backend import num_params
-from hpo.models.t5 import T5Config, Transformer, relative_position_bucket
+from hpo.engine.models.t5 import T5Config, Transformer, relative_position_bucket
+from hpo.flow.backend import num_params
 
 CFG = T5Config(
     vocab_size=32,

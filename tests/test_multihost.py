@@ -153,13 +153,13 @@ def _schedule_rows(model_dir, record):
 def test_a_host_that_is_not_the_leader_generates_its_own_data(tmp_path, monkeypatch):
     """Generated corpora go to each host's own cache (TPU VM hosts have disks of their own); a
     follower that left the writing to the leader found no file on a first run."""
-    from hpo import distributed
-    from hpo.data import glue, pretraining, tasks
+    from hpo.core import distributed
+    from hpo.data import glue_tasks, pretraining, tasks
     monkeypatch.setattr(distributed, "is_leader", lambda: False)
     monkeypatch.setenv("HPO_DATA_DIR", str(tmp_path))
     built = [tasks.synthetic_translation_task(num_train=40, num_dev=4, num_test=4, vocab_size=100),
              pretraining.synthetic_pretraining_task(num_train=8, num_dev=2),
-             glue.synthetic_glue_task("synthetic_cola", num_train=8, num_dev=2)]
+             glue_tasks.synthetic_glue_task("synthetic_cola", num_train=8, num_dev=2)]
     for task in built:
         assert task.source.num_input_examples("train") > 0, task.name
     assert {"synthetic_translation", "synthetic_pretraining", "synthetic_glue"} <= {p.name for p in tmp_path.iterdir()}

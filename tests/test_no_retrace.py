@@ -9,8 +9,8 @@ import functools
 
 import pytest
 
-from hpo import experiment as experiment_module
-from hpo.models import decoding
+from hpo.engine import experiment as experiment_module
+from hpo.engine.models import decoding
 from hpo.strategies.fixed import Fixed
 
 pytestmark = pytest.mark.integration  # conftest: the test tiers

@@ -13,7 +13,7 @@ from hpo.cli.main import main
 pytestmark = pytest.mark.integration  # conftest: the test tiers
 
 HOLD = """import sys, time
-from hpo import io
+from hpo.core import io
 with io.training(sys.argv[1]):
     print("held", flush=True)
     time.sleep(300)

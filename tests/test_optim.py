@@ -4,8 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from hpo import optim
-from hpo.errors import UserError
+from hpo.core.errors import UserError
+from hpo.method import optim
 
 
 def _params():

@@ -12,7 +12,8 @@ import optuna
 import pytest
 
 import warm
-from hpo import config, records
+from hpo.cli import gin_config
+from hpo.flow import records
 from hpo.strategies import fixed, places
 from hpo.strategies.optuna_search import OptunaSearch
 
@@ -127,7 +128,7 @@ def _shared_study_worker(i, tmp_path, storage, search=None):
     from hpo.cli.main import main
     fixed.Fixed.run = slow_fake_run
     places.socket.gethostname = lambda: f"host{i}"  # four machines, as far as the study sees
-    config.parse(["test.gin"], [f"MODEL_DIR = '{tmp_path}/w{i}'"])
+    gin_config.parse(["test.gin"], [f"MODEL_DIR = '{tmp_path}/w{i}'"])
     pathlib.Path(tmp_path, f"ready{i}").touch()
     while len(list(pathlib.Path(tmp_path).glob("ready*"))) < 4:  # all start together
         time.sleep(0.05)
@@ -171,7 +172,7 @@ def test_four_workers_share_one_study_and_survive_a_kill(tmp_path, database, req
 @pytest.mark.integration
 def test_each_way_a_storage_fails_to_open_has_its_own_line(postgres_url):
     from helpers import PASSWORD, PASSWORD_USER
-    from hpo.errors import UserError
+    from hpo.core.errors import UserError
     from hpo.strategies.storage import open_storage
     host = postgres_url.split("?")[1]
     cases = {f"postgresql://postgres@/no_such_db?{host}": "the server has no database 'no_such_db'",

@@ -6,9 +6,10 @@ import gin
 import numpy as np
 import pytest
 
-from hpo import config, optim
-from hpo.errors import UserError
-from hpo.schedules import read_schedule
+from hpo.cli import gin_config
+from hpo.core.errors import UserError
+from hpo.flow.schedules import read_schedule
+from hpo.method import optim
 from hpo.strategies.guided import Guided
 
 SIX = ["learning_rate", "beta1", "beta2", "eps", "weight_decay", "label_smoothing"]
@@ -29,12 +30,12 @@ def test_warmup_fraction_scales_the_warmup_with_the_budget():
 
 
 def test_paper_gin_leaves_the_task_and_its_budget_dependent_settings_alone():
-    config.parse(["default.gin", "paper.gin"], ["MODEL_DIR = '/tmp/unused'"])
+    gin_config.parse(["default.gin", "paper.gin"], ["MODEL_DIR = '/tmp/unused'"])
     assert gin.query_parameter("Guided.travel") == 2.0  # default.gin's: 1e-2 for its 200 steps
     assert gin.query_parameter("Guided.mode") == "forward"  # the shipped configs' guided variant
     assert gin.query_parameter("%TRAIN_STEPS") == 200
     assert gin.query_parameter("Guided.tune") == SIX
-    config.parse(["paper.gin"], [])  # alone, on base.gin's task
+    gin_config.parse(["paper.gin"], [])  # alone, on base.gin's task
     assert gin.query_parameter("OptimizerConfig.name") == "lamb"
 
 

@@ -15,7 +15,7 @@ import optuna
 import orbax.checkpoint as ocp
 import pytest
 
-from hpo.errors import UserError
+from hpo.core.errors import UserError
 from hpo.strategies import population
 from hpo.strategies.pbt import Pbt
 from hpo.strategies.population_store import PopulationStore
@@ -77,7 +77,7 @@ def test_per_group_rates_are_tuned_values(tmp_path):
     the multipliers are columns of hparams.csv, and groups.json beside it names their groups (for
     fixed replays)."""
     from hpo.cli.main import main
-    from hpo.groups import PRESETS
+    from hpo.method.groups import PRESETS
     space = {"learning_rate": {"low": 0.5, "high": 4.0, "log": True}, "learning_rate/decoder": {"choices": [0.0]}}
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["run", "--strategy=pbt", "--gin_file=test.gin", f"--model_dir={tmp_path}", "--gin.Pbt.population=2",
@@ -148,9 +148,9 @@ def population_state(model_dir) -> dict:
 
 
 def _experiment(model_dir):
-    from hpo import config
-    from hpo.experiment import Experiment
-    config.parse(["test.gin"], [f"MODEL_DIR = '{model_dir}'", "TRAIN_STEPS = 6", "Pbt.population = 3",
+    from hpo.cli import gin_config
+    from hpo.engine.experiment import Experiment
+    gin_config.parse(["test.gin"], [f"MODEL_DIR = '{model_dir}'", "TRAIN_STEPS = 6", "Pbt.population = 3",
                                 "Pbt.interval = 2", "Experiment.checkpoint_every = 100"])
     return Experiment()
 
@@ -238,7 +238,7 @@ def _member(i, losses, rates):
 
 
 def test_the_members_plot_draws_each_member_and_marks_each_exploit():
-    from hpo import plots
+    from hpo.report import plots
     record = {"strategy": "pbt", "task": "t", "seed": 0, "pbt": {
         "interval": 2, "search_space": {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}},
         "members": [_member(0, [5.0, 4.0], [1.0, 1.0]), _member(1, [6.0, 4.5], [2.0, 1.25]),
@@ -277,7 +277,7 @@ def test_stops_inside_an_exploit_lose_nothing(tmp_path):
     for stop in ("exploit@1", "checkpoint@1", "record@1"):  # each rerun's first point of that phase
         status, err = run(killed, stop)
         assert status == -9, (stop, status, err[-2000:])
-        from hpo import faults
+        from hpo.core import faults
         assert faults.read_phase(str(tmp_path / "phase"))[1] == stop.split("@")[0]
         state = population_state(killed)
         assert state["round"] == 0 and state["pending"] is not None, stop  # still inside the exploit

@@ -19,8 +19,10 @@ import optuna
 import pytest
 
 import warm
-from hpo import config, faults, records
-from hpo.experiment import Experiment
+from hpo.cli import gin_config
+from hpo.core import faults
+from hpo.engine.experiment import Experiment
+from hpo.flow import records
 from hpo.strategies.population_store import PopulationStore
 
 pytestmark = pytest.mark.integration  # conftest: the test tiers
@@ -100,7 +102,7 @@ def _worker(i, model_dir, storage, count):
     Experiment.member_program = lambda self, names, groups=None: types.SimpleNamespace(streams={})
     Experiment.train_member, Experiment.copy_member = fake_train_member, fake_copy_member
     Experiment.member_record = fake_member_record
-    config.parse(["test.gin"], [f"MODEL_DIR = '{model_dir}'"])
+    gin_config.parse(["test.gin"], [f"MODEL_DIR = '{model_dir}'"])
     # Worker 0 starts alone; the others join once it is inside its first segment, so it always
     # has one to be killed in, however the machine schedules four processes.
     deadline = time.monotonic() + 120

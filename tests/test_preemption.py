@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from hpo import preemption
+from hpo.core import preemption
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -30,7 +30,7 @@ def test_a_signal_asks_to_stop_and_the_stop_has_the_shells_status(signum, status
 
 IGNORES_IT = """
 import os, signal, time
-from hpo import preemption
+from hpo.core import preemption
 with preemption.watching(grace_seconds=1.0):
     os.kill(os.getpid(), signal.SIGTERM)
     while True:  # busy, never checking: the grace period ends the process

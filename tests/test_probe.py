@@ -12,12 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpo import config, optim
+from hpo.cli import gin_config
 from hpo.cli.main import main
 from hpo.data import pipeline
-from hpo.experiment import Experiment
-from hpo.probe import row, run_verdict, verdict
-from hpo.trainer import init_state, train_step
+from hpo.engine.experiment import Experiment
+from hpo.engine.trainer import init_state, train_step
+from hpo.method import optim
+from hpo.run.probe import row, run_verdict, verdict
 
 TINY = ["probe", "--gin_file=test.gin"]
 GRID = ["--probe_steps=0,2", "--gin.Probe.horizons=[2,1]", "--gin.Probe.multipliers=[4,0.5,1]",
@@ -74,7 +75,7 @@ def test_horizon_one_equals_one_train_step_at_that_value(probed, tmp_path, hpara
     learning rate's: a multiplier), the guide loss without dropout on the guided strategy's first
     guide batch (its defaults: the training batch's size, one batch for the run)."""
     _, report, _ = probed
-    config.parse(["test.gin"], [f"MODEL_DIR = '{tmp_path}'"])
+    gin_config.parse(["test.gin"], [f"MODEL_DIR = '{tmp_path}'"])
     experiment = Experiment()
     values = {**experiment.base_hparams(), "beta1": 0.0}  # the probe's optimizer state has a momentum
     tx = optim.make_optimizer(experiment.optimizer, values)
@@ -114,7 +115,7 @@ def test_a_replayed_schedule_is_the_run_probed(tmp_path):
     assert [(r["from_step"], r["run_value"]) for r in report["rows"]] == [(0, 0.5), (0, 0.5), (2, 3.0), (2, 3.0)]
     assert report["run_verdicts"]["learning_rate"] in out.getvalue()
 
-    config.parse(["test.gin"], [f"MODEL_DIR = '{tmp_path}'"])
+    gin_config.parse(["test.gin"], [f"MODEL_DIR = '{tmp_path}'"])
     experiment = Experiment()
     values = experiment.base_hparams()
     tx = optim.make_optimizer(experiment.optimizer, values)

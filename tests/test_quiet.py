@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from hpo import quiet
 from hpo.cli.main import main
+from hpo.core import quiet
 
 RUN = ["run", "--strategy=fixed,optuna", "--gin_file=test.gin", "--gin.OptunaSearch.n_trials=1"]
 NOISE = ("cuda drivers", "cuInit", "absl::InitializeLog", "oneDNN", "ExperimentalWarning", "FutureWarning",

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import warm
-from hpo import records as records_module
 from hpo.cli.main import main
+from hpo.flow import records as records_module
 
 T5X = ["--backend=t5x", "--gin_file=t5x/test.gin"]
 FORWARD = "--gin.Guided.mode='forward'"  # the module's guided runs: forward mode (finetuning's: one-step)
@@ -354,7 +354,7 @@ def test_no_t5x_installed_is_one_line(capsys, tmp_path, monkeypatch):
 
 @pytest.mark.integration
 def test_the_builtin_engine_never_imports_t5x():
-    code = "import sys, hpo.registry, hpo.cli.main, hpo.experiment; print(sorted(m for m in sys.modules if m.startswith('t5x')))"
+    code = "import sys, hpo.cli.configurables, hpo.cli.main, hpo.engine.experiment; print(sorted(m for m in sys.modules if m.startswith('t5x')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
 
@@ -458,7 +458,7 @@ def test_a_horizon_whose_windows_would_straddle_an_evaluation(capsys, tmp_path):
 def test_a_guided_t5x_run_with_a_horizon_and_groups_and_its_replay(tmp_path):
     """Guided.horizon 2 and per-group rates in one T5X run: every value moves once per window;
     the fixed strategy's replay of its schedule, group columns included, reproduces it."""
-    from hpo import claims
+    from hpo.report import claims
     model_dir = tmp_path / "run"
     one_layer = ["--gin.network.T5Config.num_encoder_layers=1", "--gin.network.T5Config.num_decoder_layers=1"]
     assert main(["run", *T5X, *one_layer, "--strategy=guided", "--gin.Guided.horizon=2",

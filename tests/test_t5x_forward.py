@@ -43,7 +43,7 @@ def test_t5x_forward_hypergradients_equal_the_gradient_through_every_update(tmp_
     through them, as `Guided.horizon = 2` takes it); the tangents shadow the train state and
     survive T5X's checkpoint format. At μ = 0 the step is the one-step method's, bit for bit."""
     import jax
-    from hpo import hyper
+    from hpo.method import hyper
     from hpo.t5x_backend import optim as t5x_optim, trainer as t5x_trainer
 
     one_layer = ["network.T5Config.num_encoder_layers = 1", "network.T5Config.num_decoder_layers = 1"]
@@ -95,7 +95,7 @@ def test_t5x_tangents_are_partitioned_as_what_they_shadow():
     import jax
     import optax
     from jax.sharding import PartitionSpec
-    from hpo import hyper
+    from hpo.method import hyper
     from hpo.t5x_backend import optim as t5x_optim
     from t5x import optimizers
 

@@ -18,12 +18,13 @@ def _t5x_guided_trainer(tmp_path, horizon=1, bindings=(), groups=None, **modes):
     import jax.numpy as jnp
     import optax
     from t5x import optimizers, train_state as train_state_lib
-    from hpo import groups as param_groups, hyper
-    from hpo.t5x_backend import config, optim as t5x_optim, trainer as t5x_trainer
+    from hpo.cli import t5x_gin
+    from hpo.method import groups as param_groups, hyper
+    from hpo.t5x_backend import optim as t5x_optim, trainer as t5x_trainer
     import gin
     import t5x.train
 
-    config.parse(["t5x/test.gin"], [f"MODEL_DIR = '{tmp_path}'", *bindings])
+    t5x_gin.parse(["t5x/test.gin"], [f"MODEL_DIR = '{tmp_path}'", *bindings])
     train_args = gin.get_bindings(t5x.train.train)
     model, partitioner = train_args["model"], train_args["partitioner"]
     specs = {"learning_rate": hyper.DEFAULT_SPECS["learning_rate"],
@@ -77,7 +78,7 @@ def test_t5x_hypergradients_equal_finite_differences(tmp_path):
     multipliers (`Guided.groups`: an optax transformation after T5X's optimizer, its values in the
     train state) that scale their own parameters' updates alone."""
     import jax
-    from hpo import groups as param_groups, hyper
+    from hpo.method import groups as param_groups, hyper
     from hpo.t5x_backend import optim as t5x_optim, trainer as t5x_trainer
 
     groups = param_groups.PRESETS["encoder_decoder"]
@@ -127,7 +128,7 @@ def test_t5x_window_hypergradients_equal_finite_differences(tmp_path):
     rematerialised program): its state is the two updates', and its hyper-gradients are those of
     the guide loss after both, as differentiating the two updates written out gives them."""
     import jax
-    from hpo import hyper
+    from hpo.method import hyper
     from hpo.t5x_backend import trainer as t5x_trainer
 
     one_layer = ["network.T5Config.num_encoder_layers = 1", "network.T5Config.num_decoder_layers = 1"]
@@ -178,7 +179,7 @@ def _t5x_loop(cadence, source, state, first, end):
     (4, 8, [(0, 8)], "w0 w1 p2 p3 w4 w5 p6 p7")])
 def test_t5x_cadence_takes_a_window_of_horizon_batches(update_every, train_steps, chunks, expected):
     import optax
-    from hpo import hyper
+    from hpo.method import hyper
     from hpo.t5x_backend.trainer import _Cadence
     tuning = hyper.Tuning(specs={}, fixed_values={}, meta_tx=optax.adam(1e-2), horizon=2,
                           update_every=update_every)
@@ -195,7 +196,7 @@ def test_t5x_cadence_takes_a_window_of_horizon_batches(update_every, train_steps
 def test_t5x_cadence_takes_tuned_steps_every_update_every_steps():
     """T5X's loop calls one step function: hpo's picks the tuned or the plain program by step."""
     import optax
-    from hpo import hyper
+    from hpo.method import hyper
     from hpo.t5x_backend.trainer import _Cadence
     tuning = hyper.Tuning(specs={}, fixed_values={}, meta_tx=optax.adam(1e-2), update_every=3)
     cadence = _Cadence(tuning, lambda state, batch: ("tuned", state), lambda state, batch: ("plain", state))

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from hpo import plots, table, table_formats
 from hpo.cli.main import main
+from hpo.report import formats, plots, table
 
 TASK = "synthetic_translation"
 SIG = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
@@ -71,13 +71,13 @@ def test_mean_and_sample_sd_by_hand():
     assert row["hparams_mean"] == {"learning_rate": pytest.approx(3.0)}
     assert row["hparams"] == "learning_rate=3"
     assert row["wall_seconds"] == pytest.approx(30.0) and row["train_runs"] == 3
-    assert "23.00 ± 3.61" in table_formats.format_markdown([row])
+    assert "23.00 ± 3.61" in formats.format_markdown([row])
 
 
 def test_one_seed_has_no_sd():
     row = rows_by_label([record()])["fixed"]
     assert row["test_bleu_sd"] is None and row["test_bleu_mean"] == 20.0
-    assert "| 20.00 |" in table_formats.format_markdown([row])
+    assert "| 20.00 |" in formats.format_markdown([row])
 
 
 def test_duplicate_record_neither_duplicates_nor_double_counts():
@@ -99,11 +99,11 @@ def test_a_row_averaging_runs_made_with_different_versions_says_so():
     rows = rows_by_label(records)
     assert rows["fixed"]["mixed_versions"] == {"jax": {"0.10.2": [0, 1], "0.11.2": [2]}}
     assert rows["guided"]["mixed_versions"] == {}
-    text = table_formats.format_markdown(list(rows.values()))
+    text = formats.format_markdown(list(rows.values()))
     assert ("fixed: averages runs made with different versions, so its spread mixes software with seeds: "
             "jax 0.10.2 (seeds 0, 1) vs 0.11.2 (seed 2).") in text
     assert "guided: averages" not in text
-    assert json.loads(next(csv.DictReader(table_formats.format_csv(list(rows.values())).splitlines()))["mixed_versions"]) \
+    assert json.loads(next(csv.DictReader(formats.format_csv(list(rows.values())).splitlines()))["mixed_versions"]) \
         == {"jax": {"0.10.2": [0, 1], "0.11.2": [2]}}
 
 
@@ -146,7 +146,7 @@ def test_p_value_small_when_one_system_is_the_references(tmp_path):
     assert rows["fixed"]["p_value"] is None
     guided = rows["guided"]
     assert 0.0 <= guided["p_value"] < 0.05 and guided["p_value_seed"] == 1  # the only common seed
-    assert "(seed 1)" in table_formats.format_markdown(list(rows.values()))
+    assert "(seed 1)" in formats.format_markdown(list(rows.values()))
 
 
 def test_no_p_value_without_references_or_aligned_hypotheses(tmp_path):
@@ -220,7 +220,7 @@ def test_write_table_of_several_model_dirs(tmp_path):
 
 def test_latex_escapes_special_characters():
     escaped = r"a\_b 50\% \& \#1 \{x\} \textasciitilde{}\textasciicircum{}\$"
-    assert table_formats.tex_escape("a_b 50% & #1 {x} ~^$") == escaped
+    assert formats.tex_escape("a_b 50% & #1 {x} ~^$") == escaped
 
 
 def _is_png(path):
@@ -321,7 +321,7 @@ def test_glue_rows_mean_sd_invalid_and_compute():
     assert guided["wall_seconds"] == 300.0
     assert fixed["glue_average_sd"] == 0.0 and fixed["invalid_predictions"] == 0
 
-    md, section = table_formats.format_markdown(rows).split("\n### At equal compute\n")
+    md, section = formats.format_markdown(rows).split("\n### At equal compute\n")
     lines = [line for line in md.splitlines() if line.startswith("|")]
     assert lines[0] == ("| task | strategy | seeds | GLUE average | CoLA | SST-2 | MNLI-m | MNLI-mm | "
                         "invalid predictions | pretrain dev loss | train runs | train steps | "
@@ -349,7 +349,7 @@ def test_glue_reruns_replace_and_synthetic_rows_stay_apart():
     rows = table.build_rows(records, ".")
     assert [(r["synthetic"], r["seeds"], r["glue_average_mean"]) for r in rows] == [
         (False, 1, 70.0), (True, 2, 25.0)]
-    cells = [line.split(" | ")[0] for line in table_formats.format_markdown(rows).splitlines()[2:4]]
+    cells = [line.split(" | ")[0] for line in formats.format_markdown(rows).splitlines()[2:4]]
     assert cells == [f"| {PRETRAIN}", f"| {PRETRAIN} (synthetic)"]
 
 
@@ -376,7 +376,7 @@ def test_mixed_bleu_and_glue_records_in_every_format(tmp_path):
     with open(paths["csv"], newline="") as f:
         reader = csv.DictReader(f)
         csv_rows = list(reader)
-    assert reader.fieldnames[:len(table_formats.COLUMNS) + 1] == ["benchmark", *table_formats.COLUMNS]
+    assert reader.fieldnames[:len(formats.COLUMNS) + 1] == ["benchmark", *formats.COLUMNS]
     assert {"glue_average_mean", "glue_cola_mean", "glue_mnli_mismatched_sd", "invalid_predictions",
             "dev_loss_mean"} <= set(reader.fieldnames)
     assert [r["benchmark"] for r in csv_rows] == ["bleu"] * 4 + ["glue"] * 3
@@ -422,7 +422,7 @@ def test_cli_table_prints_both_tables(tmp_path, capsys):
 
 
 def test_identical_outputs_are_not_significantly_different():
-    from hpo.significance import paired_bootstrap_p
+    from hpo.report.significance import paired_bootstrap_p
     hyps, refs = ["a b c", "d e"], ["a b c", "d f"]
     assert paired_bootstrap_p(hyps, hyps, refs) == 1.0
     assert paired_bootstrap_p(hyps, ["x y z", "d e"], refs) < 1.0

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from hpo import plots, run_config, table, table_formats
-from hpo.table_groups import group_runs
+from hpo.report import formats, plots, run_config, table
+from hpo.report.row_groups import group_runs
 from test_table import _decoded, record, write_records, REFERENCES
 
 HEADER = "# Parameters for {}:\n# " + "=" * 78 + "\n"
@@ -59,7 +59,7 @@ def test_learning_rate_grid_dirs_make_one_row_per_multiplier(tmp_path):
     with open(paths["csv"], newline="") as f:
         reader = csv.DictReader(f)
         csv_rows = list(reader)
-    assert reader.fieldnames[-len(table_formats.CONFIGURATION_COLUMNS):] == list(table_formats.CONFIGURATION_COLUMNS)
+    assert reader.fieldnames[-len(formats.CONFIGURATION_COLUMNS):] == list(formats.CONFIGURATION_COLUMNS)
     assert csv_rows[1]["configuration"] == "learning_rate=3"
 
     reversed_rows = table.build_rows(table.load_records([lr3, lr1]), lr3)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from hpo import config as config_lib
+from hpo.cli import gin_config as config_lib
+from hpo.core.errors import UserError
 from hpo.data import catalog, pipeline, tasks
-from hpo.errors import UserError
 import tfds_runs
 
 LENGTHS = {"inputs": 16, "targets": 16}

@@ -12,8 +12,8 @@ import tensorflow_datasets as tfds
 
 import tfds_runs
 from hpo.cli.main import main
+from hpo.core.errors import UserError
 from hpo.data import catalog
-from hpo.errors import UserError
 
 pytestmark = pytest.mark.integration  # conftest: the test tiers
 

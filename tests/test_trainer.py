@@ -45,10 +45,11 @@ def test_resume_after_a_kill_gives_the_same_loss_as_an_uninterrupted_run(tiny_ex
 def test_data_parallel_loss_equals_one_device(tmp_path):
     script = textwrap.dedent(f"""
         import functools, jax, numpy as np
-        from hpo import config, optim
+        from hpo.cli import gin_config as config
         from hpo.data import pipeline
-        from hpo.experiment import Experiment
-        from hpo.trainer import DataParallel, init_state, train_step
+        from hpo.engine.experiment import Experiment
+        from hpo.engine.trainer import DataParallel, init_state, train_step
+        from hpo.method import optim
         config.parse(["test.gin"], ["MODEL_DIR = '{tmp_path}'", "BATCH_SIZE = 8"])
         exp = Experiment()
         assert jax.device_count() == 4

@@ -6,7 +6,7 @@ import re
 
 import jax
 
-from hpo import records
+from hpo.flow import records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,8 +6,8 @@ import tempfile
 import seqio
 import tensorflow_datasets as tfds
 
-from hpo import config as config_lib
-from hpo.experiment import Experiment
+from hpo.cli import gin_config as config_lib
+from hpo.engine.experiment import Experiment
 
 
 def run_task_names(gin_file: str, *bindings: str) -> list:

@@ -19,8 +19,8 @@ from typing import Callable, Dict, Optional, Sequence
 # Imported by the server, not run: nothing here starts TensorFlow's or JAX's runtime, which
 # would leave threads a fork cannot copy.
 PRELOAD = ["tensorflow", "jax", "seqio", "optuna", "optuna.storages", "sacrebleu", "matplotlib.figure",
-           "matplotlib.backends.backend_agg", "hpo.cli.main", "hpo.experiment", "hpo.registry", "hpo.table",
-           "hpo.plots", "hpo.claims", "hpo.claims_replays", "hpo.config", "hpo.quiet"]
+           "matplotlib.backends.backend_agg", "hpo.cli.main", "hpo.engine.experiment", "hpo.cli.configurables", "hpo.report.table",
+           "hpo.report.plots", "hpo.report.claims", "hpo.run.replays", "hpo.cli.gin_config", "hpo.core.quiet"]
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(PRELOAD)
 

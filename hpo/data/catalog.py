@@ -3,10 +3,10 @@ the family of hpo's tasks that knows the name, else from seqio's registry."""
 
 import seqio
 
-from hpo.data import glue, pretraining, tasks
-from hpo.errors import UserError
+from hpo.core.errors import UserError
+from hpo.data import glue_tasks, pretraining, tasks
 
-FAMILIES = (tasks, pretraining, glue)  # each has builder_for(name): its builder of task `name`, or None
+FAMILIES = (tasks, pretraining, glue_tasks)  # each has builder_for(name): its builder of task `name`, or None
 
 
 def get_task(name: str) -> seqio.Task:

@@ -8,8 +8,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from hpo.core.errors import UserError, positive_int
 from hpo.data import catalog
-from hpo.errors import UserError, positive_int
 
 # tf.data only feeds the host: keep TensorFlow off the accelerators JAX uses
 # (as the Flax WMT example does), or it would claim their memory.

@@ -6,7 +6,7 @@ from typing import Mapping, Optional
 
 import seqio
 
-from hpo.errors import UserError
+from hpo.core.errors import UserError
 
 
 class PreparedTfdsSource(seqio.TfdsDataSource):

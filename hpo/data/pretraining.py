@@ -24,13 +24,12 @@ import gin
 import seqio
 import tensorflow as tf
 
-from hpo import io as hpo_io
-from hpo.data import span_corruption as corruption
-from hpo.data import synthetic
+from hpo.core import io as hpo_io
+from hpo.core.errors import UserError
+from hpo.data import span_corruption as corruption, synthetic
 from hpo.data.prepared import PreparedTfdsSource
 from hpo.data.registry import add_task, data_dir, guide_every, guide_percent
 from hpo.data.shared_vocabulary import t5_vocabulary
-from hpo.errors import UserError
 
 SPLITS = ("train", "guide", "dev")
 

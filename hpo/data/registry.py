@@ -11,7 +11,7 @@ from typing import Sequence
 import gin
 import seqio
 
-from hpo.errors import UserError
+from hpo.core.errors import UserError
 
 SPLITS = ("train", "guide", "dev", "test")
 # T5X's run configs evaluate on 'validation': there it is another name for dev.

@@ -9,10 +9,10 @@ import string
 import gin
 import seqio
 
+from hpo.core.errors import UserError
 from hpo.data import synthetic, vocab as vocab_lib
 from hpo.data.registry import data_dir
-from hpo.errors import UserError
-from hpo.glue import formats
+from hpo.scoring import glue_formats
 
 # Sentences of the embedded language the default vocabulary is trained on;
 # its few hundred word types each occur many times in this many sentences.
@@ -39,8 +39,8 @@ def t5_vocabulary(path: str = None, vocab_size: int = 2000,
     if path is None:
         if vocab_size <= 0:
             raise UserError(f"t5_vocabulary.vocab_size must be positive, got {vocab_size}")
-        recipe = repr((_VOCAB_RECIPE, VOCAB_SENTENCES, GLUE_REPEATS, formats.TASKS,
-                       formats.LABELS, formats.TEXT_FIELDS))
+        recipe = repr((_VOCAB_RECIPE, VOCAB_SENTENCES, GLUE_REPEATS, glue_formats.TASKS,
+                       glue_formats.LABELS, glue_formats.TEXT_FIELDS))
         key = hashlib.sha1(recipe.encode()).hexdigest()[:12]
         path = os.path.join(data_dir(), "t5_vocabulary", f"spm{vocab_size}-{key}.model")
         if not os.path.isfile(path):
@@ -59,11 +59,11 @@ def _load(path: str, mtime: float, extra_ids: int) -> seqio.SentencePieceVocabul
 def glue_targets():
     """Every target string GLUE fine-tuning uses: label names and STS-B's "0.0".."5.0"."""
     targets = []
-    for task in formats.TASKS:
-        if task in formats.REGRESSION:
-            targets += [formats.target_text(task, step / 5) for step in range(26)]
+    for task in glue_formats.TASKS:
+        if task in glue_formats.REGRESSION:
+            targets += [glue_formats.target_text(task, step / 5) for step in range(26)]
         else:
-            targets += [formats.target_text(task, i) for i in range(len(formats.LABELS[task]))]
+            targets += [glue_formats.target_text(task, i) for i in range(len(glue_formats.LABELS[task]))]
     return list(dict.fromkeys(targets))
 
 
@@ -72,8 +72,8 @@ def _vocabulary_text():
     yield from sentences
     # GLUE inputs as fine-tuning writes them ("mrpc sentence1: ... sentence2: ...").
     for sentence in sentences[:GLUE_REPEATS]:
-        for task in formats.TASKS:
-            yield formats.to_text(task, {field: sentence for field in formats.TEXT_FIELDS[task]})
+        for task in glue_formats.TASKS:
+            yield glue_formats.to_text(task, {field: sentence for field in glue_formats.TEXT_FIELDS[task]})
     labels = " ".join(glue_targets())
     for _ in range(GLUE_REPEATS):
         yield labels

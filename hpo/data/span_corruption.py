@@ -29,7 +29,7 @@ from typing import Mapping, Tuple
 import seqio
 import tensorflow as tf
 
-from hpo.errors import UserError
+from hpo.core.errors import UserError
 
 DOCUMENTS_PER_GROUP = 128  # T5's reduce_concat_tokens batch size
 

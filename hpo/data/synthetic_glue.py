@@ -30,10 +30,10 @@ import random
 from typing import Callable, Dict, List, Optional, Sequence
 
 from hpo.data import synthetic
-from hpo.data.synthetic import ADJECTIVES, ADVERBS, NOUNS, NP, SOURCE_FORMS, VERBS, Clause
+from hpo.data.synthetic import ADJECTIVES, ADVERBS, Clause, NOUNS, NP, SOURCE_FORMS, VERBS
 
 TASKS = ("cola", "sst2", "mrpc", "stsb")
-Example = Dict[str, object]  # GLUE field names (hpo.glue.formats.TEXT_FIELDS) and "label"
+Example = Dict[str, object]  # GLUE field names (hpo.scoring.glue_formats.TEXT_FIELDS) and "label"
 
 _TRANSITIVE = tuple(v for v, (_, transitive) in VERBS.items() if transitive)
 _INTRANSITIVE = tuple(v for v, (_, transitive) in VERBS.items() if not transitive)

@@ -25,11 +25,12 @@ import gin
 import seqio
 import tensorflow as tf
 
-from hpo import bleu, io as hpo_io
+from hpo.core import io as hpo_io
+from hpo.core.errors import UserError
 from hpo.data import synthetic, vocab as vocab_lib
 from hpo.data.prepared import PreparedTfdsSource
 from hpo.data.registry import SPLITS, VALIDATION, add_text_task, data_dir, guide_every, guide_percent
-from hpo.errors import UserError
+from hpo.scoring import bleu
 
 PathOrPair = Union[str, Sequence[str]]
 

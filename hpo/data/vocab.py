@@ -7,7 +7,7 @@ from typing import Iterable
 import seqio
 import sentencepiece as spm
 
-from hpo.errors import UserError
+from hpo.core.errors import UserError
 
 # seqio's conventions: 0 is padding (and the decoder's start token), 1 is EOS.
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2

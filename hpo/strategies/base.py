@@ -3,7 +3,7 @@
 import abc
 from typing import Dict, List
 
-from hpo.errors import UserError
+from hpo.core.errors import UserError
 
 _REGISTRY = {}
 

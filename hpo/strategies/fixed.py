@@ -7,9 +7,11 @@ from typing import Callable, Dict, Mapping, Tuple
 import gin
 import jax.numpy as jnp
 
-from hpo import groups as param_groups, io as hpo_io, optim, records
-from hpo.errors import UserError
-from hpo.schedules import GROUPS_FILE, read_schedule
+from hpo.core import io as hpo_io
+from hpo.core.errors import UserError
+from hpo.flow import records
+from hpo.flow.schedules import GROUPS_FILE, read_schedule
+from hpo.method import groups as param_groups, optim
 from hpo.strategies.base import Strategy
 
 REPLAY_MODES = ("schedule", "final", "mean")

@@ -16,10 +16,11 @@ import jax
 import numpy as np
 import optax
 
-from hpo import groups as param_groups, hyper, io as hpo_io
+from hpo.core import io as hpo_io
+from hpo.core.errors import UserError, finite_number, positive_int
 from hpo.data import catalog
-from hpo.errors import UserError, finite_number, positive_int
-from hpo.schedules import GROUPS_FILE, SCHEDULE_FILE, summarise, write_schedule
+from hpo.flow.schedules import GROUPS_FILE, SCHEDULE_FILE, summarise, write_schedule
+from hpo.method import groups as param_groups, hyper
 from hpo.strategies.base import Strategy
 
 
@@ -46,7 +47,7 @@ class Guided(Strategy):
     after K training steps taken with the same values, through all K updates
     (rematerialised), and values change every K steps; 1 is the reference's
     one-step lookahead. `hypergrad_bound`: ±inf hyper-gradients become ±bound.
-    `groups`: a preset name (`hpo.groups.PRESETS`) or {name: regex over
+    `groups`: a preset name (`hpo.method.groups.PRESETS`) or {name: regex over
     parameter paths}; each group gets a learning-rate multiplier `learning_rate/<name>` on
     its parameters' updates, tuned with `tune` (the global `learning_rate` multiplies every
     parameter's rate and is tuned only if `tune` names it; `tune` may then be empty).

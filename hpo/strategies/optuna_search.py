@@ -22,8 +22,9 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from hpo import distributed, faults, io as hpo_io, preemption, records
-from hpo.errors import Diverged, UserError, positive_number
+from hpo.core import distributed, faults, io as hpo_io, preemption
+from hpo.core.errors import Diverged, UserError, positive_number
+from hpo.flow import records
 from hpo.strategies import places
 from hpo.strategies.base import Strategy
 from hpo.strategies.fixed import Fixed

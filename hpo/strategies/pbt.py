@@ -28,11 +28,13 @@ from typing import Dict, List, Sequence
 import gin
 import numpy as np
 
-from hpo import distributed, faults, groups as param_groups, io as hpo_io, preemption, records
-from hpo.errors import UserError, positive_int
+from hpo.core import distributed, faults, io as hpo_io, preemption
+from hpo.core.errors import UserError, positive_int
+from hpo.flow import records
+from hpo.flow.schedules import GROUPS_FILE, SCHEDULE_FILE, summarise, write_schedule
+from hpo.method import groups as param_groups
 from hpo.strategies import population
 from hpo.strategies.base import Strategy
-from hpo.schedules import GROUPS_FILE, SCHEDULE_FILE, summarise, write_schedule
 from hpo.strategies.population_store import PopulationStore
 
 POLL_SECONDS = 0.5  # how often a worker waiting for the others' members looks again

@@ -23,8 +23,8 @@ from typing import Dict, Optional
 import optuna
 import sqlalchemy
 
-from hpo import faults, io as hpo_io
-from hpo.errors import UserError
+from hpo.core import faults, io as hpo_io
+from hpo.core.errors import UserError
 from hpo.strategies.storage import creation_lock, open_storage, shown
 
 

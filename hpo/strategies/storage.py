@@ -17,7 +17,7 @@ import types
 import sqlalchemy
 from optuna.storages import RDBStorage
 
-from hpo.errors import UserError
+from hpo.core.errors import UserError
 
 # The pip package of a DB-API module, where the two names differ (else the module's name).
 DRIVER_PACKAGES = {"MySQLdb": "mysqlclient", "pymysql": "PyMySQL", "mysql": "mysql-connector-python",

@@ -11,8 +11,8 @@ import dataclasses
 import seqio
 from t5x import utils
 
+from hpo.core.errors import UserError
 from hpo.data import catalog, pipeline
-from hpo.errors import UserError
 from hpo.t5x_backend.trainer import GUIDE
 
 

@@ -19,9 +19,9 @@ import tensorflow as tf
 from t5x import trainer as trainer_lib
 from t5x import utils
 
-from hpo import evaluate
+from hpo.core.progress import progress_bar
 from hpo.data import pipeline
-from hpo.progress import progress_bar
+from hpo.engine import evaluate
 from hpo.t5x_backend.trainer import DEV_LOSS
 
 # T5X's metric names -> the names of hpo's dev history (as on the built-in engine).

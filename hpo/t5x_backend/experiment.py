@@ -27,12 +27,14 @@ from t5x import optimizers as t5x_optimizers
 from t5x import trainer as trainer_lib
 from t5x import utils
 
-from hpo import evaluate as hpo_evaluate
-from hpo import backend, distributed, hyper, io as hpo_io, preemption
-from hpo.backend import Trained
+from hpo.core import distributed, io as hpo_io, preemption
+from hpo.core.errors import UserError
 from hpo.data import catalog, pipeline
-from hpo.errors import UserError
-from hpo.evaluate import Translation
+from hpo.engine import evaluate as hpo_evaluate
+from hpo.engine.evaluate import Translation
+from hpo.flow import backend
+from hpo.flow.backend import Trained
+from hpo.method import hyper
 from hpo.t5x_backend import data, initial, optim as t5x_optim
 from hpo.t5x_backend.evaluate import EvalReport, decode_split
 from hpo.t5x_backend.trainer import GuidedTrainer, ValuesTrainer
@@ -270,8 +272,8 @@ class T5xExperiment:
 
         def score() -> Dict:
             if self.evaluation.benchmark == "glue":
-                from hpo.t5x_backend import glue
-                return glue.finetune_and_score(self, train_state, run_dir, seed)
+                from hpo.t5x_backend import glue_finetune
+                return glue_finetune.finetune_and_score(self, train_state, run_dir, seed)
             return self._score(model, train_state, trainer._train_state_axes, run_dir)  # noqa: SLF001
         return Trained(history, wall, diverged, diverged and diverged["step"] - self.first_step,
                        backend.num_params(train_state.params), _local(tuner), score, {"t5x": self._description()})

@@ -24,8 +24,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from t5x import checkpoints_utils, optimizers as t5x_optimizers, utils
 
-from hpo import groups as param_groups
-from hpo.errors import UserError
+from hpo.core.errors import UserError
+from hpo.method import groups as param_groups
 from hpo.t5x_backend import optim as t5x_optim
 
 

@@ -18,8 +18,9 @@ import optax
 from t5x import adafactor as t5x_adafactor
 from t5x import optimizers as t5x_optimizers
 
-from hpo import groups as param_groups, optim, records
-from hpo.errors import UserError
+from hpo.core.errors import UserError
+from hpo.flow import records
+from hpo.method import groups as param_groups, optim
 
 INJECTED_STATES = (optax.InjectStatefulHyperparamsState, optax.InjectHyperparamsState)
 # Our names for hyper-parameters -> the argument names optax factories give them.
@@ -36,7 +37,7 @@ USE_OPTAX = "use the optax one: --gin_file=t5x/optax_adafactor.gin"
 
 @gin.configurable(module="hpo_t5x")
 def optax_optimizer(name: str = "adafactor", **hparams) -> optax.GradientTransformation:
-    """hpo's optax optimizer (`hpo.optim`) for a T5X model's `OptaxWrapper`.
+    """hpo's optax optimizer (`hpo.method.optim`) for a T5X model's `OptaxWrapper`.
 
     Every hyper-parameter is injected; its learning rate is set each step by
     hpo's trainers to `Trainer.learning_rate_fn(step)` times the learning-rate

@@ -1,4 +1,4 @@
-"""`hpo probe --backend=t5x`: the probe's run (`hpo.probe`) on T5X: its model and train state from
+"""`hpo probe --backend=t5x`: the probe's run (`hpo.run.probe`) on T5X: its model and train state from
 scratch as `t5x.train` makes them (the same seed gives the same state), its input pipeline with
 the guide split beside (`data.guided_dataset_fn`), its partitioner, and hpo's T5X update taking
 the values of each step (`ValuesTrainer.update`)."""
@@ -11,13 +11,13 @@ import jax.numpy as jnp
 from t5x import optimizers as t5x_optimizers
 from t5x import utils
 
-from hpo.errors import UserError
+from hpo.core.errors import UserError
 from hpo.t5x_backend import data, optim as t5x_optim
 from hpo.t5x_backend.trainer import GUIDE, ValuesTrainer, cross_entropy, split_guide
 
 
 class T5xRun:
-    """What the probe needs of an engine (as `hpo.probe.BuiltinRun`), on T5X. `batches` comes
+    """What the probe needs of an engine (as `hpo.run.probe.BuiltinRun`), on T5X. `batches` comes
     first: the train state's shapes are those of the pipeline's batches, as in `t5x.train`."""
 
     def __init__(self, experiment, first_values: Mapping[str, float], groups=None):

@@ -20,8 +20,9 @@ import jax.numpy as jnp
 from t5x import losses
 from t5x import trainer as trainer_lib
 
-from hpo import hyper, preemption
-from hpo.progress import progress_bar
+from hpo.core import preemption
+from hpo.core.progress import progress_bar
+from hpo.method import hyper
 from hpo.t5x_backend import optim as t5x_optim
 
 GUIDE = "guide/"  # the guide batch travels in the same batch, under these keys
