@@ -45,14 +45,14 @@ def _variant(gin_files, bindings, tune, groups, forward, repeats: int) -> Dict:
     specs = {k: hyper.DEFAULT_SPECS[k if not param_groups.is_group_rate(k) else "learning_rate"] for k in tuned}
     specs = {k: hyper.HparamSpec(**{**s.__dict__, "init": s.init if s.init is not None else values.get(k, 0.01)})
              for k, s in specs.items()}
-    tx = optim.make_optimizer(exp.optimizer, {**values, **{k: s.init for k, s in specs.items()}})
+    tx = optim.make_optimizer(exp.optimizer, {**values, **{k: s.init for k, s in specs.items()}}, groups or None)
     plain_values = {k: jnp.float32(v) for k, v in {**values, **{k: s.init for k, s in specs.items()}}.items()}
     lengths = exp.data.task_feature_lengths
     train, guide = synthetic_batch(rng, size, length, vocab), synthetic_batch(rng, size, length, vocab)
     fresh = lambda tuner=None: par.put_state(init_state(model, tx, 0, lengths, tuner))  # noqa: E731
     state = fresh()
     plain = compiled(par.jit_step(lambda s, b: train_step(s, b, plain_values, model=model, tx=tx,
-                                                          schedule=exp.schedule, groups=groups or None)),
+                                                          schedule=exp.schedule)),
                      state, par.put_batch(train))
     out = {"model_params": int(sum(x.size for x in jax.tree.leaves(state.params))),
            "batch": f"{size}x{length}", "optimizer": exp.optimizer.name, "tuned": tuned,

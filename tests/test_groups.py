@@ -25,8 +25,8 @@ GROUPS = param_groups.PRESETS["embeddings_encoder_decoder"]
 RATES = [param_groups.rate_name(g) for g in GROUPS]
 
 
-def _trained_state(model, optimizer, values, dtype, lr=0.01):
-    tx = optim.make_optimizer(optim.OptimizerConfig(name=optimizer), values)
+def _trained_state(model, optimizer, values, dtype, lr=0.01, groups=None):
+    tx = optim.make_optimizer(optim.OptimizerConfig(name=optimizer), values, groups)
     schedule = lambda step: jnp.asarray(lr, dtype)  # noqa: E731
     state = init_state(model, tx, 0, LENGTHS)
     plain = {k: jnp.asarray(v, dtype) for k, v in values.items()}
@@ -44,13 +44,12 @@ def test_group_hypergradients_equal_finite_differences(optimizer):
         config = optim.OptimizerConfig(name=optimizer)
         values = {**config.hparams(), "learning_rate": 1.0}
         state, tx, schedule = _trained_state(model, optimizer, values, jnp.float64,
-                                             lr=0.01 if optimizer == "adam" else 0.1)
+                                             lr=0.01 if optimizer == "adam" else 0.1, groups=GROUPS)
         names = ["learning_rate", *RATES]  # the global multiplier tuned beside the groups'
         specs = {k: hyper.DEFAULT_SPECS["learning_rate"] for k in names}
         fixed = {k: v for k, v in values.items() if k not in specs}
         loss = functools.partial(guided_step.guide_loss, state=state, batch={"train": _batch(5), "guide": _batch(6)},
-                                 model=model, tx=tx, schedule=schedule, specs=specs, fixed_values=fixed,
-                                 groups=GROUPS)
+                                 model=model, tx=tx, schedule=schedule, specs=specs, fixed_values=fixed)
         # Off 1.0, so that each multiplier's gradient is taken at a point of its own.
         raw = {k: jnp.asarray(specs[k].inverse(v), jnp.float64) for k, v in zip(names, [1.0, 0.5, 2.0, 1.5])}
         # One compiled program for the gradient and the finite differences' losses.
@@ -73,17 +72,21 @@ def test_a_group_multiplier_scales_its_parameters_updates_alone():
     model = _model()
     values = {**optim.OptimizerConfig(name="adam").hparams(), "learning_rate": 1.0}
     state, tx, schedule = _trained_state(model, "adam", values, jnp.float32)
+    # The same state, its optimizer chained with the groups' multipliers (optax's chain state).
+    grouped_tx = optim.make_optimizer(optim.OptimizerConfig(name="adam"), values, GROUPS)
+    grouped_state = state.replace(opt_state=(state.opt_state, grouped_tx.init(state.params)[1]))
     update = jax.jit(functools.partial(apply_update, model=model, tx=tx, schedule=schedule))
-    grouped = jax.jit(functools.partial(apply_update, model=model, tx=tx, schedule=schedule, groups=GROUPS))
+    grouped = jax.jit(functools.partial(apply_update, model=model, tx=grouped_tx, schedule=schedule))
     hparams = {k: jnp.float32(v) for k, v in values.items()}
     ungrouped = update(state, _batch(5), hparams)
-    ones = grouped(state, _batch(5), {**hparams, **{k: jnp.float32(1.0) for k in RATES}})
-    for a, b in zip(jax.tree.leaves(ungrouped), jax.tree.leaves(ones)):
+    ones = grouped(grouped_state, _batch(5), {**hparams, **{k: jnp.float32(1.0) for k in RATES}})
+    without_rates = lambda out: (out[0], out[1][0], out[2])  # noqa: E731  (the multipliers' own state aside)
+    for a, b in zip(jax.tree.leaves(ungrouped), jax.tree.leaves(without_rates(ones))):
         # Multipliers of 1: the ungrouped update, but for rounding (another program, fused otherwise).
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
 
-    doubled = grouped(state, _batch(5), {**hparams, **{k: jnp.float32(1.0) for k in RATES},
-                                         "learning_rate/encoder": jnp.float32(2.0)})
+    doubled = grouped(grouped_state, _batch(5), {**hparams, **{k: jnp.float32(1.0) for k in RATES},
+                                                 "learning_rate/encoder": jnp.float32(2.0)})
     for path, before, one, two in zip(_paths(state.params), jax.tree.leaves(state.params),
                                       jax.tree.leaves(ones[0]), jax.tree.leaves(doubled[0])):
         if path.startswith("encoder/"):
@@ -91,12 +94,12 @@ def test_a_group_multiplier_scales_its_parameters_updates_alone():
             assert np.any(one != before), path
         else:
             np.testing.assert_array_equal(two, one)
-    for a, b in zip(jax.tree.leaves(ones[1]), jax.tree.leaves(doubled[1])):
+    for a, b in zip(jax.tree.leaves(ones[1][0]), jax.tree.leaves(doubled[1][0])):
         np.testing.assert_array_equal(a, b)  # the moments see gradients, not multipliers
 
-    window = guided_step.train_window(state, jax.tree.map(lambda x: x[None], _batch(5)),
+    window = guided_step.train_window(grouped_state, jax.tree.map(lambda x: x[None], _batch(5)),
                                       {**hparams, **{k: jnp.float32(1.0) for k in RATES}, "learning_rate/encoder": 2.0},
-                                      model=model, tx=tx, schedule=schedule, groups=GROUPS)
+                                      model=model, tx=grouped_tx, schedule=schedule)
     for a, b in zip(jax.tree.leaves(window[0]), jax.tree.leaves(doubled[0])):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # a long-horizon window scales the same
 

@@ -34,7 +34,7 @@ def _t5x_guided_trainer(tmp_path, horizon=1, bindings=(), groups=None, **modes):
     tuning = hyper.Tuning(specs=specs, fixed_values={"eps": 1e-20}, meta_tx=optax.adam(1e-2), horizon=horizon,
                           groups=groups, **modes)
     model.optimizer_def = optimizers.OptaxWrapper(t5x_optim.carrying_tuner(
-        t5x_optim.with_groups(model.optimizer_def.optax_optimizer, groups), tuning, 8))
+        param_groups.chain_rates(model.optimizer_def.optax_optimizer, groups), tuning, 8))
     rng = np.random.RandomState(0)
 
     def batch():

@@ -104,8 +104,8 @@ class Experiment:
 
     def fixed_step(self, values_at: Callable, groups=None) -> Tuple[Callable, optax.GradientTransformation]:
         """(step(state, batch), optimizer): the train step with the values `values_at(step)`."""
-        tx = optim.make_optimizer(self.optimizer, {k: float(v) for k, v in values_at(0).items()})
-        step = functools.partial(train_step, model=self.model, tx=tx, schedule=self.schedule, groups=groups)
+        tx = optim.make_optimizer(self.optimizer, {k: float(v) for k, v in values_at(0).items()}, groups)
+        step = functools.partial(train_step, model=self.model, tx=tx, schedule=self.schedule)
         return (lambda state, batch: step(state, batch, values_at(state.step))), tx
 
     def param_shapes(self):
@@ -122,7 +122,7 @@ class Experiment:
     def train_guided(self, strategy: str, seed: int, tuning: hyper.Tuning, **kwargs) -> Dict:
         """Trains with hyper-parameters learned by the guided method."""
         # Every tuned optimizer hyper-parameter must exist in the injected state.
-        tx = optim.make_optimizer(self.optimizer, tuning.initial_values())
+        tx = optim.make_optimizer(self.optimizer, tuning.initial_values(), tuning.groups)
         step = functools.partial(guided_step.guided_update, model=self.model, tx=tx, schedule=self.schedule,
                                  tuning=tuning)
         if tuning.update_every > 1 or tuning.horizon > 1:  # tuned steps (windows), plain ones: two programs
@@ -140,8 +140,8 @@ class Experiment:
         values live in its state (`tuner["values"]`), so values changed by an exploit need no
         new compilation, and a checkpoint holds the values its member trains with. `groups`: the
         parameter groups of the `learning_rate/<g>` multipliers among the values."""
-        tx = optim.make_optimizer(self.optimizer, {**self.base_hparams(), **{k: 1.0 for k in names}})
-        step = functools.partial(train_step, model=self.model, tx=tx, schedule=self.schedule, groups=groups or None)
+        tx = optim.make_optimizer(self.optimizer, {**self.base_hparams(), **{k: 1.0 for k in names}}, groups)
+        step = functools.partial(train_step, model=self.model, tx=tx, schedule=self.schedule)
         return MemberProgram(lambda state, batch: step(state, batch, state.tuner["values"]), tx,
                              self._dev_evaluator(), {})
 

@@ -11,25 +11,23 @@ from hpo.engine.trainer import apply_update
 from hpo.method.hyper import Tuning, activate_all, step_metrics
 
 
-def guide_loss(raw, state, batch, *, model, tx, schedule, specs, fixed_values, groups=None):
+def guide_loss(raw, state, batch, *, model, tx, schedule, specs, fixed_values):
     """G(λ(raw)) on the built-in engine: the guide loss after one training update taken with λ(raw).
 
     Returns (G, (params, opt_state, training loss, values)).
     """
     values = {**fixed_values, **activate_all(specs, raw)}
-    guide, (params, opt_state, loss) = _lookahead(values, state, batch, model=model, tx=tx, schedule=schedule,
-                                                  groups=groups)
+    guide, (params, opt_state, loss) = _lookahead(values, state, batch, model=model, tx=tx, schedule=schedule)
     return guide, (params, opt_state, loss, values)
 
 
-def _lookahead(values, state, batch, *, model, tx, schedule, groups=None):
-    params, opt_state, loss = apply_update(state, batch["train"], values, model=model, tx=tx, schedule=schedule,
-                                           groups=groups)
+def _lookahead(values, state, batch, *, model, tx, schedule):
+    params, opt_state, loss = apply_update(state, batch["train"], values, model=model, tx=tx, schedule=schedule)
     guide = model.mean_loss(params, batch["guide"], train=False)  # no dropout, no smoothing
     return guide, (params, opt_state, loss)
 
 
-def train_window(state, batches, hparams, *, model, tx, schedule, groups=None):
+def train_window(state, batches, hparams, *, model, tx, schedule):
     """`apply_update` on each of the stacked `batches` in turn, all with the values `hparams`:
     (params, opt_state, last loss). Rematerialised, so differentiating it keeps one step's
     activations at a time (and each step's parameters and optimizer state)."""
@@ -37,8 +35,7 @@ def train_window(state, batches, hparams, *, model, tx, schedule, groups=None):
     def one(carry, batch):
         step, params, opt_state = carry
         at = state.replace(step=step, params=params, opt_state=opt_state)
-        params, opt_state, loss = apply_update(at, batch, hparams, model=model, tx=tx, schedule=schedule,
-                                               groups=groups)
+        params, opt_state, loss = apply_update(at, batch, hparams, model=model, tx=tx, schedule=schedule)
         return (step + 1, params, opt_state), loss
 
     (_, params, opt_state), losses = jax.lax.scan(one, (state.step, state.params, state.opt_state), batches)
@@ -59,7 +56,7 @@ def guided_update(state, batch, *, model, tx, schedule, tuning: Tuning, tune: bo
     def update(carry, values):
         params, opt_state = carry
         params, opt_state, loss = train(state.replace(params=params, opt_state=opt_state), batch["train"], values,
-                                        model=model, tx=tx, schedule=schedule, groups=tuning.groups)
+                                        model=model, tx=tx, schedule=schedule)
         return (params, opt_state), loss
 
     guide_batch = jax.tree.map(lambda x: x[-1], batch["guide"]) if window else batch["guide"]

@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from hpo.core import distributed, faults, preemption
 from hpo.core.progress import progress_bar
 from hpo.engine.checkpoints import Checkpointer
-from hpo.method import groups as param_groups, optim
+from hpo.method import optim
 
 Batch = Mapping[str, jnp.ndarray]
 StepFn = Callable[[Any, Batch], Any]
@@ -48,15 +48,14 @@ def init_state(model, tx: optax.GradientTransformation, seed: int, lengths, tune
                       rng=dropout_rng, tuner={} if tuner is None else tuner)
 
 
-def apply_update(state: TrainState, batch: Batch, hparams: Mapping[str, jnp.ndarray], *,
-                 model, tx, schedule, groups: Optional[Mapping[str, str]] = None):
+def apply_update(state: TrainState, batch: Batch, hparams: Mapping[str, jnp.ndarray], *, model, tx, schedule):
     """One optimizer step with the given hyper-parameter values: (params, opt_state, loss).
 
     Differentiable with respect to `hparams`: the learning rate enters as
     schedule(step) * hparams["learning_rate"] through the injected optimizer
-    state, label smoothing through the loss. `groups` (name -> regex over
-    parameter paths, `hpo.method.groups`): group g's updates are also multiplied by
-    hparams["learning_rate/g"].
+    state, label smoothing through the loss. A `tx` chained with parameter groups
+    (`optim.make_optimizer(..., groups)`) also multiplies group g's updates by
+    hparams["learning_rate/g"], set in its state as the other values are.
     """
     rng = jax.random.fold_in(state.rng, state.step)
     smoothing = hparams.get("label_smoothing", 0.0)
@@ -70,14 +69,11 @@ def apply_update(state: TrainState, batch: Batch, hparams: Mapping[str, jnp.ndar
     values["learning_rate"] = schedule(state.step) * hparams.get("learning_rate", 1.0)
     opt_state = optim.set_hparams(state.opt_state, values)
     updates, opt_state = tx.update(grads, opt_state, state.params)
-    if groups:  # None: the updates untouched, bit for bit
-        updates = param_groups.scale_updates(updates, groups, hparams)
     return optax.apply_updates(state.params, updates), opt_state, loss
 
 
-def train_step(state: TrainState, batch: Batch, hparams, *, model, tx, schedule, groups=None):
-    params, opt_state, loss = apply_update(state, batch, hparams, model=model, tx=tx, schedule=schedule,
-                                           groups=groups)
+def train_step(state: TrainState, batch: Batch, hparams, *, model, tx, schedule):
+    params, opt_state, loss = apply_update(state, batch, hparams, model=model, tx=tx, schedule=schedule)
     metrics = {"loss": loss, "learning_rate": schedule(state.step) * hparams.get("learning_rate", 1.0)}
     metrics.update({f"hparams/{k}": v for k, v in hparams.items()})
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics

@@ -105,13 +105,29 @@ def versions(backend: str) -> Dict[str, str]:
     return out
 
 
+# Every record, whatever made it, starts with `identity` (KEY_FIELDS among it) and carries
+# `origin`; between them, a run's fields (`run_record`) or a study's (OptunaSearch's record),
+# and after them its strategy's and engine's own.
+
+
+def identity(experiment, strategy: str, seed: int, run_dir: str) -> Dict:
+    """What a record is of: task, benchmark, strategy, seed, engine, and the run dir that keys it."""
+    return {"task": experiment.task, "benchmark": experiment.evaluation.benchmark, "strategy": strategy,
+            "seed": seed, "backend": experiment.backend, "run_dir": run_dir}
+
+
+def origin(backend: str, created: Optional[datetime.datetime] = None) -> Dict:
+    """How it was made: the gin configuration (the table's rows group records by it), then
+    `provenance`."""
+    import gin
+    return {"gin_config": gin.config_str(), **provenance(backend, created)}
+
+
 def run_record(experiment, strategy: str, seed: int, run_dir: str, *, history: Sequence[Dict],
                wall_seconds: float, step_cost: float, num_params: int, scores: Dict) -> Dict:
-    """The fields every backend writes for one finished training run."""
-    import gin
+    """The record of one finished training run, on any engine (`flow.backend` builds it)."""
     return {
-        "task": experiment.task, "benchmark": experiment.evaluation.benchmark, "strategy": strategy,
-        "seed": seed, "backend": experiment.backend, "run_dir": run_dir,
+        **identity(experiment, strategy, seed, run_dir),
         "dev_loss": history[-1].get("loss") if history else None,
         "train_steps": experiment.train_steps, "train_runs": 1,
         "compute_steps": experiment.train_steps * step_cost, "wall_seconds": wall_seconds,
@@ -119,8 +135,7 @@ def run_record(experiment, strategy: str, seed: int, run_dir: str, *, history: S
         **scores,
         "num_params": num_params,
         "dev_history": list(history),
-        "gin_config": gin.config_str(),
-        **provenance(experiment.backend),
+        **origin(experiment.backend),
     }
 
 

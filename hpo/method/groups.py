@@ -3,18 +3,15 @@
 A group is a regular expression searched (`re.search`) in a parameter's path,
 its flax keys joined by '/' (`encoder/layers_0/mlp/wi_0/kernel`). Group g's
 multiplier is the hyper-parameter `learning_rate/g`; it scales the optimizer's
-update of that group's parameters, after `tx.update`. The learning rate is the
+update of that group's parameters: an optax transformation chained after the
+optimizer (`chain_rates`), reading the step's multipliers from its state, where
+the engines' steps write them (`set_rates`) before each update. The learning rate is the
 last factor of Adam's, AdamW's and LAMB's optax chains, so there it is exactly
 a per-group learning rate. Adafactor's chain scales by the rate before its
 momentum and adds weight decay after it: with `beta1` or `weight_decay` set,
 the multiplier also scales the momentum built from earlier steps and the decay
 term, which the global rate does not. Parameters in no group keep the global
 multiplier alone.
-
-On T5X, whose optimizer applies the updates inside its own `apply_grads`, the
-scaling is an optax transformation chained after the optimizer
-(`scale_by_group_rates`), reading the step's multipliers from its state, where
-hpo's trainers write them before each update.
 """
 
 import re
@@ -106,17 +103,39 @@ class GroupRatesState(NamedTuple):
 
 
 def scale_by_group_rates(groups: Mapping[str, str]) -> optax.GradientTransformation:
-    """`scale_updates` as an optax transformation whose state holds the multipliers (initially 1)."""
+    """`scale_updates` as an optax transformation whose state holds the multipliers (initially 1, in
+    the parameters' widest float type: the precision the scaled updates have)."""
 
     def init(params):
-        del params
-        return GroupRatesState({g: jnp.ones([], jnp.float32) for g in groups})
+        dtype = jnp.result_type(*(x.dtype for x in jax.tree.leaves(params)))
+        return GroupRatesState({g: jnp.ones([], dtype) for g in groups})
 
     def update(updates, state, params=None):
         del params
         return scale_updates(updates, groups, {rate_name(g): r for g, r in state.rates.items()}), state
 
     return optax.GradientTransformation(init, update)
+
+
+def chain_rates(tx: optax.GradientTransformation, groups) -> optax.GradientTransformation:
+    """`tx`, then each group's updates scaled by its multiplier (`set_rates` sets them); `tx` itself
+    without groups."""
+    return optax.chain(tx, scale_by_group_rates(groups)) if groups else tx
+
+
+def set_rates(opt_state, values: Mapping[str, jnp.ndarray]):
+    """`opt_state` with the step's group multipliers (`learning_rate/<g>` in `values`) in its
+    `scale_by_group_rates` state; unchanged where it has none."""
+    rates = rates_of(values)
+    if not rates:
+        return opt_state
+
+    def set_in(state):
+        if not isinstance(state, GroupRatesState):
+            return state
+        return GroupRatesState({g: jnp.asarray(rates[g], r.dtype) for g, r in state.rates.items()})
+
+    return jax.tree.map(set_in, opt_state, is_leaf=lambda x: isinstance(x, GroupRatesState))
 
 
 def rates_of(values: Mapping[str, jnp.ndarray]) -> Dict[str, jnp.ndarray]:

@@ -22,6 +22,10 @@ import jax.numpy as jnp
 import optax
 
 from hpo.core.errors import UserError, finite_number, non_negative_int, positive_int
+from hpo.method import groups as param_groups
+
+# What optax.inject_hyperparams' optimizers keep their values in (the first, of optax >= 0.1.8).
+INJECTED_STATES = (optax.InjectStatefulHyperparamsState, optax.InjectHyperparamsState)
 
 # Canonical names of the hyper-parameters a strategy may set or tune.
 OPTIMIZER_HPARAMS = ("learning_rate", "beta1", "beta2", "decay_rate", "eps", "weight_decay")
@@ -144,9 +148,10 @@ def _factory_defaults(name: str) -> dict:
     return {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
 
 
-def make_optimizer(config: OptimizerConfig, hparams: Optional[Mapping[str, float]] = None
-                   ) -> optax.GradientTransformation:
-    """An injected-hyper-parameter optax optimizer.
+def make_optimizer(config: OptimizerConfig, hparams: Optional[Mapping[str, float]] = None,
+                   groups: Optional[Mapping[str, str]] = None) -> optax.GradientTransformation:
+    """An injected-hyper-parameter optax optimizer, chained with `groups`' learning-rate
+    multipliers (`hpo.method.groups.chain_rates`) if any.
 
     `hparams` (default: `config.hparams()`) names which hyper-parameters exist
     in the state; an optimizer hyper-parameter that a strategy tunes must be
@@ -156,20 +161,27 @@ def make_optimizer(config: OptimizerConfig, hparams: Optional[Mapping[str, float
     kwargs = {k: v for k, v in values.items() if k in _ACCEPTS[config.name]}
     extra = {"clipping_threshold": config.clipping_threshold} if config.name == "adafactor" else {}
     factory = optax.inject_hyperparams(_FACTORIES[config.name], static_args=tuple(extra))
-    return factory(**kwargs, **extra)
+    return param_groups.chain_rates(factory(**kwargs, **extra), groups)
 
 
 def set_hparams(opt_state, values: Mapping[str, jnp.ndarray]):
-    """Returns `opt_state` with injected hyper-parameters overwritten by `values`.
+    """Returns `opt_state` (of `make_optimizer`'s optimizer) with its injected hyper-parameters
+    and group multipliers overwritten by `values`.
 
     Keys absent from the optimizer (e.g. `label_smoothing`) are ignored, so the
     same dict of a step's values can be passed to loss and optimizer.
     """
-    hyperparams = dict(opt_state.hyperparams)
-    for key, value in values.items():
-        if key in hyperparams:
-            hyperparams[key] = jnp.asarray(value, hyperparams[key].dtype)
-    return opt_state._replace(hyperparams=hyperparams)
+    def set_in(state):
+        if not isinstance(state, INJECTED_STATES):
+            return state
+        hyperparams = dict(state.hyperparams)
+        for key, value in values.items():
+            if key in hyperparams:
+                hyperparams[key] = jnp.asarray(value, hyperparams[key].dtype)
+        return state._replace(hyperparams=hyperparams)
+
+    injected = jax.tree.map(set_in, opt_state, is_leaf=lambda x: isinstance(x, INJECTED_STATES))
+    return param_groups.set_rates(injected, values)
 
 
 @gin.configurable

@@ -163,14 +163,14 @@ def guide_settings(experiment) -> Dict[str, int]:
     return {"guide_batch_size": tuning.guide_batch_size, "guide_refresh_every": tuning.guide_refresh_every}
 
 
-def make_steps(model, tx, schedule, groups=None):
+def make_steps(model, tx, schedule):
     """(train_step, the guided strategy's guide loss: no dropout, no smoothing), each compiled once.
 
     The copies step one after another, not as one `jax.vmap`ped program: on CPU the
     vmapped step of 7 copies of the demo's model took 2.9 s against 1.6 s for 7 calls,
     and one copy at a time keeps a large model's activations to one copy's.
     """
-    return (jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule, groups=groups)),
+    return (jax.jit(functools.partial(train_step, model=model, tx=tx, schedule=schedule)),
             jax.jit(functools.partial(model.mean_loss, train=False)))
 
 
@@ -180,8 +180,8 @@ class BuiltinRun:
 
     def __init__(self, experiment, first_values: Mapping[str, float], groups=None):
         self._experiment = experiment
-        self._tx = optim.make_optimizer(experiment.optimizer, first_values)
-        self._train, self._loss = make_steps(experiment.model, self._tx, experiment.schedule, groups)
+        self._tx = optim.make_optimizer(experiment.optimizer, first_values, groups)
+        self._train, self._loss = make_steps(experiment.model, self._tx, experiment.schedule)
 
     def initial_state(self, seed: int):
         return init_state(self._experiment.model, self._tx, seed, dict(self._experiment.data.task_feature_lengths))

@@ -249,10 +249,9 @@ class OptunaSearch(Strategy):
         steps = {n: sum(max(0, t.user_attrs.get("steps_run", 0) - t.user_attrs.get("steps_before", 0)) for t in a)
                  for n, a in attempts.items()}
         record = {
-            "task": experiment.task, "benchmark": experiment.evaluation.benchmark, "strategy": self.name,
-            "seed": seed, "backend": experiment.backend,
             # The study's directory keys the row (the selected trial changes as the study grows).
-            "run_dir": os.path.relpath(experiment.run_dir(self.name, seed), experiment.model_dir),
+            **records.identity(experiment, self.name, seed,
+                               os.path.relpath(experiment.run_dir(self.name, seed), experiment.model_dir)),
             "selected_run_dir": attrs.get("run_dir"),
             **{key: attrs.get(key) for key in experiment.evaluation.result_keys},
             "train_steps": experiment.train_steps, "train_runs": len(trials),
@@ -272,9 +271,8 @@ class OptunaSearch(Strategy):
                       "startup_trials": self.startup_trials,
                       "objective": self.objective, "n_trials": self.n_trials,
                       "best_trial": places.original(best) if best else None},
-            "gin_config": gin.config_str(),  # the table's rows group runs of one configuration
             # As of the study's last finished trial: a finished study revisited gives the same record.
-            **records.provenance(experiment.backend, created=max(
+            **records.origin(experiment.backend, created=max(
                 (t.datetime_complete for t in trials if t.datetime_complete), default=None)),
         }
         if diverged:

@@ -34,7 +34,7 @@ from hpo.engine import evaluate as hpo_evaluate
 from hpo.engine.evaluate import Translation
 from hpo.flow import backend
 from hpo.flow.backend import Trained
-from hpo.method import hyper
+from hpo.method import groups as param_groups, hyper
 from hpo.t5x_backend import data, initial, optim as t5x_optim
 from hpo.t5x_backend.evaluate import EvalReport, decode_split
 from hpo.t5x_backend.trainer import GuidedTrainer, ValuesTrainer
@@ -140,7 +140,7 @@ class T5xExperiment:
         t5x_optim.require_optax(self.model.optimizer_def, strategy)
         model = copy.copy(self.model)
         model.optimizer_def = t5x_optimizers.OptaxWrapper(
-            t5x_optim.with_groups(self.model.optimizer_def.optax_optimizer, groups))
+            param_groups.chain_rates(self.model.optimizer_def.optax_optimizer, groups))
         return model
 
     def train_guided(self, strategy: str, seed: int, tuning: hyper.Tuning, **kwargs) -> Dict:
@@ -157,7 +157,7 @@ class T5xExperiment:
         data.require_guide_split(self.task)
         model = copy.copy(self.model)
         model.optimizer_def = t5x_optimizers.OptaxWrapper(  # the schedule is indexed by T5X's step
-            t5x_optim.carrying_tuner(t5x_optim.with_groups(optimizer_def.optax_optimizer, tuning.groups),
+            t5x_optim.carrying_tuner(param_groups.chain_rates(optimizer_def.optax_optimizer, tuning.groups),
                                      tuning, self.total_steps))
         trainer = _bound(GuidedTrainer, tuning=tuning)
         return self._train(strategy, seed, trainer, model=model,

@@ -7,7 +7,7 @@ they are checkpointed, restored and partitioned with everything else (T5X's
 guided strategy's tuner (raw values, meta-optimizer state, the schedule so far)
 rides in the same state, in a `TunedState` around the user's optimizer state.
 Per-group learning-rate multipliers (`Guided.groups`) are a transformation
-chained after the user's optimizer (`with_groups`), their values in its state.
+chained after the user's optimizer (`param_groups.chain_rates`), their values in its state.
 """
 
 from typing import Any, Dict, NamedTuple, Optional
@@ -22,7 +22,7 @@ from hpo.core.errors import UserError
 from hpo.flow import records
 from hpo.method import groups as param_groups, optim
 
-INJECTED_STATES = (optax.InjectStatefulHyperparamsState, optax.InjectHyperparamsState)
+INJECTED_STATES = optim.INJECTED_STATES
 # Our names for hyper-parameters -> the argument names optax factories give them.
 OPTAX_NAMES = {
     "learning_rate": ("learning_rate",),
@@ -71,22 +71,12 @@ def carrying_tuner(tx: optax.GradientTransformation, tuning, train_steps: int) -
     return optax.GradientTransformation(init, update)
 
 
-def with_groups(tx: optax.GradientTransformation, groups) -> optax.GradientTransformation:
-    """`tx`, then each group's updates scaled by its multiplier (`set_group_rates` sets them)."""
-    return optax.chain(tx, param_groups.scale_by_group_rates(groups)) if groups else tx
-
-
 def set_group_rates(train_state, values: Dict[str, Any]):
     """The train state with the step's group multipliers (`learning_rate/<g>` in `values`) in its
-    `with_groups` state; unchanged when the optimizer has no groups."""
-    rates = param_groups.rates_of(values)
-    if not rates:
+    optimizer's `param_groups.chain_rates` state; unchanged when the optimizer has no groups."""
+    if not param_groups.rates_of(values):
         return train_state
-    is_rates = lambda x: isinstance(x, param_groups.GroupRatesState)  # noqa: E731
-    leaves, treedef = jax.tree_util.tree_flatten(train_state.param_states, is_leaf=is_rates)
-    leaves = [param_groups.GroupRatesState({g: jax.numpy.asarray(rates[g], r.dtype) for g, r in leaf.rates.items()})
-              if is_rates(leaf) else leaf for leaf in leaves]
-    return with_param_states(train_state, jax.tree_util.tree_unflatten(treedef, leaves))
+    return with_param_states(train_state, param_groups.set_rates(train_state.param_states, values))
 
 
 TANGENT = "tangent"  # the tuner's forward-mode tangents (`hyper.Tuning.init`), stored apart on T5X

@@ -12,6 +12,7 @@ from t5x import optimizers as t5x_optimizers
 from t5x import utils
 
 from hpo.core.errors import UserError
+from hpo.method import groups as param_groups
 from hpo.t5x_backend import data, optim as t5x_optim
 from hpo.t5x_backend.trainer import GUIDE, ValuesTrainer, cross_entropy, split_guide
 
@@ -30,7 +31,7 @@ class T5xRun:
             t5x_optim.require_optax(self._model.optimizer_def, "probe")
             self._model = copy.copy(self._model)
             self._model.optimizer_def = t5x_optimizers.OptaxWrapper(
-                t5x_optim.with_groups(experiment.model.optimizer_def.optax_optimizer, groups))
+                param_groups.chain_rates(experiment.model.optimizer_def.optax_optimizer, groups))
         self._partitioner = experiment.train_args["partitioner"]
         self._spec = None
 

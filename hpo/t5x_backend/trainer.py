@@ -7,7 +7,7 @@ is T5X's: microbatched gradients (`accumulate_grads_microbatched`),
 `apply_grads`, and one pjit-partitioned function over the train-state axes.
 The learning rate of a step is `learning_rate_fn(step)` times the
 learning-rate multiplier, as on the built-in engine; per-group multipliers
-(`learning_rate/<group>`) scale their groups' updates (`optim.with_groups`).
+(`learning_rate/<group>`) scale their groups' updates (`param_groups.chain_rates`).
 """
 
 import copy
