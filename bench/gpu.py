@@ -72,9 +72,9 @@ def _parse(argv: Sequence[str]):
     for name in ("batch", "length", "vocab", "repeats", "horizon"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be a positive integer")
-    from hpo.cli import gin_config as config
+    from hpo.core.gin_syntax import configs_dir
     for size in args.sizes:
-        if not os.path.isfile(os.path.join(config.configs_dir(), "models", f"t5_1_1_{size}.gin")):
+        if not os.path.isfile(os.path.join(configs_dir(), "models", f"t5_1_1_{size}.gin")):
             parser.error(f"--sizes: no model config models/t5_1_1_{size}.gin")
     return args
 
@@ -86,16 +86,16 @@ class Setup:
 
     def __init__(self, args, size: str):
         import gin
-        from hpo.cli import gin_config as config
+        from hpo.core.gin_syntax import configs_dir, gin_binding
         from hpo.engine.models.seq2seq import DecodeConfig, Seq2SeqModel
         from hpo.engine.models.t5 import T5Config
         from hpo.engine.trainer import DataParallel
         from hpo.method import optim
 
         gin.clear_config()
-        gin.add_config_file_search_path(config.configs_dir())
+        gin.add_config_file_search_path(configs_dir())
         files = [f"models/t5_1_1_{size}.gin", *([args.dtype] if args.dtype else [])]
-        bindings = [config.gin_binding(*a[len("--gin."):].split("=", 1)) for a in args.gin if "=" in a]
+        bindings = [gin_binding(*a[len("--gin."):].split("=", 1)) for a in args.gin if "=" in a]
         gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
         self.files = files
         self.model = Seq2SeqModel(gin.get_configurable(T5Config)(vocab_size=args.vocab))

@@ -22,8 +22,8 @@ import tempfile
 import time
 from typing import List, Optional, Sequence
 
-from hpo.cli import gin_config as config
 from hpo.core.errors import UserError
+from hpo.core.gin_syntax import configs_dir, gin_binding
 
 # The sections' modules (JAX, TensorFlow, seqio) are imported where they run: after `_quiet`.
 
@@ -40,14 +40,14 @@ def _parse(argv: Sequence[str]):
     parser.add_argument("--skip", default="", help=f"sections to leave out: {','.join(SECTIONS)}")
     parser.add_argument("--verbose", action="store_true", help="show the libraries' start-up logs and advice too")
     args = parser.parse_args([a for a in argv if not a.startswith("--gin.")])
-    args.bindings = [config.gin_binding(*b.split("=", 1)) for b in bindings if "=" in b]
+    args.bindings = [gin_binding(*b.split("=", 1)) for b in bindings if "=" in b]
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if args.skip - set(SECTIONS):
         raise UserError(f"--skip: unknown section '{min(args.skip - set(SECTIONS))}' "
                         f"(choose from {', '.join(SECTIONS)})")
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     for size in args.sizes:
-        if not os.path.isfile(os.path.join(config.configs_dir(), _size_gin(size))):
+        if not os.path.isfile(os.path.join(configs_dir(), _size_gin(size))):
             raise UserError(f"--sizes: no model config {_size_gin(size)}")
     return args
 

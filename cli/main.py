@@ -160,13 +160,13 @@ def _experiment(backend: str, gin_files, bindings, search):
 def _configure(args, bindings):
     """Parses the configuration that --gin_file, --gin.KEY=VALUE, --model_dir and
     --gin_search_paths give; the experiment's constructor."""
-    from hpo.cli import gin_config as config
     from hpo.core.errors import UserError
-    gin_bindings = [config.gin_binding(k, v) for k, v in bindings]
+    from hpo.core.gin_syntax import gin_binding
+    gin_bindings = [gin_binding(k, v) for k, v in bindings]
     if args.model_dir is not None:
         if not args.model_dir.strip():
             raise UserError("--model_dir is empty")
-        gin_bindings.append(config.gin_binding("MODEL_DIR", args.model_dir))
+        gin_bindings.append(gin_binding("MODEL_DIR", args.model_dir))
     search = [p for p in args.gin_search_paths.split(",") if p]
     return _experiment(args.backend, args.gin_file, gin_bindings, search)
 

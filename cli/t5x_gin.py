@@ -13,7 +13,7 @@ from typing import Sequence
 
 import gin
 
-from hpo.cli import gin_config as hpo_config
+from hpo.core.gin_syntax import configs_dir, one_line
 from hpo.core.errors import UserError
 
 DEFAULT_FILES = ("t5x/default.gin",)
@@ -22,7 +22,7 @@ DEFAULT_FILES = ("t5x/default.gin",)
 def search_paths(user_paths: Sequence[str] = ()) -> list:
     import t5x
     t5x_root = os.path.dirname(os.path.dirname(os.path.abspath(t5x.__file__)))
-    return [*user_paths, os.getcwd(), hpo_config.configs_dir(), t5x_root]
+    return [*user_paths, os.getcwd(), configs_dir(), t5x_root]
 
 
 def parse(gin_files: Sequence[str], bindings: Sequence[str], user_search_paths: Sequence[str] = ()) -> str:
@@ -40,5 +40,5 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str], user_search_paths: 
     try:
         gin.parse_config_files_and_bindings(list(gin_files or DEFAULT_FILES), list(bindings), finalize_config=False)
     except (ValueError, SyntaxError, KeyError, IOError, TypeError, ImportError, AttributeError, NameError) as e:
-        raise UserError(f"gin (T5X): {hpo_config.one_line(e)}") from e
+        raise UserError(f"gin (T5X): {one_line(e)}") from e
     return gin.config_str()

@@ -21,7 +21,8 @@ TINY = ["--sizes", "tiny", "--batch", "2", "--length", "8", "--vocab", "128", "-
         "--gin.DecodeConfig.batch_size=3"]
 
 # sitecustomize runs first in every Python process that has this folder on its path (the benchmark's
-# parent and each size's child): it refuses the packages, and logs where each top-level module came from.
+# parent and each size's child): it refuses the packages and the installed hpo, and logs where each
+# top-level module came from.
 GUARD = textwrap.dedent("""
     import atexit, json, os, sys
 
@@ -31,6 +32,9 @@ GUARD = textwrap.dedent("""
                 raise ImportError(name + " is not on the GPU machine")
 
     sys.meta_path.insert(0, _Absent())
+    # Nor is hpo installed there: the checkout on PYTHONPATH is all (no editable install's finder,
+    # which would map hpo.cli to cli/).
+    sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
 
     def _log():
         with open(os.environ["GPU_BENCH_IMPORTS"], "a") as f:
@@ -64,8 +68,10 @@ def test_it_imports_nothing_the_gpu_machine_lacks_and_gin_from_the_carried_wheel
     assert len(runs) == 2  # the benchmark and the one size's child, each guarded
     for modules in imports:
         assert not set(modules) & set(gpu.FORBIDDEN)
+    assert any("gin" in modules for modules in runs)  # the size's child parses its gin files
     for modules in runs:
-        assert modules["gin"].startswith(site)  # not the venv's gin-config
+        assert modules["hpo"].startswith(REPO)  # the checkout's, as on the GPU machine
+        assert "gin" not in modules or modules["gin"].startswith(site)  # not the venv's gin-config
     assert any("hpo" in modules and "flax" in modules for modules in runs)  # the engine's model and steps ran
 
 
