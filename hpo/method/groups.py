@@ -107,7 +107,9 @@ def scale_by_group_rates(groups: Mapping[str, str]) -> optax.GradientTransformat
     the parameters' widest float type: the precision the scaled updates have)."""
 
     def init(params):
-        dtype = jnp.result_type(*(x.dtype for x in jax.tree.leaves(params)))
+        # (T5X also calls it on trees of axis names, which have no dtype.)
+        dtypes = [x.dtype for x in jax.tree.leaves(params) if hasattr(x, "dtype")]
+        dtype = jnp.result_type(*dtypes) if dtypes else jnp.float32
         return GroupRatesState({g: jnp.ones([], dtype) for g in groups})
 
     def update(updates, state, params=None):
