@@ -37,7 +37,7 @@ def test_twenty_one_stops_lose_nothing_a_third_of_them_preemptions(tmp_path):
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Five fault points; a SIGTERM is noted and the process goes on (as hpo's handler lets a run finish its step).
-POINTS = ("import signal\nfrom hpo import faults\n"
+POINTS = ("import signal\nfrom hpo.core import faults\n"
           "signal.signal(signal.SIGTERM, lambda *_: print('SIGTERM', flush=True))\n"
           "for phase in ['training', 'record', 'training', 'record', 'training']:\n"
           "    faults.point(phase); print(phase, flush=True)\n")
