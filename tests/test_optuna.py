@@ -6,6 +6,7 @@ mechanics are what they test); one runs real tiny trials end to end.
 
 import json
 import os
+import threading
 import time
 
 import optuna
@@ -153,7 +154,7 @@ def test_four_workers_share_one_study_and_survive_a_kill(tmp_path, database, req
         time.sleep(0.05)
     workers[0].kill()
     for w in workers[1:]:
-        assert w.wait(timeout=300) == 0, w.communicate()[1][-2000:]
+        assert w.ended(timeout=300) == 0, w.communicate()[1][-2000:]
     killed = int(list(tmp_path.glob("w0/optuna/seed0/trial_*/started"))[0].parent.name.split("_")[1])
     trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
     attempts = places.places(trials, 8)
@@ -167,6 +168,60 @@ def test_four_workers_share_one_study_and_survive_a_kill(tmp_path, database, req
         record = json.load(open(tmp_path / w / "comparison.json"))[0]
         assert [t["number"] for t in record["trials"]] == sorted(attempts)
         assert [t["attempts"] for t in record["trials"] if t["number"] == killed] == [2]
+
+
+def _worker_whose_heartbeats_miss(tmp_path, storage):
+    """Host 0, whose heartbeat thread never reaches the storage (a SQLite file locked by other
+    workers, a saturated server: the storage skips a missed heartbeat), and whose first write of
+    any heartbeat misses too; then mid-trial for good."""
+    import sqlalchemy
+    from optuna.storages import RDBStorage
+    from hpo.cli.main import main
+    from hpo.strategies.storage import ReconnectingStorage
+    ReconnectingStorage.record_heartbeat = lambda self, trial_id: None  # the thread's: all missed
+    write, missed = RDBStorage.record_heartbeat, []
+
+    def record_heartbeat(self, trial_id):
+        if not missed:
+            missed.append(trial_id)
+            raise sqlalchemy.exc.OperationalError("UPDATE trial_heartbeats", {}, Exception("database is locked"))
+        return write(self, trial_id)
+    RDBStorage.record_heartbeat = record_heartbeat
+
+    def endless_run(self, experiment, seed, run_dir=None, **kwargs):
+        os.makedirs(run_dir, exist_ok=True)
+        open(os.path.join(run_dir, "started"), "w").close()
+        time.sleep(600)
+    fixed.Fixed.run = endless_run
+    places.socket.gethostname = lambda: "host0"
+    gin_config.parse(["test.gin"], [f"MODEL_DIR = '{tmp_path}/w0'"])
+    return main(["run", "--strategy=optuna", "--gin_file=test.gin", f"--model_dir={tmp_path}/w0",
+                 f"--gin.OptunaSearch.search_space={SPACE!r}", "--gin.OptunaSearch.n_trials=1",
+                 f"--gin.OptunaSearch.storage={storage!r}", "--gin.OptunaSearch.study_name='missed'",
+                 "--gin.OptunaSearch.heartbeat_seconds=1"])
+
+
+@pytest.mark.integration
+def test_a_worker_killed_before_its_heartbeat_thread_wrote_is_still_retried(tmp_path, tiny_experiment,
+                                                                             fake_training):
+    """Optuna never fails a RUNNING trial that has no heartbeat: a worker killed before its
+    heartbeat thread's first write landed left its place RUNNING, and every other worker
+    waiting for it, for ever (CI saw four SQLite workers hang so)."""
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    worker = warm.Process(_worker_whose_heartbeats_miss, str(tmp_path), storage)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("w0/optuna/seed0/trial_*/started")):
+        assert time.time() < deadline and worker.poll() is None, worker.communicate()[1][-3000:]
+        time.sleep(0.05)
+    worker.kill()
+    exp = tiny_experiment(f"MODEL_DIR = '{tmp_path / 'w1'}'")
+    search = OptunaSearch(SPACE, n_trials=1, storage=storage, study_name="missed", heartbeat_seconds=1)
+    done = {}
+    runner = threading.Thread(target=lambda: done.update(record=search.run(exp, seed=0)), daemon=True)
+    runner.start()
+    runner.join(timeout=90)  # a retry takes seconds; without a heartbeat the wait had no end
+    assert "record" in done, "the killed worker's trial was never failed and retried"
+    assert [(t["number"], t["state"], t["attempts"]) for t in done["record"]["trials"]] == [(0, "COMPLETE", 2)]
 
 
 @pytest.mark.integration

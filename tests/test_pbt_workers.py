@@ -134,7 +134,7 @@ def test_four_workers_train_one_population_and_survive_a_kill(tmp_path, database
                             env={"HPO_STOP_AT": "training@1" if i == 0 else ""}) for i in range(4)]
     assert workers[0].wait(timeout=300) == -9, workers[0].communicate()[1][-3000:]
     for w in workers[1:]:
-        assert w.wait(timeout=300) == 0, w.communicate()[1][-3000:]
+        assert w.ended(timeout=300) == 0, w.communicate()[1][-3000:]
 
     # Nothing run twice: each member's segment ran to its end once; the one worker 0 was inside
     # was started twice, first by worker 0, and finished by another.

@@ -65,6 +65,16 @@ class Process:
         self.returncode = self._process.exitcode
         return self.returncode
 
+    def ended(self, timeout: float) -> Optional[int]:
+        """The exit status, or None for a process still running at `timeout`, which is then
+        killed: a hung worker's stderr can still be shown (communicate)."""
+        try:
+            return self.wait(timeout)
+        except TimeoutError:
+            self.kill()
+            self.wait()
+            return None
+
     def kill(self) -> None:
         self._process.kill()  # SIGKILL
 

@@ -28,7 +28,7 @@ from hpo.flow import records
 from hpo.strategies import places
 from hpo.strategies.base import Strategy
 from hpo.strategies.fixed import Fixed
-from hpo.strategies.storage import creation_lock, open_storage
+from hpo.strategies.storage import creation_lock, first_heartbeat, open_storage
 
 DEFAULT_SPACE = {"learning_rate": {"low": 0.1, "high": 10.0, "log": True}}
 
@@ -172,6 +172,9 @@ class OptunaSearch(Strategy):
         # Seeded by the place, the sampler proposes what an uninterrupted study would
         # have, and workers that ask at once get different proposals.
         study.sampler = self.sampler(seed, places.index(me, trials))
+        # A named worker's trial has a heartbeat, so it goes stale when the worker dies; an
+        # unnamed one is dead once older than the grace (`places.is_dead`).
+        first_heartbeat(study._storage, trial._trial_id)  # noqa: SLF001
         trial.set_user_attr("worker", places.this_worker())
         trial.set_user_attr("worker_of", trial.number)
         steps_before = trial.user_attrs.get("steps_run", 0)  # an earlier attempt's (a retry)

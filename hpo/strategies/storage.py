@@ -66,7 +66,7 @@ def connection_lost(error: BaseException):
     return None
 
 
-def _reconnecting(method):
+def _reconnecting(method, skip_missed: bool = False):
     @functools.wraps(method)
     def call(self, *args, **kwargs):
         wait = 0.5
@@ -77,7 +77,7 @@ def _reconnecting(method):
                 lost = connection_lost(e)
                 if lost is None:
                     raise
-                if method.__name__ == "record_heartbeat":
+                if skip_missed:
                     return None  # a missed heartbeat waits for the next
                 _note_outage(self, lost)
                 time.sleep(wait)
@@ -108,7 +108,17 @@ def _note_outage(storage: ReconnectingStorage, error: Exception) -> None:
 
 for _name, _method in list(vars(RDBStorage).items()):
     if isinstance(_method, types.FunctionType) and not _name.startswith("_") and _name != "remove_session":
-        setattr(ReconnectingStorage, _name, _reconnecting(_method))
+        setattr(ReconnectingStorage, _name, _reconnecting(_method, skip_missed=_name == "record_heartbeat"))
+
+
+
+def first_heartbeat(storage, trial_id: int) -> None:
+    """A trial's heartbeat, written and not skipped when missed (waiting out a lost server as
+    other calls do): Optuna never fails a RUNNING trial that has none, so a worker killed
+    before its heartbeat thread's first write landed (a SQLite file locked by other workers,
+    a lost server) left its trial RUNNING, and the workers waiting for it, for ever."""
+    storage = getattr(storage, "_backend", storage)  # under Optuna's cache of an RDBStorage
+    _reconnecting(RDBStorage.record_heartbeat)(storage, trial_id)
 
 
 def open_storage(url: str, **kwargs) -> RDBStorage:
