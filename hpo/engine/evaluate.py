@@ -3,7 +3,9 @@
 `Translation` is the experiment's default evaluation: what a finished run is
 scored on (dev and test BLEU) and what intermediate evaluations add to the
 dev loss (BLEU on part of dev). Other evaluations (GLUE fine-tuning, in
-hpo.engine.glue_finetune) offer the same methods.
+hpo.engine.glue_finetune) offer the same methods. An evaluation scores a run
+on either engine through the engine's `decode_split` and `decoding` (`score`);
+`dev_metrics` is the built-in engine's (T5X evaluates with its own inference).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def record_fields(dev: Dict, test: Dict, run_dir: str, model_dir: str) -> Dict:
 class Translation:
     """Scores a translation run: dev and test BLEU/chrF with sacrebleu, hypotheses kept."""
     benchmark = "bleu"
+    splits = ("dev", "test")  # what the task must have
     objectives = ("dev_bleu", "dev_loss")  # what Optuna may select on
     # Record fields an Optuna trial keeps, so the study's record can report its best trial.
     result_keys = ("dev_bleu", "dev_loss", "test_bleu", "test_chrf", "dev_chrf", "bleu_signature",
@@ -93,15 +96,12 @@ class Translation:
             return {"bleu": scores["bleu"]}
         return bleu
 
-    def score(self, experiment, fit, run_dir: str, seed: int) -> Dict:
-        """Record fields of a finished run (`fit`: the trainer's FitResult)."""
-        params = fit.state.params
-        dev = evaluate_split(experiment.model, params, experiment.data, "dev", experiment.decode,
-                             os.path.join(run_dir, "dev.hyp"))
-        test = evaluate_split(experiment.model, params, experiment.data, "test", experiment.decode,
-                              os.path.join(run_dir, "test.hyp"))
-        return {**record_fields(dev, test, run_dir, experiment.model_dir),
-                "decode": dataclasses.asdict(experiment.decode)}
+    def score(self, engine, fit, run_dir: str, seed: int) -> Dict:
+        """Record fields of a finished run (`fit`: its engine's end of training): dev and test
+        decoded by the engine, scored, and their hypotheses kept in `run_dir`."""
+        dev, test = (score_split(*engine.decode_split(fit, split), os.path.join(run_dir, f"{split}.hyp"))
+                     for split in ("dev", "test"))
+        return {**record_fields(dev, test, run_dir, engine.model_dir), "decode": engine.decoding()}
 
     @staticmethod
     def summary(record: Dict) -> str:

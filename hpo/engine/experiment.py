@@ -9,19 +9,19 @@ function; data, initialisation, the loop, checkpoints and scoring are shared, an
 import dataclasses
 import functools
 import os
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Sequence, Tuple
 
 import gin
 import jax
 import jax.numpy as jnp
 import optax
 
-from hpo.core import distributed, io as hpo_io, preemption
+from hpo.core import distributed, faults, io as hpo_io, preemption
 from hpo.core.errors import UserError, finite_number, non_negative_int, positive_int
 from hpo.data import pipeline
 from hpo.engine import guided_step
 from hpo.engine.checkpoints import Checkpointer
-from hpo.engine.evaluate import Translation
+from hpo.engine.evaluate import Translation, decode_inputs
 from hpo.engine.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.engine.models.t5 import T5Config
 from hpo.flow import backend
@@ -216,6 +216,24 @@ class Experiment:
         return Trained(fit.eval_history, fit.wall_seconds, fit.diverged, fit.diverged and fit.diverged["step"],
                        backend.num_params(fit.state.params), fit.state.tuner,
                        lambda: self.evaluation.score(self, fit, run_dir, seed))
+
+    # --- what evaluations call to score a finished run (`Translation.score`, `GlueFinetuning.score`)
+
+    def decode_split(self, fit: FitResult, split: str) -> Tuple[List[str], List[str]]:
+        """(hypotheses, references) of the task's `split`, decoded by the trained model."""
+        inputs, _, references = pipeline.eval_examples(self.data, split)
+        faults.point("evaluation")
+        return decode_inputs(self.model, fit.state.params, inputs, pipeline.vocabulary(self.data),
+                             self.data.task_feature_lengths["targets"], self.decode,
+                             label=f"decode {split}"), references
+
+    def decoding(self) -> Dict:
+        """How runs are decoded, for their records."""
+        return dataclasses.asdict(self.decode)
+
+    def finetune(self, fit: FitResult, glue, run_dir: str, seed: int):
+        from hpo.engine import glue_finetune  # loaded by a GLUE configuration, not by every run
+        return glue_finetune.finetune(self, fit, glue, run_dir, seed)
 
     def _dev_evaluator(self):
         batches = pipeline.eval_batches(self.data, "dev", self.dev_eval_examples)

@@ -41,6 +41,7 @@ class GlueFinetuning:
     The defaults follow T5: Adafactor at a constant 1e-3, examples-proportional mixing.
     """
     benchmark = "glue"
+    splits = ()  # a pretraining task: GLUE's own tasks are scored
     objectives = ("dev_loss",)  # pretraining dev loss: GLUE dev is what gets reported
     result_keys = ("dev_loss", "glue", "glue_average", "glue_synthetic", "finetune")
 
@@ -67,26 +68,11 @@ class GlueFinetuning:
                                       task_feature_lengths=dict(self.task_feature_lengths),
                                       batch_size=self.batch_size)
 
-    def score(self, experiment, fit, run_dir: str, seed: int) -> Dict:
-        """Fine-tunes the pretrained parameters (resumable, in run_dir/finetune) and scores dev."""
-        values = {**self.optimizer.hparams(), "learning_rate": 1.0, "label_smoothing": 0.0}
-        tx = optim.make_optimizer(self.optimizer, values)
-        constant = lambda step: self.learning_rate  # noqa: E731
-        step = functools.partial(train_step, model=experiment.model, tx=tx, schedule=constant)
-        params = fit.state.params
-        state = TrainState(step=jax.numpy.zeros([], jax.numpy.int32), params=params, opt_state=tx.init(params),
-                           rng=jax.random.fold_in(fit.state.rng, 1), tuner={})
-        data = self.data()
-        trainer = Trainer(os.path.join(run_dir, "finetune"), self.train_steps,
-                          checkpoint_every=experiment.checkpoint_every, log_every=experiment.log_every)
-        tuned = trainer.fit(state, lambda s, b: step(s, b, values),
-                            lambda: pipeline.train_batches(data, seed=seed))
-        def predict(data, inputs):
-            return decode_inputs(experiment.model, tuned.state.params, inputs, pipeline.vocabulary(data),
-                             data.task_feature_lengths["targets"], self.decode,
-                             label=f"decode {data.mixture_or_task_name}")
-
-        return self.scores(predict, run_dir, tuned.wall_seconds)
+    def score(self, engine, fit, run_dir: str, seed: int) -> Dict:
+        """Record fields of a finished pretraining run (`fit`: its engine's end of training): the
+        engine fine-tunes it (resumable, in run_dir/finetune), and its predictions are scored."""
+        predict, finetune_seconds = engine.finetune(fit, self, run_dir, seed)
+        return self.scores(predict, run_dir, finetune_seconds)
 
     def scores(self, predict: Callable, run_dir: str, finetune_seconds: float) -> Dict:
         """Record fields of a fine-tuned model, whichever engine fine-tuned it: each task's dev
@@ -114,6 +100,28 @@ class GlueFinetuning:
     def summary(record: Dict) -> str:
         tasks = "  ".join(f"{k} {v['score']:.1f}" for k, v in record["glue"].items())
         return f"GLUE average {record['glue_average']:.2f}  ({tasks})"
+
+
+def finetune(experiment, fit, glue: GlueFinetuning, run_dir: str, seed: int):
+    """The built-in engine's fine-tuning of `fit`'s pretrained parameters (resumable, in
+    run_dir/finetune): (predict(data, inputs) by the fine-tuned model, its seconds)."""
+    values = {**glue.optimizer.hparams(), "learning_rate": 1.0, "label_smoothing": 0.0}
+    tx = optim.make_optimizer(glue.optimizer, values)
+    constant = lambda step: glue.learning_rate  # noqa: E731
+    step = functools.partial(train_step, model=experiment.model, tx=tx, schedule=constant)
+    params = fit.state.params
+    state = TrainState(step=jax.numpy.zeros([], jax.numpy.int32), params=params, opt_state=tx.init(params),
+                       rng=jax.random.fold_in(fit.state.rng, 1), tuner={})
+    data = glue.data()
+    trainer = Trainer(os.path.join(run_dir, "finetune"), glue.train_steps,
+                      checkpoint_every=experiment.checkpoint_every, log_every=experiment.log_every)
+    tuned = trainer.fit(state, lambda s, b: step(s, b, values), lambda: pipeline.train_batches(data, seed=seed))
+
+    def predict(data, inputs):
+        return decode_inputs(experiment.model, tuned.state.params, inputs, pipeline.vocabulary(data),
+                             data.task_feature_lengths["targets"], glue.decode,
+                             label=f"decode {data.mixture_or_task_name}")
+    return predict, tuned.wall_seconds
 
 
 def _mixture(names: Sequence[str]) -> str:

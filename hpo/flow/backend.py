@@ -8,7 +8,7 @@ fails diverged Optuna trials, scores, and builds and adds the record.
 
 import math
 import os
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 import jax
 
@@ -29,14 +29,26 @@ class Trained(NamedTuple):
     fields: Mapping[str, Any] = {}  # the engine's own record fields (T5X: partitioner and mesh)
 
 
+class Evaluation(Protocol):
+    """How a finished run is scored, on either engine (`hpo.engine.evaluate.Translation`,
+    `hpo.engine.glue_finetune.GlueFinetuning`): through the engine's `decode_split`,
+    `decoding` and `finetune`, so one evaluation serves both."""
+    benchmark: str  # "bleu", "glue"
+    splits: Sequence[str]  # the task's splits it reads
+    objectives: Sequence[str]  # record fields Optuna and PBT may select on
+    result_keys: Sequence[str]  # record fields an Optuna trial keeps
+
+    def score(self, engine: "Backend", fit: Any, run_dir: str, seed: int) -> Dict: ...
+
+
 class Backend(Protocol):
-    """What strategies use of an engine (the built-in one, T5X)."""
+    """What strategies and evaluations use of an engine (the built-in one, T5X)."""
     backend: str  # the records' engine name: "builtin", "t5x"
     model_dir: str
     task: str
     train_steps: int
     batch_size: int
-    evaluation: Any  # how a run is scored: `benchmark`, `result_keys`
+    evaluation: Evaluation
 
     def run_dir(self, strategy: str, seed: int, *parts: str) -> str: ...
 
@@ -61,6 +73,13 @@ class Backend(Protocol):
 
     def member_record(self, strategy: str, seed: int, run_dir: str, fit, member_dir: str, member_seed: int,
                       wall_seconds: float, compute_steps: float) -> Dict: ...
+
+    # A finished run (`fit`: the engine's end of training), for its evaluation.
+    def decode_split(self, fit, split: str) -> Tuple[List[str], List[str]]: ...  # (hypotheses, references)
+
+    def decoding(self) -> Dict: ...  # how it decodes, for the records
+
+    def finetune(self, fit, glue, run_dir: str, seed: int) -> Tuple[Callable, float]: ...  # (predict, seconds)
 
 
 def num_params(params) -> int:

@@ -17,7 +17,7 @@ import copy
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import gin
 import jax
@@ -30,13 +30,13 @@ from t5x import utils
 from hpo.core import distributed, io as hpo_io, preemption
 from hpo.core.errors import UserError
 from hpo.data import catalog, pipeline
-from hpo.engine import evaluate as hpo_evaluate
 from hpo.engine.evaluate import Translation
 from hpo.flow import backend
 from hpo.flow.backend import Trained
 from hpo.method import groups as param_groups, hyper
 from hpo.t5x_backend import data, initial, optim as t5x_optim
-from hpo.t5x_backend.evaluate import EvalReport, decode_split
+from hpo.t5x_backend import evaluate as t5x_evaluate
+from hpo.t5x_backend.evaluate import EvalReport
 from hpo.t5x_backend.trainer import GuidedTrainer, ValuesTrainer
 
 WALL_FILE = "hpo-wall.json"  # seconds spent by earlier, interrupted invocations of a run
@@ -78,7 +78,7 @@ class T5xExperiment:
         if not isinstance(self.data_cfg.mixture_or_task_name, str):
             raise UserError("T5X configuration: train_dataset_cfg.mixture_or_task_name must name a task")
         task = catalog.get_task(self.task)  # hpo's task families register themselves by name
-        needed = {"dev", "test"} if self.evaluation.benchmark == "bleu" else set()
+        needed = set(self.evaluation.splits)
         if needed - set(task.splits):
             raise UserError(f"--backend=t5x scores translation tasks on their dev and test splits; task "
                             f"'{self.task}' has no {' or '.join(sorted(needed - set(task.splits)))} split "
@@ -212,7 +212,7 @@ class T5xExperiment:
             train_state_initializer_cls=initial.initializer(start))
         by_step = {h["step"]: h for h in [*_history(run_dir), *history]}  # a period taken again: its latest
         hpo_io.write_json(os.path.join(run_dir, HISTORY_FILE), [by_step[k] for k in sorted(by_step)])
-        return FitResult(state, wall, _history(run_dir), report.diverged, trainer)
+        return FitResult(state, wall, _history(run_dir), report.diverged, trainer, program)
 
     def copy_member(self, program, source_dir: str, target_dir: str, seed: int, step: int, values) -> None:
         """PBT's exploit: the target's T5X checkpoint of `step` becomes the source's (parameters,
@@ -236,8 +236,7 @@ class T5xExperiment:
     def member_record(self, strategy: str, seed: int, run_dir: str, fit, member_dir: str, member_seed: int,
                       wall_seconds: float, compute_steps: float) -> Dict:
         """The record of a population whose best member is `fit` (restored at its end)."""
-        trained = self._trained(self.model, fit.state, fit.trainer, fit.eval_history, fit.wall_seconds, fit.diverged,
-                                member_dir, member_seed)
+        trained = self._trained(fit, member_dir, member_seed)
         return backend.population_record(self, strategy, seed, run_dir, trained, wall_seconds, compute_steps)
 
     # --- one run ------------------------------------------------------------------------------
@@ -262,21 +261,15 @@ class T5xExperiment:
                 overrides["get_dataset_fn"] = get_dataset_fn
             trainer, train_state, wall = self.run_t5x(run_dir, seed, trainer_cls, model, self.total_steps, **overrides)
             distributed.stop_everywhere(report.stopped)  # Optuna pruned the trial (the leader decides)
-            return self._trained(model, train_state, trainer, history, wall, report.diverged, run_dir, seed)
+            return self._trained(FitResult(train_state, wall, history, report.diverged, trainer, model), run_dir, seed)
         return backend.train_and_record(self, strategy, seed, train, **run)
 
-    def _trained(self, model, train_state, trainer, history, wall: float, diverged, run_dir: str,
-                 seed: int) -> Trained:
-        tuner = t5x_optim.tuner_of(train_state) if isinstance(train_state.param_states, t5x_optim.TunedState) \
-            else None
-
-        def score() -> Dict:
-            if self.evaluation.benchmark == "glue":
-                from hpo.t5x_backend import glue_finetune
-                return glue_finetune.finetune_and_score(self, train_state, run_dir, seed)
-            return self._score(model, train_state, trainer._train_state_axes, run_dir)  # noqa: SLF001
-        return Trained(history, wall, diverged, diverged and diverged["step"] - self.first_step,
-                       backend.num_params(train_state.params), _local(tuner), score, {"t5x": self._description()})
+    def _trained(self, fit: "FitResult", run_dir: str, seed: int) -> Trained:
+        state, diverged = fit.state, fit.diverged
+        tuner = t5x_optim.tuner_of(state) if isinstance(state.param_states, t5x_optim.TunedState) else None
+        return Trained(fit.eval_history, fit.wall_seconds, diverged, diverged and diverged["step"] - self.first_step,
+                       backend.num_params(state.params), _local(tuner),
+                       lambda: self.evaluation.score(self, fit, run_dir, seed), {"t5x": self._description()})
 
     def run_t5x(self, run_dir: str, seed: int, trainer_cls, model, total_steps: int, trainer_args=None,
                 **overrides):
@@ -319,20 +312,30 @@ class T5xExperiment:
         # T5X's run configs leave the training data's seed to the clock; a run is a function of its seed.
         return cfg if cfg.seed is not None else dataclasses.replace(cfg, seed=seed)
 
-    def _score(self, model, train_state, train_state_axes, run_dir: str) -> Dict:
-        partitioner = self.train_args["partitioner"]
-        lengths = dict(self.data_cfg.task_feature_lengths)
+    # --- what evaluations call to score a finished run (`Translation.score`, `GlueFinetuning.score`)
+
+    def decode_split(self, fit: "FitResult", split: str) -> Tuple[List[str], List[str]]:
+        """(hypotheses, references) of the task's `split`, decoded by T5X's inference."""
+        config = pipeline.DatasetConfig(self.task, dict(self.data_cfg.task_feature_lengths), self._infer_batch_size())
+        return t5x_evaluate.decode_split(fit.model, self.train_args["partitioner"], fit.state,
+                                         self.state_axes(fit.state), config, split, config.batch_size)
+
+    def decoding(self) -> Dict:
+        """How runs are decoded, for their records."""
+        decode_fn = getattr(self.model, "_decode_fn", None)
+        return {"method": getattr(decode_fn, "__name__", str(decode_fn)), "batch_size": self._infer_batch_size()}
+
+    def finetune(self, fit: "FitResult", glue, run_dir: str, seed: int):
+        from hpo.t5x_backend import glue_finetune  # loaded by a GLUE configuration, not by every run
+        return glue_finetune.finetune(self, fit.state, glue, run_dir, seed)
+
+    def state_axes(self, train_state):
+        """The mesh axes of a train state's arrays (as T5X's initializer derives them)."""
+        return self.train_args["partitioner"].get_mesh_axes(train_state)
+
+    def _infer_batch_size(self) -> int:
         infer_cfg = self.train_args.get("infer_eval_dataset_cfg")
-        batch_size = infer_cfg.batch_size if infer_cfg is not None else self.batch_size
-        config = pipeline.DatasetConfig(self.task, lengths, batch_size)
-        scores = {}
-        for split in ("dev", "test"):
-            hypotheses, references = decode_split(model, partitioner, train_state, train_state_axes, config, split,
-                                               batch_size)
-            scores[split] = hpo_evaluate.score_split(hypotheses, references, os.path.join(run_dir, f"{split}.hyp"))
-        decode_fn = getattr(model, "_decode_fn", None)
-        return {**hpo_evaluate.record_fields(scores["dev"], scores["test"], run_dir, self.model_dir),
-                "decode": {"method": getattr(decode_fn, "__name__", str(decode_fn)), "batch_size": batch_size}}
+        return infer_cfg.batch_size if infer_cfg is not None else self.batch_size
 
     def _description(self) -> Dict:
         partitioner = self.train_args["partitioner"]
@@ -367,12 +370,13 @@ def _checkpointing_data(checkpoint_cfg):
 
 
 class FitResult(NamedTuple):
-    """A member's segment on T5X, as the built-in trainer's FitResult (and T5X's trainer)."""
+    """A T5X run's (or member's segment's) end, as the built-in trainer's FitResult."""
     state: Any
     wall_seconds: float
     eval_history: list
     diverged: Optional[Dict]
     trainer: Any
+    model: Any  # the model it trained (its optimizer chained with hpo's transformations)
 
 
 HISTORY_FILE = "hpo-dev-history.json"  # a PBT member's dev history over its segments (and its lineage's)
