@@ -110,7 +110,7 @@ def test_forward_values_beside_one_step_values(x64):
         for k in ("beta1", "label_smoothing"):
             assert reported[k] == pytest.approx(float(last[k]), rel=2e-6), k  # float32 raw values
             assert abs(float(whole[k]) - float(last[k])) > 1e-3 * abs(float(last[k])), k  # they differ
-        assert set(after.tuner["tangent"]) == {"learning_rate"}
+        assert set(after.tuner.tangent) == {"learning_rate"}
 
 
 @pytest.mark.integration
@@ -222,9 +222,9 @@ def test_a_forward_run_resumes_to_the_same_record_and_replays(tiny_experiment, t
 def _init_with_noise(init):
     def noisy(self, train_steps, carry=None):
         tuner = init(self, train_steps, carry)
-        if "tangent" in tuner:
-            tuner["tangent"] = jax.tree.map(lambda z: z + 1.0 if jnp.issubdtype(z.dtype, jnp.inexact) else z,
-                                            tuner["tangent"])
+        if hasattr(tuner, "tangent"):
+            tuner = tuner._replace(tangent=jax.tree.map(
+                lambda z: z + 1.0 if jnp.issubdtype(z.dtype, jnp.inexact) else z, tuner.tangent))
         return tuner
     return noisy
 

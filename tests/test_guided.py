@@ -93,7 +93,7 @@ def _guided_run(init_multiplier, steps=40, meta_lr=0.05):
     guide = _batch(1, 16)
     for i in range(steps):
         state, metrics = step(state, {"train": _batch(100 + i, 16), "guide": guide})
-    return np.asarray(state.tuner["trajectory"][:, 0])
+    return np.asarray(state.tuner.trajectory[:, 0])
 
 
 # How far the value travels in 40 float32 steps depends on float rounding, which differs between
@@ -142,11 +142,11 @@ def test_nan_and_inf_hypergradients_leave_values_finite_and_training_going():
         guide["decoder_loss_weights"] = guide["decoder_loss_weights"] * poison
         state, metrics = step(state, {"train": _batch(0), "guide": guide})
         assert not np.isfinite(float(metrics["guide_loss"]))
-        for leaf in jax.tree.leaves((state.tuner["raw"], state.params)):
+        for leaf in jax.tree.leaves((state.tuner.raw, state.params)):
             assert np.all(np.isfinite(leaf))
     state, metrics = step(state, {"train": _batch(2), "guide": _batch(3)})
     assert np.isfinite(float(metrics["loss"])) and int(state.step) == 3
-    assert {k: int(v) for k, v in state.tuner["nonfinite"].items()} == {"learning_rate": 2, "beta1": 2}
+    assert {k: int(v) for k, v in state.tuner.nonfinite.items()} == {"learning_rate": 2, "beta1": 2}
 
 
 @pytest.mark.integration
@@ -172,21 +172,21 @@ def test_between_updates_every_step_is_a_plain_training_step():
             state, metrics = step_fns[tuning.due(i)](state, {"train": _batch(i), "guide": guide})
             logged.append(float(metrics["guide_loss"]))
             if i % 3:  # an off-step equals a plain step with the values it used
-                values = {**fixed, "learning_rate": state.tuner["trajectory"][i, 0]}
+                values = {**fixed, "learning_rate": state.tuner.trajectory[i, 0]}
                 expected, _ = plain(before.replace(tuner={}), _batch(i), values)
                 for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected.params)):
                     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
         return state, logged
 
     state, logged = run(_batch(100))
-    lr = np.asarray(state.tuner["trajectory"][:, 0])
+    lr = np.asarray(state.tuner.trajectory[:, 0])
     # The values each step used: moved by steps 0 and 3 alone.
     assert lr[0] == pytest.approx(1.0) and lr[1] == lr[2] == lr[3] != lr[0] and lr[4] == lr[5] != lr[3]
     assert logged[1] == logged[2] == logged[0] and logged[4] == logged[5] == logged[3] != logged[0]
     poisoned = _batch(100)
     poisoned["decoder_loss_weights"] = poisoned["decoder_loss_weights"] * np.nan
     state, _ = run(poisoned)  # the NaN hyper-gradient is met on the two tuned steps alone
-    assert int(state.tuner["nonfinite"]["learning_rate"]) == 2
+    assert int(state.tuner.nonfinite["learning_rate"]) == 2
 
 
 @pytest.mark.integration

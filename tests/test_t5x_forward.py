@@ -52,19 +52,19 @@ def test_t5x_forward_hypergradients_equal_the_gradient_through_every_update(tmp_
     tuning, model, specs = trainer._tuning, trainer._model, trainer._tuning.specs
     trains, guides = [batch() for _ in range(2)], [batch() for _ in range(2)]
     combined = [{**t, **{t5x_trainer.GUIDE + k: v for k, v in g.items()}} for t, g in zip(trains, guides)]
-    raw = t5x_optim.tuner_of(state)["raw"]
-    tangent = t5x_optim.tuner_of(state)["tangent"]
+    raw = t5x_optim.tuner_of(state).raw
+    tangent = t5x_optim.tuner_of(state).tangent
     assert set(tangent) == set(names)
     params_and_inner = jax.tree.structure(t5x_optim.carry_of(state))
     assert all(jax.tree.structure(t) == params_and_inner for t in tangent.values())
 
     after_plain, _ = jax.jit(functools.partial(trainer.step, tune=False))(state, combined[0])
-    moved = t5x_optim.tuner_of(after_plain)["tangent"]["learning_rate"]
+    moved = t5x_optim.tuner_of(after_plain).tangent["learning_rate"]
     assert any(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(moved[0]))  # carried through the update
     restored = after_plain.restore_state(jax.tree.map(np.zeros_like, after_plain.state_dict()))
     restored = restored.restore_state(after_plain.state_dict())  # T5X's checkpoint format, '/'-joined keys
-    for a, b in zip(jax.tree.leaves(t5x_optim.tuner_of(restored)["tangent"]), jax.tree.leaves(
-            t5x_optim.tuner_of(after_plain)["tangent"])):
+    for a, b in zip(jax.tree.leaves(t5x_optim.tuner_of(restored).tangent), jax.tree.leaves(
+            t5x_optim.tuner_of(after_plain).tangent)):
         np.testing.assert_array_equal(a, b)
     after, metrics = jax.jit(trainer.step)(after_plain, combined[1])
     reported = {k: float(metrics[f"hypergrad/{k}"].compute()) for k in specs}

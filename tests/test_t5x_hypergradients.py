@@ -86,7 +86,7 @@ def test_t5x_hypergradients_equal_finite_differences(tmp_path):
     tuning, model, specs = trainer._tuning, trainer._model, trainer._tuning.specs
     train, guide = batch(), batch()
     combined = {**train, **{t5x_trainer.GUIDE + k: v for k, v in guide.items()}}
-    raw = t5x_optim.tuner_of(state)["raw"]
+    raw = t5x_optim.tuner_of(state).raw
     values = {**tuning.fixed_values, **hyper.activate_all(specs, raw)}
     # What T5X's checkpoints save and restore ('/'-joined state keys): the multipliers' names survive.
     restored = state.restore_state(jax.tree.map(np.zeros_like, state.state_dict()))
@@ -109,7 +109,7 @@ def test_t5x_hypergradients_equal_finite_differences(tmp_path):
     expected = update(state, train, values)[0].params
     for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    np.testing.assert_array_equal(plain.param_states.tuner["raw"]["learning_rate"], raw["learning_rate"])
+    np.testing.assert_array_equal(plain.param_states.tuner.raw["learning_rate"], raw["learning_rate"])
     # The encoder's multiplier doubled: the encoder's updates double, every other parameter's stays.
     doubled = update(state, train, {**values, "learning_rate/encoder": 2.0})[0].params
     flat = lambda params: jax.tree_util.tree_flatten_with_path(params)[0]  # noqa: E731
@@ -136,7 +136,7 @@ def test_t5x_window_hypergradients_equal_finite_differences(tmp_path):
     tuning, model, specs = trainer._tuning, trainer._model, trainer._tuning.specs
     trains, guides = [batch() for _ in range(2)], [batch() for _ in range(2)]
     window = tuple({**t, **{t5x_trainer.GUIDE + k: v for k, v in g.items()}} for t, g in zip(trains, guides))
-    raw = state.param_states.tuner["raw"]
+    raw = state.param_states.tuner.raw
 
     def updates_and_guide_loss(raw):
         values, updated = {**tuning.fixed_values, **hyper.activate_all(specs, raw)}, state
@@ -161,7 +161,7 @@ def test_t5x_window_hypergradients_equal_finite_differences(tmp_path):
     # kinks the loss about 0.01-0.02 away in the raw rate; h stays inside).
     _assert_finite_differences(jax.jit(lambda raw: updates_and_guide_loss(raw)[0]), raw,
                                {"learning_rate": reported["learning_rate"]}, h=5e-3)
-    assert after.param_states.tuner["raw"]["learning_rate"] != raw["learning_rate"]  # moved once, at its end
+    assert after.param_states.tuner.raw["learning_rate"] != raw["learning_rate"]  # moved once, at its end
 
 
 def _t5x_loop(cadence, source, state, first, end):

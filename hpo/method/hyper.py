@@ -19,7 +19,7 @@ hyper-gradient sees the whole run at the memory of one tangent per value.
 """
 
 import dataclasses
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -157,7 +157,7 @@ class Tuning:
         given `carry` (the training state), in forward mode also its tangents (`zero_tangents`)."""
         tuner = init_tuner(self.specs, {k: s.init for k, s in self.specs.items()}, self.meta_tx, train_steps)
         if self.forward_names and carry is not None:
-            tuner["tangent"] = self.zero_tangents(carry)
+            return with_tangent(tuner, self.zero_tangents(carry))
         return tuner
 
     def zero_tangents(self, carry):
@@ -213,39 +213,39 @@ class Tuning:
                 return guide_loss(new), (new, aux, values)
             return jax.value_and_grad(objective, has_aux=True)({k: raw[k] for k in names})
 
-        raw = tuner["raw"]
+        raw = tuner.raw
         if not tune:
             values = values_of(raw)
             if forward:
-                new, aux, tangent, _ = self.propagate(carry, update, values_of, raw, tuner["tangent"])
-                tuner = {**tuner, "tangent": tangent}
+                new, aux, tangent, _ = self.propagate(carry, update, values_of, raw, tuner.tangent)
+                tuner = tuner._replace(tangent=tangent)
             else:
                 new, aux = update(carry, values)
         else:
             if forward:  # the other tuned values: their derivative through this update alone (one step)
                 others = [k for k in specs if k not in forward]
-                new, aux, tangent, this_step = self.propagate(carry, update, values_of, raw, tuner["tangent"], others)
+                new, aux, tangent, this_step = self.propagate(carry, update, values_of, raw, tuner.tangent, others)
                 guide, grads = self.forward_grads(new, guide_loss, {**tangent, **this_step})
                 grads = {k: grads[k] for k in specs}
                 values = values_of(raw)
             else:
                 (guide, (new, aux, values)), grads = one_step_grads(raw, list(specs))
             finite = {k: jnp.isfinite(grads[k]) for k in specs}
-            nonfinite = {k: tuner["nonfinite"][k] + (~finite[k]).astype(jnp.int32) for k in specs}
+            nonfinite = {k: tuner.nonfinite[k] + (~finite[k]).astype(jnp.int32) for k in specs}
             grads = sanitize(grads, self.bound, self.clip)
-            updates, meta_state = self.meta_tx.update(grads, tuner["meta_state"], raw)
-            tuner = {**tuner, "raw": optax.apply_updates(raw, updates), "meta_state": meta_state,
-                     "nonfinite": nonfinite,  # steps whose hyper-gradient was NaN/inf (then sanitised): in the record
-                     "last": {"guide_loss": guide, "hypergrad": grads}}
+            updates, meta_state = self.meta_tx.update(grads, tuner.meta_state, raw)
+            tuner = tuner._replace(raw=optax.apply_updates(raw, updates), meta_state=meta_state,
+                                   nonfinite=nonfinite, last=Measured(guide, grads))
             if forward:  # a tangent that went non-finite starts afresh, as if from this step
-                tuner["tangent"] = {k: jax.tree.map(lambda z, ok=finite[k]: jnp.where(ok, z, jnp.zeros_like(z)), t)
-                                    for k, t in tangent.items()}
+                tuner = tuner._replace(tangent={
+                    k: jax.tree.map(lambda z, ok=finite[k]: jnp.where(ok, z, jnp.zeros_like(z)), t)
+                    for k, t in tangent.items()})
         # The learned schedule: the values each step was taken with (a tuned window's steps: the same).
         rows = jnp.tile(jnp.stack([values[k] for k in specs])[None], (self.horizon if tune else 1, 1))
-        trajectory = jax.lax.dynamic_update_slice(tuner["trajectory"], rows.astype(tuner["trajectory"].dtype),
+        trajectory = jax.lax.dynamic_update_slice(tuner.trajectory, rows.astype(tuner.trajectory.dtype),
                                                   (jnp.asarray(step, jnp.int32), jnp.int32(0)))
-        tuner = {**tuner, "trajectory": trajectory}
-        return tuner["last"]["guide_loss"], new, aux, values, tuner, tuner["last"]["hypergrad"]
+        tuner = tuner._replace(trajectory=trajectory)
+        return tuner.last.guide_loss, new, aux, values, tuner, tuner.last.hypergrad
 
     def propagate(self, carry, update: Callable, values_of: Callable, raw, tangent, fresh: Sequence[str] = ()):
         """The update with the current values, and each forward value k's tangent carried through it:
@@ -316,12 +316,40 @@ def step_metrics(guide, values, grads, base_learning_rate) -> Dict[str, jnp.ndar
     return metrics
 
 
-def init_tuner(specs: Mapping[str, HparamSpec], inits: Mapping[str, float], meta_tx, train_steps: int):
+class Measured(NamedTuple):
+    """What the last tuned step measured, logged on the plain steps between (update_every > 1)."""
+    guide_loss: jax.Array
+    hypergrad: Dict[str, jax.Array]
+
+
+class TunerState(NamedTuple):
+    """The guided method's state (an optax-style NamedTuple of arrays), carried in the training
+    state and checkpointed with it. Checkpoints name its entries by field: these names are the
+    keys of the dict it was before, so older checkpoints restore into it."""
+    raw: Dict[str, jax.Array]  # each value before its activation: what the meta-optimizer moves
+    meta_state: optax.OptState
+    nonfinite: Dict[str, jax.Array]  # tuned steps whose hyper-gradient was NaN/inf (sanitised): in the record
+    last: Measured
+    trajectory: jax.Array  # [train_steps, values]: each step's values; NaN rows: steps not taken
+
+
+# In forward mode the state also carries each forward value's tangent of the training state. A
+# type of its own, not an optional field: a None field would be an entry that checkpoints of
+# the other mode lack.
+ForwardTunerState = NamedTuple("ForwardTunerState", [*TunerState.__annotations__.items(), ("tangent", Dict)])
+
+
+def with_tangent(tuner: TunerState, tangent) -> ForwardTunerState:
+    return ForwardTunerState(*tuner[:len(TunerState._fields)], tangent)
+
+
+def without_tangent(tuner) -> TunerState:
+    return TunerState(*tuner[:len(TunerState._fields)])
+
+
+def init_tuner(specs: Mapping[str, HparamSpec], inits: Mapping[str, float], meta_tx, train_steps: int) -> TunerState:
     raw = {k: jnp.asarray(specs[k].inverse(inits[k]), jnp.float32) for k in specs}
-    return {"raw": raw, "meta_state": meta_tx.init(raw),
-            "nonfinite": {k: jnp.zeros([], jnp.int32) for k in specs},
-            # What the last tuned step measured, logged on the steps between (update_every > 1).
-            "last": {"guide_loss": jnp.full([], jnp.nan, jnp.float32),
-                     "hypergrad": {k: jnp.zeros([], jnp.float32) for k in specs}},
-            # NaN rows: steps this run has not taken (all before an initial checkpoint's step, on T5X).
-            "trajectory": jnp.full((train_steps, len(specs)), jnp.nan, jnp.float32)}
+    return TunerState(raw=raw, meta_state=meta_tx.init(raw), nonfinite={k: jnp.zeros([], jnp.int32) for k in specs},
+                      last=Measured(jnp.full([], jnp.nan, jnp.float32), {k: jnp.zeros([], jnp.float32) for k in specs}),
+                      # NaN rows: steps this run has not taken (all before an initial checkpoint's step, on T5X).
+                      trajectory=jnp.full((train_steps, len(specs)), jnp.nan, jnp.float32))

@@ -197,13 +197,13 @@ class Guided(Strategy):
         run_dir = experiment.run_dir(self.name, seed)
 
         def record_extra(tuner):
-            steps, trajectory = taken(np.asarray(jax.device_get(tuner["trajectory"])))
+            steps, trajectory = taken(np.asarray(jax.device_get(tuner.trajectory)))
             write_schedule(os.path.join(run_dir, SCHEDULE_FILE), names, trajectory, steps)
             if self.groups:  # what a fixed replay of the schedule's group columns scales
                 hpo_io.write_json(os.path.join(run_dir, GROUPS_FILE), self.groups)
             return {"hparams": {**tuning.fixed_values, **{k: float(trajectory[-1, i]) for i, k in enumerate(names)}},
                     "learned_schedule": summarise(names, trajectory),
-                    "nonfinite_hypergrad_steps": {k: int(v) for k, v in jax.device_get(tuner["nonfinite"]).items()},
+                    "nonfinite_hypergrad_steps": {k: int(v) for k, v in jax.device_get(tuner.nonfinite).items()},
                     "schedule_file": os.path.relpath(os.path.join(run_dir, SCHEDULE_FILE), experiment.model_dir),
                     "guided": {**self.settings, "tune": names, "guide_batch_size": tuning.guide_batch_size,
                                "specs": {k: s.__dict__ for k, s in tuning.specs.items()},

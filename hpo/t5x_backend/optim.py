@@ -20,7 +20,7 @@ from t5x import optimizers as t5x_optimizers
 
 from hpo.core.errors import UserError
 from hpo.flow import records
-from hpo.method import groups as param_groups, optim
+from hpo.method import groups as param_groups, hyper, optim
 
 INJECTED_STATES = optim.INJECTED_STATES
 # Our names for hyper-parameters -> the argument names optax factories give them.
@@ -79,23 +79,20 @@ def set_group_rates(train_state, values: Dict[str, Any]):
     return with_param_states(train_state, param_groups.set_rates(train_state.param_states, values))
 
 
-TANGENT = "tangent"  # the tuner's forward-mode tangents (`hyper.Tuning.init`), stored apart on T5X
-
-
 def tuner_of(train_state):
-    """The tuner `hyper.Tuning.step` takes: the stored one, with the tangents if there are any."""
+    """The tuner `hyper.Tuning.step` takes: the stored one, with its forward-mode tangents (stored
+    apart, partitioned as what they shadow) if there are any."""
     states = train_state.param_states
     tuner = _rekeyed(states.tuner, lambda k: k.replace(_SLASH, "/"))
     if states.tangent:
-        tuner[TANGENT] = _rekeyed(states.tangent, lambda k: k.replace(_SLASH, "/"))
+        return hyper.with_tangent(tuner, _rekeyed(states.tangent, lambda k: k.replace(_SLASH, "/")))
     return tuner
 
 
 def with_tuner(train_state, tuner):
-    tangent = tuner.get(TANGENT)
-    states = train_state.param_states._replace(tuner=_stored({k: v for k, v in tuner.items() if k != TANGENT}))
-    if tangent is not None:
-        states = states._replace(tangent=_stored(tangent))
+    states = train_state.param_states._replace(tuner=_stored(hyper.without_tangent(tuner)))
+    if isinstance(tuner, hyper.ForwardTunerState):
+        states = states._replace(tangent=_stored(tuner.tangent))
     return with_param_states(train_state, states)
 
 
