@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Callable, Dict, List
+from typing import TYPE_CHECKING, Callable, Dict, List, Tuple
 
 import gin
 import numpy as np
@@ -49,15 +49,14 @@ def until_eos(row: np.ndarray) -> List[int]:
     return ids[: ids.index(1)] if 1 in ids else [i for i in ids if i != 0]
 
 
-def evaluate_split(model: Seq2SeqModel, params, data: pipeline.DatasetConfig, split: str,
-                   decode: DecodeConfig, hypotheses_path: str = None, limit: int = None) -> Dict[str, object]:
-    """Scores of `split`; the hypotheses go to `hypotheses_path` (one per line) if given."""
+def decode_split(model: Seq2SeqModel, params, data: pipeline.DatasetConfig, split: str, decode: DecodeConfig,
+                 limit: int = None) -> Tuple[List[str], List[str]]:
+    """(hypotheses, references) of `split` (its first `limit` examples if given)."""
     inputs, _, references = pipeline.eval_examples(data, split, limit)
     vocabulary = pipeline.vocabulary(data)
     faults.point("evaluation")
-    hypotheses = decode_inputs(model, params, inputs, vocabulary, data.task_feature_lengths["targets"],
-                           decode, label=f"decode {split}")
-    return score_split(hypotheses, references, hypotheses_path)
+    return decode_inputs(model, params, inputs, vocabulary, data.task_feature_lengths["targets"], decode,
+                         label=f"decode {split}"), references
 
 
 def score_split(hypotheses: List[str], references: List[str], hypotheses_path: str = None) -> Dict[str, object]:
@@ -91,8 +90,8 @@ class Translation:
     def dev_metrics(self, experiment) -> Callable[..., Dict[str, float]]:
         """params -> metrics added to the dev loss at intermediate evaluations."""
         def bleu(params):
-            scores = evaluate_split(experiment.model, params, experiment.data, "dev", experiment.decode,
-                                    limit=experiment.dev_eval_examples)
+            scores = score_split(*decode_split(experiment.model, params, experiment.data, "dev", experiment.decode,
+                                               limit=experiment.dev_eval_examples))
             return {"bleu": scores["bleu"]}
         return bleu
 

@@ -16,12 +16,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hpo.core import distributed, faults, io as hpo_io, preemption
+from hpo.core import distributed, io as hpo_io, preemption
 from hpo.core.errors import UserError, finite_number, non_negative_int, positive_int
 from hpo.data import pipeline
-from hpo.engine import guided_step
+from hpo.engine import evaluate, guided_step
 from hpo.engine.checkpoints import Checkpointer
-from hpo.engine.evaluate import Translation, decode_inputs
+from hpo.engine.evaluate import Translation
 from hpo.engine.models.seq2seq import DecodeConfig, Seq2SeqModel
 from hpo.engine.models.t5 import T5Config
 from hpo.flow import backend
@@ -221,11 +221,7 @@ class Experiment:
 
     def decode_split(self, fit: FitResult, split: str) -> Tuple[List[str], List[str]]:
         """(hypotheses, references) of the task's `split`, decoded by the trained model."""
-        inputs, _, references = pipeline.eval_examples(self.data, split)
-        faults.point("evaluation")
-        return decode_inputs(self.model, fit.state.params, inputs, pipeline.vocabulary(self.data),
-                             self.data.task_feature_lengths["targets"], self.decode,
-                             label=f"decode {split}"), references
+        return evaluate.decode_split(self.model, fit.state.params, self.data, split, self.decode)
 
     def decoding(self) -> Dict:
         """How runs are decoded, for their records."""

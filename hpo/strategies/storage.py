@@ -111,7 +111,6 @@ for _name, _method in list(vars(RDBStorage).items()):
         setattr(ReconnectingStorage, _name, _reconnecting(_method, skip_missed=_name == "record_heartbeat"))
 
 
-
 def first_heartbeat(storage, trial_id: int) -> None:
     """A trial's heartbeat, written and not skipped when missed (waiting out a lost server as
     other calls do): Optuna never fails a RUNNING trial that has none, so a worker killed
